@@ -1,0 +1,85 @@
+// payq's own connections: the libpqxx implementation of Executor.
+#pragma once
+
+#include <memory>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include <pqxx/connection>
+#include <pqxx/transaction>
+
+#include "payq/db.hpp"
+
+namespace payq {
+
+struct ConnectionOptions {
+  std::string dsn;
+  std::string schema = "payq";
+  // Prepared statements are session state; switch them off behind a
+  // transaction-mode pooler that does not track them.
+  bool prepare_statements = true;
+};
+
+// One libpqxx connection. Belongs to one thread at a time.
+class Connection {
+ public:
+  // Throws ConfigError for a malformed DSN or schema, DatabaseError when the
+  // server cannot be reached.
+  explicit Connection(ConnectionOptions options);
+
+  pqxx::connection& raw() noexcept { return *raw_; }
+  const std::string& schema() const noexcept { return options_.schema; }
+  bool is_open() const noexcept;
+
+  // The statement's SQL with the schema filled in; prepares it on this
+  // connection the first time when prepared statements are on.
+  const std::string& statement_sql(const Statement& statement);
+  bool prepare_statements() const noexcept { return options_.prepare_statements; }
+
+ private:
+  ConnectionOptions options_;
+  std::unique_ptr<pqxx::connection> raw_;
+  std::unordered_map<std::string, std::string> statement_sql_by_name_;
+};
+
+class Database;
+
+// A transaction on a payq connection; rolled back on destruction unless
+// committed.
+class Transaction final : public Executor {
+ public:
+  explicit Transaction(Connection& connection);
+  ~Transaction() override;
+  Transaction(const Transaction&) = delete;
+  Transaction& operator=(const Transaction&) = delete;
+
+  Rows exec(const Statement& statement, const Params& params) override;
+  void savepoint_begin() override;
+  void savepoint_release() override;
+  void savepoint_rollback() override;
+  const std::string& schema() const override { return connection_.schema(); }
+
+  // Ad-hoc SQL with $n parameters (not prepared); @schema@ is expanded.
+  Rows exec_sql(const std::string& sql, const Params& params = {});
+  // Several statements without parameters, as one simple query.
+  void exec_script(const std::string& sql);
+
+  // Throws CommitUnknown when the outcome of COMMIT cannot be known.
+  void commit();
+  void rollback();
+  bool is_open() const noexcept { return work_ != nullptr; }
+  std::size_t savepoint_depth() const noexcept { return savepoint_depth_; }
+
+ private:
+  pqxx::dbtransaction& current();
+
+  Connection& connection_;
+  std::unique_ptr<pqxx::work> work_;
+  std::size_t savepoint_depth_ = 0;
+};
+
+// Converts the libpqxx exception in flight into its payq type and throws it.
+[[noreturn]] void rethrow_as_payq_error();
+
+}  // namespace payq

@@ -1,0 +1,108 @@
+// A payq database: where it is (DSN resolution, the embedded default), a
+// pool of payq's own connections, and transactions that retry transient
+// failures with a bound.
+#pragma once
+
+#include <chrono>
+#include <functional>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <thread>
+#include <type_traits>
+#include <vector>
+
+#include "payq/connection.hpp"
+#include "payq/error.hpp"
+
+namespace payq {
+
+enum class DsnSource { argument, environment, embedded };
+
+struct ResolvedDsn {
+  std::string dsn;
+  DsnSource source;
+};
+
+// DSN precedence: the explicit argument, then the PAYQ_DSN environment
+// variable, then the embedded server (started here if it is not running).
+ResolvedDsn dsn_resolve(const std::optional<std::string>& dsn_argument);
+
+struct DatabaseOptions {
+  std::optional<std::string> dsn;  // nullopt: PAYQ_DSN, else embedded
+  std::string schema = "payq";
+  bool prepare_statements = true;
+  std::size_t pool_idle_count_max = 32;
+  // Bound on re-running a payq-owned transaction after a serialization
+  // failure or deadlock.
+  int transient_retry_count_max = 8;
+};
+
+class Database {
+ public:
+  explicit Database(DatabaseOptions options);
+  Database(const Database&) = delete;
+  Database& operator=(const Database&) = delete;
+
+  const std::string& dsn() const noexcept { return dsn_.dsn; }
+  DsnSource dsn_source() const noexcept { return dsn_.source; }
+  const std::string& schema() const noexcept { return options_.schema; }
+  const DatabaseOptions& options() const noexcept { return options_; }
+
+  // A pooled connection, returned to the pool when the lease ends.
+  class Lease {
+   public:
+    Lease(Database& database, std::unique_ptr<Connection> connection);
+    Lease(Lease&&) noexcept = default;
+    Lease& operator=(Lease&&) = delete;
+    ~Lease();
+    Connection& operator*() noexcept { return *connection_; }
+    Connection* operator->() noexcept { return connection_.get(); }
+
+   private:
+    Database* database_;
+    std::unique_ptr<Connection> connection_;
+  };
+  Lease acquire();
+
+  // Runs `work(transaction)` in a transaction of its own and commits.
+  // Re-runs it from the start after a TransientError, at most
+  // transient_retry_count_max times; CommitUnknown is never retried.
+  template <typename Work>
+  auto transact(Work&& work) -> std::invoke_result_t<Work&, Transaction&>;
+
+ private:
+  void release(std::unique_ptr<Connection> connection) noexcept;
+  void transient_backoff(int attempt);
+
+  DatabaseOptions options_;
+  ResolvedDsn dsn_;
+  std::mutex pool_mutex_;
+  std::vector<std::unique_ptr<Connection>> pool_idle_;
+};
+
+template <typename Work>
+auto Database::transact(Work&& work) -> std::invoke_result_t<Work&, Transaction&> {
+  using Result = std::invoke_result_t<Work&, Transaction&>;
+  for (int attempt = 0;; ++attempt) {
+    Lease lease = acquire();
+    try {
+      Transaction transaction(*lease);
+      if constexpr (std::is_void_v<Result>) {
+        work(transaction);
+        transaction.commit();
+        return;
+      } else {
+        Result result = work(transaction);
+        transaction.commit();
+        return result;
+      }
+    } catch (const TransientError&) {
+      if (attempt >= options_.transient_retry_count_max) throw;
+      transient_backoff(attempt);
+    }
+  }
+}
+
+}  // namespace payq

@@ -1,0 +1,100 @@
+// How the core reaches PostgreSQL: one narrow executor interface, with an
+// implementation on libpqxx (payq's own connections, this header) and one on
+// an application's DB-API connection (the Python binding). Money and queue
+// logic is written once, against Executor.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+namespace payq {
+
+// A bound parameter or a result value in PostgreSQL text format; nullopt is
+// SQL NULL.
+using Value = std::optional<std::string>;
+using Params = std::vector<Value>;
+
+// The rows of one statement, every value as text. Accessors name the column
+// and throw DatabaseError if the value is missing or malformed.
+class Rows {
+ public:
+  Rows() = default;
+  Rows(std::vector<std::string> columns, std::vector<std::vector<Value>> values);
+
+  std::size_t size() const noexcept { return values_.size(); }
+  bool empty() const noexcept { return values_.empty(); }
+  const std::vector<std::string>& columns() const noexcept { return columns_; }
+  const std::vector<std::vector<Value>>& values() const noexcept { return values_; }
+
+  std::size_t column(std::string_view name) const;
+  const Value& at(std::size_t row, std::string_view column_name) const;
+  bool is_null(std::size_t row, std::string_view column_name) const;
+  std::string text(std::size_t row, std::string_view column_name) const;
+  std::int64_t i64(std::size_t row, std::string_view column_name) const;
+  std::optional<std::int64_t> i64_or_null(std::size_t row, std::string_view column_name) const;
+  bool boolean(std::size_t row, std::string_view column_name) const;
+
+ private:
+  std::vector<std::string> columns_;
+  std::vector<std::vector<Value>> values_;
+};
+
+// A named SQL statement. `sql` uses $1..$n placeholders and may contain
+// @schema@, replaced by the (validated) schema name of the executor. Names
+// are unique and stable: payq's own connections prepare statements by name.
+struct Statement {
+  const char* name;
+  const char* sql;
+};
+
+class Executor {
+ public:
+  virtual ~Executor() = default;
+
+  // Runs one statement inside the executor's current transaction.
+  virtual Rows exec(const Statement& statement, const Params& params) = 0;
+
+  // Savepoints nest; a rollback undoes everything since the matching begin
+  // and leaves the enclosing transaction usable.
+  virtual void savepoint_begin() = 0;
+  virtual void savepoint_release() = 0;
+  virtual void savepoint_rollback() = 0;
+
+  virtual const std::string& schema() const = 0;
+};
+
+// Scoped savepoint: rolled back on destruction unless released.
+class Savepoint {
+ public:
+  explicit Savepoint(Executor& executor);
+  ~Savepoint();
+  Savepoint(const Savepoint&) = delete;
+  Savepoint& operator=(const Savepoint&) = delete;
+
+  void release();
+
+ private:
+  Executor& executor_;
+  bool open_ = true;
+};
+
+// Throws ConfigError unless `schema` is a plain lower-case identifier
+// (letters, digits, underscore; at most 63 bytes; not starting with a digit).
+void schema_name_validate(const std::string& schema);
+
+// Replaces every @schema@ in `sql` by the quoted schema name.
+std::string sql_expand_schema(std::string_view sql, const std::string& schema);
+
+// Rewrites $1..$n placeholders into DB-API "format" style (%s, parameters
+// re-ordered and repeated as needed) and doubles literal percent signs.
+// Returns the SQL and, per %s, the index of the $n parameter it takes.
+struct FormatStyleSql {
+  std::string sql;
+  std::vector<std::size_t> param_order;
+};
+FormatStyleSql sql_to_format_style(std::string_view sql);
+
+}  // namespace payq

@@ -1,0 +1,125 @@
+// The error hierarchy of payq. Every failure a caller can act on has its own
+// type; all derive from payq::Error, and each crosses into Python as the
+// payq.Error subclass of the same name.
+#pragma once
+
+#include <stdexcept>
+#include <string>
+
+namespace payq {
+
+class Error : public std::runtime_error {
+ public:
+  explicit Error(const std::string& message) : std::runtime_error(message) {}
+};
+
+// Configuration or environment is wrong: a malformed DSN, a bad schema name,
+// PostgreSQL binaries missing. Nothing was attempted against the database.
+class ConfigError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The database refused or failed an operation. `sqlstate` is the five
+// character SQLSTATE when the server sent one, empty otherwise.
+class DatabaseError : public Error {
+ public:
+  explicit DatabaseError(const std::string& message, std::string sqlstate = {})
+      : Error(message), sqlstate_(std::move(sqlstate)) {}
+  const std::string& sqlstate() const noexcept { return sqlstate_; }
+
+ private:
+  std::string sqlstate_;
+};
+
+// A serialization failure or deadlock: the transaction was rolled back and
+// may be run again from the start. payq retries these itself, with a bound,
+// in transactions it owns.
+class TransientError : public DatabaseError {
+ public:
+  using DatabaseError::DatabaseError;
+};
+
+// The connection broke while COMMIT was in flight: the transaction may or may
+// not have been applied. Never retried blindly; the caller must look.
+class CommitUnknown : public DatabaseError {
+ public:
+  using DatabaseError::DatabaseError;
+};
+
+// A migration on record does not match the one this library carries, or the
+// database is newer than this library.
+class MigrationError : public Error {
+ public:
+  using Error::Error;
+};
+
+// ---- Ledger and money
+
+class InvalidAmount : public Error {
+ public:
+  using Error::Error;
+};
+
+class UnknownCurrency : public Error {
+ public:
+  using Error::Error;
+};
+
+class CurrencyMismatch : public Error {
+ public:
+  using Error::Error;
+};
+
+class UnknownAccount : public Error {
+ public:
+  using Error::Error;
+};
+
+class AccountClosed : public Error {
+ public:
+  using Error::Error;
+};
+
+class InsufficientFunds : public Error {
+ public:
+  using Error::Error;
+};
+
+class LimitExceeded : public Error {
+ public:
+  using Error::Error;
+};
+
+class Unbalanced : public Error {
+ public:
+  using Error::Error;
+};
+
+class IdempotencyConflict : public Error {
+ public:
+  using Error::Error;
+};
+
+// A request that is well formed but not allowed in the current state, such
+// as capturing a hold that was already released.
+class InvalidState : public Error {
+ public:
+  using Error::Error;
+};
+
+// An argument that is not an amount but still malformed: an empty or absurd
+// idempotency key, an unknown rounding rule, a negative limit.
+class InvalidArgument : public Error {
+ public:
+  using Error::Error;
+};
+
+// ---- Queue
+
+class UnknownTaskKind : public Error {
+ public:
+  using Error::Error;
+};
+
+}  // namespace payq

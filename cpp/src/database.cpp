@@ -1,0 +1,65 @@
+#include "payq/database.hpp"
+
+#include <cstdlib>
+#include <random>
+
+#include "payq/embedded.hpp"
+
+namespace payq {
+
+ResolvedDsn dsn_resolve(const std::optional<std::string>& dsn_argument) {
+  if (dsn_argument) {
+    if (dsn_argument->empty()) throw ConfigError("DSN argument is empty; pass None for the default");
+    return {*dsn_argument, DsnSource::argument};
+  }
+  if (const char* env = std::getenv("PAYQ_DSN"); env != nullptr && *env != '\0') {
+    return {env, DsnSource::environment};
+  }
+  EmbeddedServer server(EmbeddedServer::default_options());
+  return {server.up(), DsnSource::embedded};
+}
+
+Database::Database(DatabaseOptions options) : options_(std::move(options)) {
+  schema_name_validate(options_.schema);
+  if (options_.transient_retry_count_max < 0) throw ConfigError("transient_retry_count_max must be >= 0");
+  dsn_ = dsn_resolve(options_.dsn);
+  // Connect once now, so a bad DSN fails here and not at first use.
+  Lease probe = acquire();
+}
+
+Database::Lease::Lease(Database& database, std::unique_ptr<Connection> connection)
+    : database_(&database), connection_(std::move(connection)) {}
+
+Database::Lease::~Lease() {
+  if (connection_) database_->release(std::move(connection_));
+}
+
+Database::Lease Database::acquire() {
+  {
+    std::lock_guard<std::mutex> guard(pool_mutex_);
+    while (!pool_idle_.empty()) {
+      auto connection = std::move(pool_idle_.back());
+      pool_idle_.pop_back();
+      if (connection->is_open()) return Lease(*this, std::move(connection));
+    }
+  }
+  ConnectionOptions connection_options{dsn_.dsn, options_.schema, options_.prepare_statements};
+  return Lease(*this, std::make_unique<Connection>(std::move(connection_options)));
+}
+
+void Database::release(std::unique_ptr<Connection> connection) noexcept {
+  if (!connection || !connection->is_open()) return;
+  std::lock_guard<std::mutex> guard(pool_mutex_);
+  if (pool_idle_.size() < options_.pool_idle_count_max) pool_idle_.push_back(std::move(connection));
+}
+
+void Database::transient_backoff(int attempt) {
+  // Full jitter over an exponential window: 1 ms, 2 ms, 4 ms ... capped.
+  constexpr int window_ms_max = 100;
+  const int window_ms = std::min(window_ms_max, 1 << std::min(attempt, 7));
+  thread_local std::minstd_rand random(std::random_device{}());
+  std::uniform_int_distribution<int> pick(0, window_ms);
+  std::this_thread::sleep_for(std::chrono::milliseconds(pick(random)));
+}
+
+}  // namespace payq

@@ -1,0 +1,143 @@
+#include "payq/db.hpp"
+
+#include <charconv>
+#include <cctype>
+
+#include "payq/error.hpp"
+
+namespace payq {
+
+Rows::Rows(std::vector<std::string> columns, std::vector<std::vector<Value>> values)
+    : columns_(std::move(columns)), values_(std::move(values)) {}
+
+std::size_t Rows::column(std::string_view name) const {
+  for (std::size_t i = 0; i < columns_.size(); ++i) {
+    if (columns_[i] == name) return i;
+  }
+  throw DatabaseError("result has no column '" + std::string(name) + "'");
+}
+
+const Value& Rows::at(std::size_t row, std::string_view column_name) const {
+  if (row >= values_.size()) throw DatabaseError("result row out of range");
+  return values_[row][column(column_name)];
+}
+
+bool Rows::is_null(std::size_t row, std::string_view column_name) const {
+  return !at(row, column_name).has_value();
+}
+
+std::string Rows::text(std::size_t row, std::string_view column_name) const {
+  const Value& value = at(row, column_name);
+  if (!value) throw DatabaseError("column '" + std::string(column_name) + "' is NULL");
+  return *value;
+}
+
+std::optional<std::int64_t> Rows::i64_or_null(std::size_t row, std::string_view column_name) const {
+  const Value& value = at(row, column_name);
+  if (!value) return std::nullopt;
+  std::int64_t result = 0;
+  const char* end = value->data() + value->size();
+  auto [ptr, ec] = std::from_chars(value->data(), end, result);
+  if (ec != std::errc() || ptr != end) {
+    throw DatabaseError("column '" + std::string(column_name) + "' is not a 64-bit integer: " + *value);
+  }
+  return result;
+}
+
+std::int64_t Rows::i64(std::size_t row, std::string_view column_name) const {
+  auto value = i64_or_null(row, column_name);
+  if (!value) throw DatabaseError("column '" + std::string(column_name) + "' is NULL");
+  return *value;
+}
+
+bool Rows::boolean(std::size_t row, std::string_view column_name) const {
+  std::string value = text(row, column_name);
+  if (value == "t" || value == "true" || value == "True") return true;
+  if (value == "f" || value == "false" || value == "False") return false;
+  throw DatabaseError("column '" + std::string(column_name) + "' is not a boolean: " + value);
+}
+
+Savepoint::Savepoint(Executor& executor) : executor_(executor) { executor_.savepoint_begin(); }
+
+Savepoint::~Savepoint() {
+  if (!open_) return;
+  try {
+    executor_.savepoint_rollback();
+  } catch (...) {
+    // The enclosing transaction is already failing; its own rollback
+    // discards what this savepoint held.
+  }
+}
+
+void Savepoint::release() {
+  if (!open_) return;
+  open_ = false;
+  executor_.savepoint_release();
+}
+
+void schema_name_validate(const std::string& schema) {
+  constexpr std::size_t identifier_bytes_max = 63;
+  bool ok = !schema.empty() && schema.size() <= identifier_bytes_max &&
+            !std::isdigit(static_cast<unsigned char>(schema[0]));
+  for (char c : schema) {
+    ok = ok && ((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_');
+  }
+  if (!ok) {
+    throw ConfigError("invalid schema name '" + schema +
+                      "': use lower-case letters, digits and '_' (at most 63, not starting with a digit)");
+  }
+  if (schema.rfind("pg_", 0) == 0) throw ConfigError("schema name '" + schema + "' is reserved by PostgreSQL");
+}
+
+std::string sql_expand_schema(std::string_view sql, const std::string& schema) {
+  static constexpr std::string_view marker = "@schema@";
+  const std::string quoted = "\"" + schema + "\"";
+  std::string out;
+  out.reserve(sql.size() + 64);
+  std::size_t pos = 0;
+  while (true) {
+    std::size_t hit = sql.find(marker, pos);
+    if (hit == std::string_view::npos) break;
+    out.append(sql.substr(pos, hit - pos));
+    out.append(quoted);
+    pos = hit + marker.size();
+  }
+  out.append(sql.substr(pos));
+  return out;
+}
+
+FormatStyleSql sql_to_format_style(std::string_view sql) {
+  FormatStyleSql out;
+  out.sql.reserve(sql.size() + 16);
+  char quote = 0;  // inside '...' or "..." nothing is a placeholder
+  for (std::size_t i = 0; i < sql.size(); ++i) {
+    char c = sql[i];
+    if (quote) {
+      out.sql.append(c == '%' ? "%%" : std::string(1, c));
+      if (c == quote) quote = 0;
+      continue;
+    }
+    if (c == '\'' || c == '"') {
+      quote = c;
+      out.sql.push_back(c);
+    } else if (c == '%') {
+      out.sql.append("%%");
+    } else if (c == '$' && i + 1 < sql.size() && std::isdigit(static_cast<unsigned char>(sql[i + 1]))) {
+      std::size_t j = i + 1;
+      std::size_t number = 0;
+      while (j < sql.size() && std::isdigit(static_cast<unsigned char>(sql[j]))) {
+        number = number * 10 + static_cast<std::size_t>(sql[j] - '0');
+        ++j;
+      }
+      if (number == 0) throw DatabaseError("SQL placeholder $0 is not valid");
+      out.param_order.push_back(number - 1);
+      out.sql.append("%s");
+      i = j - 1;
+    } else {
+      out.sql.push_back(c);
+    }
+  }
+  return out;
+}
+
+}  // namespace payq
