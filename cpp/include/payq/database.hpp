@@ -82,6 +82,18 @@ class Database {
   std::vector<std::unique_ptr<Connection>> pool_idle_;
 };
 
+// A transaction together with the pooled connection it runs on, for callers
+// that drive the transaction themselves (the Python `with db.transaction()`).
+class PooledTransaction {
+ public:
+  explicit PooledTransaction(Database& database) : lease_(database.acquire()), transaction_(*lease_) {}
+  Transaction& transaction() noexcept { return transaction_; }
+
+ private:
+  Database::Lease lease_;  // declared first: outlives the transaction
+  Transaction transaction_;
+};
+
 template <typename Work>
 auto Database::transact(Work&& work) -> std::invoke_result_t<Work&, Transaction&> {
   using Result = std::invoke_result_t<Work&, Transaction&>;

@@ -1,0 +1,8 @@
+#include "bind.hpp"
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "payq's C++ core. Private: use the payq package.";
+  payq::bindings::bind_error(m);
+  payq::bindings::bind_database(m);
+  payq::bindings::bind_embedded(m);
+}

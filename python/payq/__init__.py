@@ -1,0 +1,25 @@
+"""payq: money-moving side effects made safe on PostgreSQL.
+
+A double-entry ledger and a transactional outbox queue share one database
+transaction. Start with :func:`connect`.
+"""
+
+from __future__ import annotations
+
+from payq.errors import *  # noqa: F401,F403  (every exception is public)
+from payq.errors import __all__ as _errors_all
+from payq.database import Database, MigrateReport, Transaction, connect
+from payq.embedded import EmbeddedServer, EmbeddedStatus
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "connect",
+    "Database",
+    "Transaction",
+    "MigrateReport",
+    "EmbeddedServer",
+    "EmbeddedStatus",
+    "__version__",
+    *_errors_all,
+]

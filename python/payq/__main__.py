@@ -1,0 +1,5 @@
+import sys
+
+from payq.cli import main
+
+sys.exit(main())

@@ -1,0 +1,181 @@
+"""Connecting to payq's database and running transactions on it."""
+
+from __future__ import annotations
+
+import decimal
+from contextlib import contextmanager
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Iterator, List, Optional, Sequence, Tuple, Type, Union
+
+from payq._native import core
+from payq.errors import InvalidArgument
+
+SqlValue = Union[None, bool, int, str, decimal.Decimal]
+Row = Tuple[Optional[str], ...]
+
+__all__ = ["connect", "Database", "Transaction", "MigrateReport"]
+
+
+@dataclass(frozen=True)
+class MigrateReport:
+    """What :meth:`Database.migrate` did."""
+
+    applied: List[int]
+    """Versions applied by this call, in order (empty when up to date)."""
+    version_current: int
+    """The schema's version afterwards."""
+
+
+def _to_text(value: SqlValue) -> Optional[str]:
+    # bool first: it is also an int.
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return "t" if value else "f"
+    if isinstance(value, (int, str)):
+        return str(value)
+    if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise InvalidArgument(f"SQL parameter {value!r} is not finite")
+        return str(value)
+    raise InvalidArgument(
+        f"SQL parameter of type {type(value).__name__} is not supported; "
+        "pass None, bool, int, str or Decimal (never float)"
+    )
+
+
+class Transaction:
+    """One database transaction on a payq connection.
+
+    Use it as a context manager: it commits when the block ends normally and
+    rolls back when it raises. A transaction belongs to the thread that
+    opened it.
+    """
+
+    def __init__(self, core_transaction: "core.Transaction") -> None:
+        self._tx = core_transaction
+
+    def __enter__(self) -> "Transaction":
+        return self
+
+    def __exit__(
+        self,
+        exc_type: Optional[Type[BaseException]],
+        exc: Optional[BaseException],
+        tb: Optional[TracebackType],
+    ) -> None:
+        if not self._tx.is_open:
+            return
+        if exc_type is None:
+            self._tx.commit()
+        else:
+            self._tx.rollback()
+
+    def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> List[Row]:
+        """Run one SQL statement with ``$1..$n`` parameters; ``@schema@``
+        stands for payq's schema. Returns the rows, every value as text."""
+        _, rows = self._tx.execute(sql, [_to_text(p) for p in params])
+        return rows
+
+    @contextmanager
+    def savepoint(self) -> Iterator["Transaction"]:
+        """A nested transaction: if the block raises, everything done inside
+        it is undone and the exception propagates, but this transaction stays
+        usable, so the caller may catch the exception and go on."""
+        self._tx.savepoint_begin()
+        try:
+            yield self
+        except BaseException:
+            self._tx.savepoint_rollback()
+            raise
+        else:
+            self._tx.savepoint_release()
+
+    def commit(self) -> None:
+        """Commit now. Raises :class:`payq.CommitUnknown` if the outcome
+        cannot be known (connection lost during COMMIT)."""
+        self._tx.commit()
+
+    def rollback(self) -> None:
+        """Discard everything done in this transaction."""
+        self._tx.rollback()
+
+    @property
+    def is_open(self) -> bool:
+        """False once committed or rolled back."""
+        return bool(self._tx.is_open)
+
+    @property
+    def savepoint_depth(self) -> int:
+        """How many savepoints are open."""
+        return int(self._tx.savepoint_depth)
+
+
+class Database:
+    """A payq database: where it is, and a pool of payq's own connections.
+
+    Thread-safe: each thread borrows its own connection from the pool.
+    Obtain one with :func:`payq.connect`.
+    """
+
+    def __init__(self, core_database: "core.Database") -> None:
+        self._core = core_database
+
+    @property
+    def dsn(self) -> str:
+        """The libpq connection string in use."""
+        return str(self._core.dsn)
+
+    @property
+    def dsn_source(self) -> str:
+        """Where the DSN came from: ``argument``, ``environment`` (PAYQ_DSN)
+        or ``embedded`` (payq's private server)."""
+        return str(self._core.dsn_source)
+
+    @property
+    def schema(self) -> str:
+        """The PostgreSQL schema holding every payq object."""
+        return str(self._core.schema)
+
+    def migrate(self) -> MigrateReport:
+        """Apply the missing schema migrations, in order, in one transaction.
+        Idempotent, and safe when several processes run it at once."""
+        report = self._core.migrate()
+        return MigrateReport(list(report.applied), int(report.version_current))
+
+    def schema_version(self) -> int:
+        """The highest applied migration; 0 if payq was never migrated here."""
+        return int(self._core.schema_version())
+
+    def transaction(self) -> Transaction:
+        """Begin a transaction: ``with db.transaction() as t: ...``."""
+        return Transaction(self._core.begin())
+
+    def __repr__(self) -> str:
+        return f"<payq.Database schema={self.schema!r} source={self.dsn_source}>"
+
+
+def connect(
+    dsn: Optional[str] = None,
+    *,
+    schema: str = "payq",
+    migrate: Optional[bool] = None,
+    prepare_statements: bool = True,
+) -> Database:
+    """Open a payq database.
+
+    ``dsn`` is a libpq connection string. Without it, ``PAYQ_DSN`` is used,
+    and without that payq's embedded PostgreSQL server (started on demand
+    under ``PAYQ_HOME``). ``migrate`` applies missing migrations; by default
+    it does so only on the embedded server, which payq owns. Set
+    ``prepare_statements=False`` behind a transaction-mode pooler that does
+    not keep prepared statements.
+
+    Raises :class:`payq.ConfigError` for a malformed DSN or schema name and
+    :class:`payq.DatabaseError` when the server cannot be reached.
+    """
+    database = Database(core.Database(dsn, schema, prepare_statements))
+    if migrate or (migrate is None and database.dsn_source == "embedded"):
+        database.migrate()
+    return database

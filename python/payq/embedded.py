@@ -1,0 +1,74 @@
+"""payq's embedded PostgreSQL server: the default when no DSN is given."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+from payq._native import core
+
+__all__ = ["EmbeddedServer", "EmbeddedStatus", "postgres_bin_dir"]
+
+
+@dataclass(frozen=True)
+class EmbeddedStatus:
+    """The state of an embedded server."""
+
+    initialized: bool
+    running: bool
+    home: str
+    data_dir: str
+    dsn: str
+    server_user: str
+
+
+class EmbeddedServer:
+    """A private PostgreSQL cluster under ``home`` that listens only on a unix
+    socket there.
+
+    ``home`` defaults to ``PAYQ_HOME``, else ``~/.local/share/payq``; as root
+    it is ``/var/lib/payq`` and the server runs as ``PAYQ_SERVER_USER``
+    (default ``postgres``). ``durable=False`` turns fsync off: for throwaway
+    clusters only.
+    """
+
+    def __init__(
+        self,
+        home: Optional[str] = None,
+        *,
+        durable: bool = True,
+        server_user: Optional[str] = None,
+        port: int = 5432,
+    ) -> None:
+        self._core = core.EmbeddedServer(home, durable, server_user, port)
+
+    @property
+    def home(self) -> str:
+        return str(self._core.home)
+
+    @property
+    def dsn(self) -> str:
+        """The DSN of this server (valid once it is up)."""
+        return str(self._core.dsn)
+
+    def up(self) -> str:
+        """Create the cluster if needed, start it unless it runs, make sure
+        its database exists; return the DSN. Safe from several processes."""
+        return str(self._core.up())
+
+    def down(self) -> None:
+        """Stop the server if it runs. The data stays."""
+        self._core.down()
+
+    def status(self) -> EmbeddedStatus:
+        return EmbeddedStatus(**self._core.status())
+
+    def remove_when_process_exits(self) -> None:
+        """Stop the server and delete ``home`` once this process exits, even
+        if it is killed. For throwaway clusters (tests)."""
+        self._core.remove_when_process_exits()
+
+
+def postgres_bin_dir() -> str:
+    """Where initdb and pg_ctl are; raises ConfigError naming the package."""
+    return str(core.postgres_bin_dir())
