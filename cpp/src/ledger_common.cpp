@@ -1,0 +1,124 @@
+#include <nlohmann/json.hpp>
+
+#include <cstdio>
+
+#include "ledger_internal.hpp"
+#include "ledger_statements.hpp"
+#include "payq/error.hpp"
+
+namespace payq::ledger_detail {
+
+void key_validate(const std::string& key) {
+  if (key.empty()) throw InvalidArgument("idempotency key is empty");
+  if (key.size() > idempotency_key_bytes_max) {
+    throw InvalidArgument("idempotency key is " + std::to_string(key.size()) + " bytes; at most " +
+                          std::to_string(idempotency_key_bytes_max) + " are allowed");
+  }
+  for (unsigned char c : key) {
+    if (c < 0x20 || c == 0x7f) throw InvalidArgument("idempotency key contains a control character");
+  }
+}
+
+void id_validate(std::int64_t id, const char* what) {
+  if (id <= 0) throw InvalidArgument(std::string(what) + " id must be positive, got " + std::to_string(id));
+}
+
+std::string metadata_canonical(const std::string& json_text) {
+  if (json_text.size() > metadata_bytes_max) {
+    throw InvalidArgument("metadata is larger than " + std::to_string(metadata_bytes_max) + " bytes");
+  }
+  nlohmann::json parsed;
+  try {
+    parsed = nlohmann::json::parse(json_text.empty() ? "{}" : json_text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InvalidArgument(std::string("metadata is not valid JSON: ") + e.what());
+  }
+  if (!parsed.is_object()) throw InvalidArgument("metadata must be a JSON object");
+  return parsed.dump();
+}
+
+std::string request_hash(const std::string& canonical) {
+  std::uint64_t hash = 14695981039346656037ull;
+  for (unsigned char c : canonical) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+  return text;
+}
+
+std::string array_text(const std::vector<std::int64_t>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) out.push_back(',');
+    out += std::to_string(values[i]);
+  }
+  out.push_back('}');
+  return out;
+}
+
+Value optional_text(const std::optional<std::int64_t>& value) {
+  if (!value) return std::nullopt;
+  return std::to_string(*value);
+}
+
+Account account_from(const Rows& rows, std::size_t row) {
+  Account account;
+  account.id = rows.i64(row, "id");
+  account.owner = rows.text(row, "owner");
+  account.ns = rows.text(row, "namespace");
+  account.currency = rows.text(row, "currency");
+  account.balance_minor = rows.i64(row, "balance");
+  account.held_minor = rows.i64(row, "held");
+  account.seq = rows.i64(row, "seq");
+  account.allow_negative = rows.boolean(row, "allow_negative");
+  account.overdraft_minor = rows.i64(row, "overdraft_minor");
+  account.deferred_credit = rows.boolean(row, "deferred_credit");
+  account.closed = rows.boolean(row, "closed");
+  return account;
+}
+
+HoldStatus hold_status_parse(const std::string& name) {
+  if (name == "active") return HoldStatus::active;
+  if (name == "captured") return HoldStatus::captured;
+  if (name == "released") return HoldStatus::released;
+  if (name == "expired") return HoldStatus::expired;
+  throw DatabaseError("unknown hold status in database: " + name);
+}
+
+Hold hold_from(const Rows& rows, std::size_t row) {
+  Hold hold;
+  hold.id = rows.i64(row, "id");
+  hold.key = rows.text(row, "key");
+  hold.account_id = rows.i64(row, "account_id");
+  hold.amount_minor = rows.i64(row, "amount");
+  hold.captured_minor = rows.i64(row, "captured_minor");
+  hold.status = hold_status_parse(rows.text(row, "status"));
+  hold.expires_at = rows.at(row, "expires_at");
+  hold.metadata_json = rows.text(row, "metadata");
+  return hold;
+}
+
+std::optional<OperationRecord> operation_get(Executor& executor, const std::string& key) {
+  Rows rows = executor.exec(ledger_sql::operation_get, {key});
+  if (rows.empty()) return std::nullopt;
+  return OperationRecord{rows.text(0, "kind"), rows.text(0, "request_hash"), rows.i64_or_null(0, "hold_id")};
+}
+
+void operation_same_or_throw(const OperationRecord& record, const std::string& key, const std::string& hash) {
+  if (record.request_hash != hash) {
+    throw IdempotencyConflict("idempotency key '" + key + "' was already used for a different " + record.kind +
+                              " request");
+  }
+}
+
+std::pair<std::int64_t, std::int64_t> pending_fold_locked(Executor& executor, std::int64_t account_id,
+                                                          std::int64_t balance, std::int64_t seq,
+                                                          std::int64_t count_max) {
+  Rows folded = executor.exec(ledger_sql::pending_fold, {std::to_string(account_id), std::to_string(count_max),
+                                                         std::to_string(seq), std::to_string(balance)});
+  return {amount_add(balance, folded.i64(0, "total")), seq + folded.i64(0, "folded")};
+}
+
+}  // namespace payq::ledger_detail

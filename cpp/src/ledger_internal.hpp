@@ -1,0 +1,73 @@
+// Shared by the ledger's source files: validation, request hashing, row
+// conversion, and the posting engine every journal-writing operation uses.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "payq/db.hpp"
+#include "payq/ledger.hpp"
+
+namespace payq::ledger_detail {
+
+void key_validate(const std::string& key);
+void id_validate(std::int64_t id, const char* what);
+// Parses a JSON object and returns its canonical text (sorted keys);
+// InvalidArgument for anything else or beyond metadata_bytes_max.
+std::string metadata_canonical(const std::string& json_text);
+// A short, stable fingerprint of a request's canonical text.
+std::string request_hash(const std::string& canonical);
+
+std::string array_text(const std::vector<std::int64_t>& values);
+Value optional_text(const std::optional<std::int64_t>& value);
+
+Account account_from(const Rows& rows, std::size_t row);
+Hold hold_from(const Rows& rows, std::size_t row);
+HoldStatus hold_status_parse(const std::string& name);
+
+// The recorded operation for `key`, if any.
+struct OperationRecord {
+  std::string kind;
+  std::string request_hash;
+  std::optional<std::int64_t> hold_id;
+};
+std::optional<OperationRecord> operation_get(Executor& executor, const std::string& key);
+// Throws IdempotencyConflict unless the record was made by the same request.
+void operation_same_or_throw(const OperationRecord& record, const std::string& key, const std::string& request_hash);
+
+// Limits: rules as read by posting_lock, checked against one outgoing amount.
+void limits_check(const Rows& rows, std::size_t row, std::int64_t amount_minor, std::int64_t account_id);
+bool limits_present(const Rows& rows, std::size_t row);
+
+// Folds every pending credit of a deferred-credit account that the caller
+// has locked; returns the new (balance, seq).
+std::pair<std::int64_t, std::int64_t> pending_fold_locked(Executor& executor, std::int64_t account_id,
+                                                          std::int64_t balance, std::int64_t seq,
+                                                          std::int64_t count_max);
+
+// Everything a journal-writing operation decides before the engine runs.
+struct PostingPlan {
+  std::string key;
+  std::string op_kind;
+  std::string request_hash;
+  std::string transaction_kind;
+  std::string metadata_json;  // canonical
+  std::vector<Leg> legs;
+  bool single_currency = false;  // CurrencyMismatch unless all legs share one
+  std::optional<std::int64_t> hold_id;         // capture: the hold, also recorded on the operation
+  std::optional<std::int64_t> captured_minor;  // capture
+  std::optional<std::int64_t> held_release_account_id;  // capture: the hold's account
+  std::int64_t held_release_minor = 0;                  // capture: the hold's amount, taken off `held`
+  std::optional<std::int64_t> reverses_id;
+  std::optional<std::int64_t> reversed_minor;
+  std::optional<std::int64_t> limit_account_id;  // outgoing money subject to limits
+  std::int64_t limit_amount_minor = 0;
+};
+
+LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan);
+// The transaction recorded under `key`, marked replayed.
+LedgerTransaction transaction_replay(Executor& executor, const std::string& key);
+
+}  // namespace payq::ledger_detail

@@ -1,0 +1,352 @@
+// Every SQL statement of the ledger, by name. Parameters are always bound;
+// arrays travel as PostgreSQL array text ("{1,2,3}").
+#pragma once
+
+#include "payq/db.hpp"
+
+namespace payq::ledger_sql {
+
+inline constexpr char account_columns[] =
+    "id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit, "
+    "closed_at IS NOT NULL AS closed";
+
+inline const Statement account_open{"payq_account_open", R"sql(
+WITH ins AS (
+  INSERT INTO @schema@.account (owner, namespace, currency, allow_negative, overdraft_minor, deferred_credit)
+  VALUES ($1, $2, $3, $4::boolean, $5::bigint, $6::boolean)
+  ON CONFLICT (owner, namespace, currency) DO NOTHING
+  RETURNING id
+)
+SELECT id FROM ins
+UNION ALL
+SELECT id FROM @schema@.account WHERE owner = $1 AND namespace = $2 AND currency = $3
+LIMIT 1)sql"};
+
+inline const Statement account_get{"payq_account_get", R"sql(
+SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit,
+       closed_at IS NOT NULL AS closed,
+       CASE WHEN deferred_credit
+            THEN (SELECT coalesce(sum(amount), 0) FROM @schema@.pending_credit p WHERE p.account_id = a.id)
+            ELSE 0 END AS pending
+FROM @schema@.account a WHERE id = $1::bigint)sql"};
+
+inline const Statement account_find{"payq_account_find", R"sql(
+SELECT id FROM @schema@.account WHERE owner = $1 AND namespace = $2 AND currency = $3)sql"};
+
+inline const Statement account_close{"payq_account_close", R"sql(
+UPDATE @schema@.account SET closed_at = coalesce(closed_at, now()) WHERE id = $1::bigint)sql"};
+
+inline const Statement currency_lookup{"payq_currency_lookup", R"sql(
+SELECT exponent FROM @schema@.currency WHERE code = $1)sql"};
+
+inline const Statement currency_insert{"payq_currency_insert", R"sql(
+WITH ins AS (
+  INSERT INTO @schema@.currency (code, exponent) VALUES ($1, $2::integer)
+  ON CONFLICT (code) DO NOTHING RETURNING exponent
+)
+SELECT exponent FROM ins UNION ALL SELECT exponent FROM @schema@.currency WHERE code = $1 LIMIT 1)sql"};
+
+// Locks the accounts a posting touches, in ascending id order, and reads
+// what the checks need in the same round trip: the idempotency record, the
+// accounts, and (for the account subject to limits) its rules and today's
+// usage. Deferred-credit accounts that are only credited ($3) are read
+// without a lock: that is what keeps a hot fee account off the critical path.
+inline const Statement posting_lock{"payq_posting_lock", R"sql(
+WITH day AS (
+  SELECT (now() AT TIME ZONE day_time_zone)::date AS d FROM @schema@.installation
+), locked AS (
+  SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit,
+         closed_at IS NOT NULL AS closed, true AS locked
+  FROM @schema@.account
+  WHERE id = ANY($2::bigint[]) AND NOT (deferred_credit AND id = ANY($3::bigint[]))
+  ORDER BY id
+  FOR UPDATE
+), seen AS (
+  SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit,
+         closed_at IS NOT NULL AS closed, false AS locked
+  FROM @schema@.account
+  WHERE deferred_credit AND id = ANY($3::bigint[])
+), acc AS (
+  SELECT * FROM locked UNION ALL SELECT * FROM seen
+)
+SELECT op.request_hash AS op_hash, op.kind AS op_kind, op.hold_id AS op_hold_id,
+       acc.id, acc.owner, acc.namespace, acc.currency, acc.balance, acc.held, acc.seq, acc.allow_negative,
+       acc.overdraft_minor, acc.deferred_credit, acc.closed, acc.locked,
+       CASE WHEN acc.deferred_credit AND acc.locked
+            THEN (SELECT count(*) FROM @schema@.pending_credit p WHERE p.account_id = acc.id) ELSE 0 END
+         AS pending_count,
+       CASE WHEN acc.id = $4::bigint THEN
+         (SELECT coalesce(json_agg(json_build_object('kind', r.kind, 'value', r.value) ORDER BY r.id), '[]')::text
+          FROM @schema@.limit_rule r
+          WHERE r.account_id = acc.id
+             OR (r.account_id IS NULL AND r.namespace = acc.namespace AND r.currency = acc.currency))
+       END AS limit_rules,
+       (SELECT u.count FROM @schema@.limit_usage u, day WHERE u.account_id = acc.id AND u.day = day.d
+         AND acc.id = $4::bigint) AS limit_count,
+       (SELECT u.amount_minor FROM @schema@.limit_usage u, day WHERE u.account_id = acc.id AND u.day = day.d
+         AND acc.id = $4::bigint) AS limit_amount
+FROM (SELECT 1) AS one
+LEFT JOIN @schema@.operation op ON op.key = $1
+LEFT JOIN acc ON true
+ORDER BY acc.id)sql"};
+
+// Writes a posting in one statement, but only if the idempotency key is
+// still free: every part hangs off the operation row actually inserted.
+inline const Statement posting_write{"payq_posting_write", R"sql(
+WITH op AS (
+  INSERT INTO @schema@.operation (key, kind, request_hash, hold_id)
+  VALUES ($1, $2, $3, $4::bigint)
+  ON CONFLICT (key) DO NOTHING
+  RETURNING key
+), t AS (
+  INSERT INTO @schema@.ledger_transaction (key, kind, metadata, reverses_id, hold_id, reversed_minor)
+  SELECT key, $5, $6::jsonb, $7::bigint, $4::bigint, $8::bigint FROM op
+  RETURNING id, created_at
+), e AS (
+  INSERT INTO @schema@.entry (transaction_id, account_id, amount, seq, balance_after, created_at)
+  SELECT t.id, x.account_id, x.amount, x.seq, x.balance_after, t.created_at
+  FROM t, unnest($9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[]) AS x(account_id, amount, seq, balance_after)
+  RETURNING id, account_id, seq
+), p AS (
+  INSERT INTO @schema@.pending_credit (transaction_id, account_id, amount, created_at)
+  SELECT t.id, x.account_id, x.amount, t.created_at
+  FROM t, unnest($13::bigint[], $14::bigint[]) AS x(account_id, amount)
+), a AS (
+  UPDATE @schema@.account acc
+  SET balance = x.balance, seq = x.seq, held = acc.held - x.held_release
+  FROM t, unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[]) AS x(id, balance, seq, held_release)
+  WHERE acc.id = x.id
+), h AS (
+  UPDATE @schema@.hold hd
+  SET status = 'captured', captured_minor = $19::bigint, finished_at = now()
+  FROM t
+  WHERE hd.id = $4::bigint AND $19::bigint IS NOT NULL
+), l AS (
+  INSERT INTO @schema@.limit_usage AS u (account_id, day, count, amount_minor)
+  SELECT $20::bigint, (now() AT TIME ZONE i.day_time_zone)::date, 1, $21::bigint
+  FROM t, @schema@.installation i
+  WHERE $20::bigint IS NOT NULL
+  ON CONFLICT (account_id, day)
+  DO UPDATE SET count = u.count + 1, amount_minor = u.amount_minor + EXCLUDED.amount_minor
+)
+SELECT t.id AS transaction_id, @schema@.ts_text(t.created_at) AS created_at,
+       (SELECT coalesce(string_agg(e.id::text, ',' ORDER BY e.account_id, e.seq), '') FROM e) AS entry_ids
+FROM t)sql"};
+
+inline const Statement operation_get{"payq_operation_get", R"sql(
+SELECT kind, request_hash, hold_id FROM @schema@.operation WHERE key = $1)sql"};
+
+inline const Statement transaction_by_id{"payq_transaction_by_id", R"sql(
+SELECT id, key, kind, metadata::text AS metadata, reverses_id, hold_id, reversed_minor,
+       @schema@.ts_text(created_at) AS created_at
+FROM @schema@.ledger_transaction WHERE id = $1::bigint)sql"};
+
+inline const Statement transaction_by_key{"payq_transaction_by_key", R"sql(
+SELECT id FROM @schema@.ledger_transaction WHERE key = $1)sql"};
+
+// Journal entries and still-pending credits of one transaction, in the
+// order their legs were written.
+inline const Statement transaction_legs{"payq_transaction_legs", R"sql(
+SELECT id, account_id, amount, seq, balance_after, @schema@.ts_text(created_at) AS created_at, 0 AS pending_order
+FROM @schema@.entry WHERE transaction_id = $1::bigint
+UNION ALL
+SELECT 0, account_id, amount, NULL, NULL, @schema@.ts_text(created_at), id
+FROM @schema@.pending_credit WHERE transaction_id = $1::bigint
+ORDER BY pending_order, id)sql"};
+
+// The original's net amount per account, less what earlier reversals
+// already returned, under a lock that serialises reversals of it.
+inline const Statement reversal_lock{"payq_reversal_lock", R"sql(
+SELECT id, reverses_id FROM @schema@.ledger_transaction WHERE id = $1::bigint FOR NO KEY UPDATE)sql"};
+
+inline const Statement reversal_remaining{"payq_reversal_remaining", R"sql(
+WITH legs AS (
+  SELECT transaction_id, account_id, amount FROM @schema@.entry
+  UNION ALL
+  SELECT transaction_id, account_id, amount FROM @schema@.pending_credit
+), original AS (
+  SELECT account_id, sum(amount) AS net FROM legs WHERE transaction_id = $1::bigint GROUP BY account_id
+), returned AS (
+  SELECT l.account_id, sum(l.amount) AS net
+  FROM legs l JOIN @schema@.ledger_transaction r ON r.id = l.transaction_id
+  WHERE r.reverses_id = $1::bigint GROUP BY l.account_id
+)
+SELECT o.account_id, o.net::bigint AS original_net, coalesce(r.net, 0)::bigint AS returned_net
+FROM original o LEFT JOIN returned r ON r.account_id = o.account_id
+ORDER BY o.account_id)sql"};
+
+inline const Statement hold_lock{"payq_hold_lock", R"sql(
+SELECT id, key, account_id, amount, captured_minor, status, @schema@.ts_text(expires_at) AS expires_at,
+       metadata::text AS metadata, expires_at IS NOT NULL AND expires_at <= now() AS expired
+FROM @schema@.hold WHERE id = $1::bigint FOR UPDATE)sql"};
+
+inline const Statement hold_get{"payq_hold_get", R"sql(
+SELECT id, key, account_id, amount, captured_minor, status, @schema@.ts_text(expires_at) AS expires_at,
+       metadata::text AS metadata
+FROM @schema@.hold WHERE id = $1::bigint)sql"};
+
+inline const Statement hold_by_key{"payq_hold_by_key", R"sql(
+SELECT id FROM @schema@.hold WHERE key = $1)sql"};
+
+inline const Statement hold_write{"payq_hold_write", R"sql(
+WITH op AS (
+  INSERT INTO @schema@.operation (key, kind, request_hash) VALUES ($1, 'hold', $2)
+  ON CONFLICT (key) DO NOTHING
+  RETURNING key
+), h AS (
+  INSERT INTO @schema@.hold (key, account_id, amount, expires_at, metadata)
+  SELECT key, $3::bigint, $4::bigint,
+         CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() + $5::bigint * interval '1 millisecond' END,
+         $6::jsonb
+  FROM op
+  RETURNING id, @schema@.ts_text(expires_at) AS expires_at
+), a AS (
+  UPDATE @schema@.account SET held = held + $4::bigint FROM h WHERE account.id = $3::bigint
+), l AS (
+  INSERT INTO @schema@.limit_usage AS u (account_id, day, count, amount_minor)
+  SELECT $3::bigint, (now() AT TIME ZONE i.day_time_zone)::date, 1, $4::bigint
+  FROM h, @schema@.installation i
+  WHERE $7::boolean
+  ON CONFLICT (account_id, day)
+  DO UPDATE SET count = u.count + 1, amount_minor = u.amount_minor + EXCLUDED.amount_minor
+)
+SELECT id, expires_at FROM h)sql"};
+
+// Release or expire: the hold row is already locked by the caller.
+inline const Statement hold_finish{"payq_hold_finish", R"sql(
+WITH op AS (
+  INSERT INTO @schema@.operation (key, kind, request_hash, hold_id) VALUES ($1, 'release', $2, $3::bigint)
+  ON CONFLICT (key) DO NOTHING
+  RETURNING key
+), h AS (
+  UPDATE @schema@.hold SET status = 'released', finished_at = now()
+  FROM op WHERE hold.id = $3::bigint
+  RETURNING hold.account_id, hold.amount
+)
+UPDATE @schema@.account SET held = account.held - h.amount FROM h WHERE account.id = h.account_id
+RETURNING account.id)sql"};
+
+inline const Statement holds_expired_lock{"payq_holds_expired_lock", R"sql(
+SELECT id, account_id, amount FROM @schema@.hold
+WHERE status = 'active' AND expires_at <= now()
+ORDER BY id
+LIMIT $1::bigint
+FOR UPDATE SKIP LOCKED)sql"};
+
+inline const Statement accounts_lock{"payq_accounts_lock", R"sql(
+SELECT id FROM @schema@.account WHERE id = ANY($1::bigint[]) ORDER BY id FOR UPDATE)sql"};
+
+inline const Statement holds_expire{"payq_holds_expire", R"sql(
+WITH h AS (
+  UPDATE @schema@.hold SET status = 'expired', finished_at = now()
+  WHERE id = ANY($1::bigint[]) AND status = 'active'
+  RETURNING account_id, amount
+), s AS (
+  SELECT account_id, sum(amount)::bigint AS total FROM h GROUP BY account_id
+)
+UPDATE @schema@.account SET held = account.held - s.total FROM s WHERE account.id = s.account_id
+RETURNING account.id)sql"};
+
+inline const Statement pending_fold{"payq_pending_fold", R"sql(
+WITH d AS (
+  DELETE FROM @schema@.pending_credit
+  WHERE id IN (SELECT id FROM @schema@.pending_credit WHERE account_id = $1::bigint ORDER BY id LIMIT $2::bigint)
+  RETURNING id, transaction_id, amount, created_at
+), o AS (
+  SELECT d.*, row_number() OVER (ORDER BY id) AS rn, sum(amount) OVER (ORDER BY id) AS cum FROM d
+), e AS (
+  INSERT INTO @schema@.entry (transaction_id, account_id, amount, seq, balance_after, created_at)
+  SELECT transaction_id, $1::bigint, amount, $3::bigint + rn, ($4::bigint + cum)::bigint, created_at FROM o
+), u AS (
+  UPDATE @schema@.account
+  SET balance = ($4::bigint + (SELECT coalesce(sum(amount), 0) FROM d))::bigint,
+      seq = $3::bigint + (SELECT count(*) FROM d)
+  WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM d)
+)
+SELECT count(*) AS folded, coalesce(sum(amount), 0)::bigint AS total FROM d)sql"};
+
+inline const Statement account_lock_one{"payq_account_lock_one", R"sql(
+SELECT balance, seq, deferred_credit FROM @schema@.account WHERE id = $1::bigint FOR UPDATE)sql"};
+
+inline const Statement limit_set_account{"payq_limit_set_account", R"sql(
+INSERT INTO @schema@.limit_rule (account_id, kind, value) VALUES ($1::bigint, $2, $3::bigint)
+ON CONFLICT (account_id, kind) WHERE account_id IS NOT NULL DO UPDATE SET value = EXCLUDED.value)sql"};
+
+inline const Statement limit_set_namespace{"payq_limit_set_namespace", R"sql(
+INSERT INTO @schema@.limit_rule (namespace, currency, kind, value) VALUES ($1, $2, $3, $4::bigint)
+ON CONFLICT (namespace, currency, kind) WHERE account_id IS NULL DO UPDATE SET value = EXCLUDED.value)sql"};
+
+inline const Statement limit_remove{"payq_limit_remove", R"sql(
+DELETE FROM @schema@.limit_rule
+WHERE kind = $1 AND ((account_id = $2::bigint) OR (account_id IS NULL AND namespace = $3 AND currency = $4)))sql"};
+
+inline const Statement history{"payq_history", R"sql(
+SELECT id, transaction_id, account_id, amount, seq, balance_after, @schema@.ts_text(created_at) AS created_at
+FROM @schema@.entry WHERE account_id = $1::bigint AND seq > $2::bigint ORDER BY seq LIMIT $3::bigint)sql"};
+
+// ---- audit: each statement returns one row per violation.
+
+inline const Statement audit_counts{"payq_audit_counts", R"sql(
+SELECT (SELECT count(*) FROM @schema@.account) AS accounts, (SELECT count(*) FROM @schema@.entry) AS entries)sql"};
+
+inline const Statement audit_accounts{"payq_audit_accounts", R"sql(
+SELECT a.id, a.balance, a.seq, coalesce(s.total, 0)::text AS total, coalesce(s.n, 0) AS n,
+       coalesce(s.seq_max, 0) AS seq_max, coalesce(s.seq_min, 1) AS seq_min,
+       coalesce(last.balance_after, 0) AS last_balance_after
+FROM @schema@.account a
+LEFT JOIN (SELECT account_id, sum(amount) AS total, count(*) AS n, max(seq) AS seq_max, min(seq) AS seq_min
+           FROM @schema@.entry GROUP BY account_id) s ON s.account_id = a.id
+LEFT JOIN LATERAL (SELECT balance_after FROM @schema@.entry e WHERE e.account_id = a.id ORDER BY seq DESC LIMIT 1)
+  last ON true
+WHERE a.balance <> coalesce(s.total, 0) OR a.balance <> coalesce(last.balance_after, 0)
+   OR a.seq <> coalesce(s.n, 0) OR coalesce(s.seq_max, 0) <> coalesce(s.n, 0) OR coalesce(s.seq_min, 1) <> 1
+ORDER BY a.id)sql"};
+
+inline const Statement audit_entry_chain{"payq_audit_entry_chain", R"sql(
+SELECT id, account_id, seq, amount, balance_after, prev_after FROM (
+  SELECT e.*, lag(balance_after, 1, 0::bigint) OVER (PARTITION BY account_id ORDER BY seq) AS prev_after
+  FROM @schema@.entry e
+) c WHERE prev_after + amount <> balance_after
+ORDER BY account_id, seq LIMIT 1000)sql"};
+
+inline const Statement audit_held{"payq_audit_held", R"sql(
+SELECT a.id, a.held, coalesce(h.total, 0)::bigint AS active_total
+FROM @schema@.account a
+LEFT JOIN (SELECT account_id, sum(amount) AS total FROM @schema@.hold WHERE status = 'active' GROUP BY account_id) h
+  ON h.account_id = a.id
+WHERE a.held <> coalesce(h.total, 0)
+ORDER BY a.id)sql"};
+
+inline const Statement audit_currency_sum{"payq_audit_currency_sum", R"sql(
+SELECT a.currency, sum(l.amount)::text AS total
+FROM (SELECT account_id, amount FROM @schema@.entry UNION ALL SELECT account_id, amount FROM @schema@.pending_credit) l
+JOIN @schema@.account a ON a.id = l.account_id
+GROUP BY a.currency HAVING sum(l.amount) <> 0
+ORDER BY a.currency)sql"};
+
+inline const Statement audit_transaction_sum{"payq_audit_transaction_sum", R"sql(
+SELECT l.transaction_id, a.currency, sum(l.amount)::text AS total
+FROM (SELECT transaction_id, account_id, amount FROM @schema@.entry
+      UNION ALL SELECT transaction_id, account_id, amount FROM @schema@.pending_credit) l
+JOIN @schema@.account a ON a.id = l.account_id
+GROUP BY l.transaction_id, a.currency HAVING sum(l.amount) <> 0
+ORDER BY l.transaction_id LIMIT 1000)sql"};
+
+inline const Statement audit_floor{"payq_audit_floor", R"sql(
+SELECT id, balance, held, overdraft_minor FROM @schema@.account
+WHERE NOT allow_negative AND balance - held < -overdraft_minor ORDER BY id)sql"};
+
+inline const Statement audit_reversals{"payq_audit_reversals", R"sql(
+SELECT r.reverses_id, sum(r.reversed_minor)::text AS reversed,
+       (SELECT sum(amount) FROM (SELECT amount FROM @schema@.entry WHERE transaction_id = r.reverses_id AND amount > 0
+                                 UNION ALL
+                                 SELECT amount FROM @schema@.pending_credit WHERE transaction_id = r.reverses_id) c)::text
+         AS original
+FROM @schema@.ledger_transaction r WHERE r.reverses_id IS NOT NULL
+GROUP BY r.reverses_id
+HAVING sum(r.reversed_minor) > (SELECT sum(amount) FROM (
+  SELECT amount FROM @schema@.entry WHERE transaction_id = r.reverses_id AND amount > 0
+  UNION ALL SELECT amount FROM @schema@.pending_credit WHERE transaction_id = r.reverses_id) c2)
+ORDER BY r.reverses_id)sql"};
+
+}  // namespace payq::ledger_sql
