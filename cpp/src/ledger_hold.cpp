@@ -63,7 +63,7 @@ Hold Ledger::hold(const HoldRequest& request) {
     throw InsufficientFunds("account " + account_text + " has " + std::to_string(available) +
                             " available (minor units), " + std::to_string(request.amount_minor) + " needed");
   }
-  limits_check(rows, 0, request.amount_minor, account.id);
+  limits_check(executor_, rows, 0, request.amount_minor, account.id);
 
   Rows written = executor_.exec(
       ledger_sql::hold_write, {request.key, hash, account_text, std::to_string(request.amount_minor),

@@ -37,8 +37,10 @@ std::optional<OperationRecord> operation_get(Executor& executor, const std::stri
 // Throws IdempotencyConflict unless the record was made by the same request.
 void operation_same_or_throw(const OperationRecord& record, const std::string& key, const std::string& request_hash);
 
-// Limits: rules as read by posting_lock, checked against one outgoing amount.
-void limits_check(const Rows& rows, std::size_t row, std::int64_t amount_minor, std::int64_t account_id);
+// Limits: rules as read by posting_lock, checked against one outgoing amount
+// and today's usage, read fresh (the caller holds the account's lock).
+void limits_check(Executor& executor, const Rows& rows, std::size_t row, std::int64_t amount_minor,
+                  std::int64_t account_id);
 bool limits_present(const Rows& rows, std::size_t row);
 
 // Folds every pending credit of a deferred-credit account that the caller

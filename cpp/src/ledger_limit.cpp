@@ -61,10 +61,12 @@ bool limits_present(const Rows& rows, std::size_t row) {
   return rules && *rules != "[]";
 }
 
-void limits_check(const Rows& rows, std::size_t row, std::int64_t amount_minor, std::int64_t account_id) {
+void limits_check(Executor& executor, const Rows& rows, std::size_t row, std::int64_t amount_minor,
+                  std::int64_t account_id) {
   if (!limits_present(rows, row)) return;
-  const std::int64_t used_count = rows.i64_or_null(row, "limit_count").value_or(0);
-  const std::int64_t used_minor = rows.i64_or_null(row, "limit_amount").value_or(0);
+  Rows usage = executor.exec(ledger_sql::limit_usage_today, {std::to_string(account_id)});
+  const std::int64_t used_count = usage.empty() ? 0 : usage.i64(0, "count");
+  const std::int64_t used_minor = usage.empty() ? 0 : usage.i64(0, "amount_minor");
   const auto rules = nlohmann::json::parse(*rows.at(row, "limit_rules"));
   const std::string subject = "account " + std::to_string(account_id);
   for (const auto& rule : rules) {

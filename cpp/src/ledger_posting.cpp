@@ -164,7 +164,7 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
   bool track_limits = false;
   if (plan.limit_account_id) {
     const AccountState& state = accounts.at(*plan.limit_account_id);
-    limits_check(rows, state.row, plan.limit_amount_minor, *plan.limit_account_id);
+    limits_check(executor, rows, state.row, plan.limit_amount_minor, *plan.limit_account_id);
     track_limits = limits_present(rows, state.row);
   }
 

@@ -48,13 +48,14 @@ SELECT exponent FROM ins UNION ALL SELECT exponent FROM @schema@.currency WHERE 
 
 // Locks the accounts a posting touches, in ascending id order, and reads
 // what the checks need in the same round trip: the idempotency record, the
-// accounts, and (for the account subject to limits) its rules and today's
-// usage. Deferred-credit accounts that are only credited ($3) are read
-// without a lock: that is what keeps a hot fee account off the critical path.
+// accounts, and (for the account subject to limits) its rules. Deferred-
+// credit accounts that are only credited ($3) are read without a lock: that
+// is what keeps a hot fee account off the critical path.
+// Under READ COMMITTED only the locked rows are re-read after waiting for a
+// lock; everything else here comes from the snapshot taken before the wait.
+// Limit usage is therefore read by limit_usage_today, after the lock.
 inline const Statement posting_lock{"payq_posting_lock", R"sql(
-WITH day AS (
-  SELECT (now() AT TIME ZONE day_time_zone)::date AS d FROM @schema@.installation
-), locked AS (
+WITH locked AS (
   SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit,
          closed_at IS NOT NULL AS closed, true AS locked
   FROM @schema@.account
@@ -80,11 +81,7 @@ SELECT op.request_hash AS op_hash, op.kind AS op_kind, op.hold_id AS op_hold_id,
           FROM @schema@.limit_rule r
           WHERE r.account_id = acc.id
              OR (r.account_id IS NULL AND r.namespace = acc.namespace AND r.currency = acc.currency))
-       END AS limit_rules,
-       (SELECT u.count FROM @schema@.limit_usage u, day WHERE u.account_id = acc.id AND u.day = day.d
-         AND acc.id = $4::bigint) AS limit_count,
-       (SELECT u.amount_minor FROM @schema@.limit_usage u, day WHERE u.account_id = acc.id AND u.day = day.d
-         AND acc.id = $4::bigint) AS limit_amount
+       END AS limit_rules
 FROM (SELECT 1) AS one
 LEFT JOIN @schema@.operation op ON op.key = $1
 LEFT JOIN acc ON true
@@ -132,6 +129,10 @@ WITH op AS (
 SELECT t.id AS transaction_id, @schema@.ts_text(t.created_at) AS created_at,
        (SELECT coalesce(string_agg(e.id::text, ',' ORDER BY e.account_id, e.seq), '') FROM e) AS entry_ids
 FROM t)sql"};
+
+inline const Statement limit_usage_today{"payq_limit_usage_today", R"sql(
+SELECT u.count, u.amount_minor FROM @schema@.limit_usage u, @schema@.installation i
+WHERE u.account_id = $1::bigint AND u.day = (now() AT TIME ZONE i.day_time_zone)::date)sql"};
 
 inline const Statement operation_get{"payq_operation_get", R"sql(
 SELECT kind, request_hash, hold_id FROM @schema@.operation WHERE key = $1)sql"};
