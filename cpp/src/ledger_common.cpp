@@ -92,6 +92,7 @@ Hold hold_from(const Rows& rows, std::size_t row) {
   hold.id = rows.i64(row, "id");
   hold.key = rows.text(row, "key");
   hold.account_id = rows.i64(row, "account_id");
+  hold.currency = rows.text(row, "currency");
   hold.amount_minor = rows.i64(row, "amount");
   hold.captured_minor = rows.i64(row, "captured_minor");
   hold.status = hold_status_parse(rows.text(row, "status"));

@@ -78,6 +78,7 @@ Hold Ledger::hold(const HoldRequest& request) {
   hold.id = written.i64(0, "id");
   hold.key = request.key;
   hold.account_id = request.account_id;
+  hold.currency = account.currency;
   hold.amount_minor = request.amount_minor;
   hold.status = HoldStatus::active;
   hold.expires_at = written.at(0, "expires_at");

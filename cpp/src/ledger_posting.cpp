@@ -129,6 +129,7 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
     AccountState& state = accounts.at(leg.account_id);
     Entry entry;
     entry.account_id = leg.account_id;
+    entry.currency = state.account.currency;
     entry.amount_minor = leg.amount_minor;
     if (state.locked) {
       state.account.balance_minor = amount_add(state.account.balance_minor, leg.amount_minor);

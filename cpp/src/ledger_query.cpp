@@ -22,6 +22,7 @@ std::vector<Entry> Ledger::history(std::int64_t account_id, std::int64_t after_s
     entry.id = rows.i64(i, "id");
     entry.transaction_id = rows.i64(i, "transaction_id");
     entry.account_id = rows.i64(i, "account_id");
+    entry.currency = rows.text(i, "currency");
     entry.amount_minor = rows.i64(i, "amount");
     entry.seq = rows.i64(i, "seq");
     entry.balance_after = rows.i64(i, "balance_after");
@@ -51,6 +52,7 @@ LedgerTransaction Ledger::transaction_get(std::int64_t transaction_id) {
     entry.id = legs.i64(i, "id");
     entry.transaction_id = transaction_id;
     entry.account_id = legs.i64(i, "account_id");
+    entry.currency = legs.text(i, "currency");
     entry.amount_minor = legs.i64(i, "amount");
     entry.seq = legs.i64_or_null(i, "seq");
     entry.balance_after = legs.i64_or_null(i, "balance_after");

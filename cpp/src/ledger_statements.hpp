@@ -148,12 +148,14 @@ SELECT id FROM @schema@.ledger_transaction WHERE key = $1)sql"};
 // Journal entries and still-pending credits of one transaction, in the
 // order their legs were written.
 inline const Statement transaction_legs{"payq_transaction_legs", R"sql(
-SELECT id, account_id, amount, seq, balance_after, @schema@.ts_text(created_at) AS created_at, 0 AS pending_order
-FROM @schema@.entry WHERE transaction_id = $1::bigint
-UNION ALL
-SELECT 0, account_id, amount, NULL, NULL, @schema@.ts_text(created_at), id
-FROM @schema@.pending_credit WHERE transaction_id = $1::bigint
-ORDER BY pending_order, id)sql"};
+SELECT l.id, l.account_id, a.currency, l.amount, l.seq, l.balance_after, @schema@.ts_text(l.created_at) AS created_at
+FROM (SELECT id, account_id, amount, seq, balance_after, created_at, 0 AS pending_order
+      FROM @schema@.entry WHERE transaction_id = $1::bigint
+      UNION ALL
+      SELECT 0, account_id, amount, NULL, NULL, created_at, id
+      FROM @schema@.pending_credit WHERE transaction_id = $1::bigint) l
+JOIN @schema@.account a ON a.id = l.account_id
+ORDER BY l.pending_order, l.id)sql"};
 
 // The original's net amount per account, less what earlier reversals
 // already returned, under a lock that serialises reversals of it.
@@ -177,14 +179,17 @@ FROM original o LEFT JOIN returned r ON r.account_id = o.account_id
 ORDER BY o.account_id)sql"};
 
 inline const Statement hold_lock{"payq_hold_lock", R"sql(
-SELECT id, key, account_id, amount, captured_minor, status, @schema@.ts_text(expires_at) AS expires_at,
-       metadata::text AS metadata, expires_at IS NOT NULL AND expires_at <= now() AS expired
-FROM @schema@.hold WHERE id = $1::bigint FOR UPDATE)sql"};
+SELECT h.id, h.key, h.account_id, a.currency, h.amount, h.captured_minor, h.status,
+       @schema@.ts_text(h.expires_at) AS expires_at, h.metadata::text AS metadata,
+       h.expires_at IS NOT NULL AND h.expires_at <= now() AS expired
+FROM @schema@.hold h JOIN @schema@.account a ON a.id = h.account_id
+WHERE h.id = $1::bigint FOR UPDATE OF h)sql"};
 
 inline const Statement hold_get{"payq_hold_get", R"sql(
-SELECT id, key, account_id, amount, captured_minor, status, @schema@.ts_text(expires_at) AS expires_at,
-       metadata::text AS metadata
-FROM @schema@.hold WHERE id = $1::bigint)sql"};
+SELECT h.id, h.key, h.account_id, a.currency, h.amount, h.captured_minor, h.status,
+       @schema@.ts_text(h.expires_at) AS expires_at, h.metadata::text AS metadata
+FROM @schema@.hold h JOIN @schema@.account a ON a.id = h.account_id
+WHERE h.id = $1::bigint)sql"};
 
 inline const Statement hold_by_key{"payq_hold_by_key", R"sql(
 SELECT id FROM @schema@.hold WHERE key = $1)sql"};
@@ -282,8 +287,10 @@ DELETE FROM @schema@.limit_rule
 WHERE kind = $1 AND ((account_id = $2::bigint) OR (account_id IS NULL AND namespace = $3 AND currency = $4)))sql"};
 
 inline const Statement history{"payq_history", R"sql(
-SELECT id, transaction_id, account_id, amount, seq, balance_after, @schema@.ts_text(created_at) AS created_at
-FROM @schema@.entry WHERE account_id = $1::bigint AND seq > $2::bigint ORDER BY seq LIMIT $3::bigint)sql"};
+SELECT e.id, e.transaction_id, e.account_id, a.currency, e.amount, e.seq, e.balance_after,
+       @schema@.ts_text(e.created_at) AS created_at
+FROM @schema@.entry e JOIN @schema@.account a ON a.id = e.account_id
+WHERE e.account_id = $1::bigint AND e.seq > $2::bigint ORDER BY e.seq LIMIT $3::bigint)sql"};
 
 // ---- audit: each statement returns one row per violation.
 

@@ -38,6 +38,7 @@ struct Entry {
   std::int64_t id = 0;  // 0 while pending
   std::int64_t transaction_id = 0;
   std::int64_t account_id = 0;
+  std::string currency;  // the account's
   std::int64_t amount_minor = 0;
   std::optional<std::int64_t> seq;            // nullopt while pending
   std::optional<std::int64_t> balance_after;  // nullopt while pending
@@ -64,6 +65,7 @@ struct Hold {
   std::int64_t id = 0;
   std::string key;
   std::int64_t account_id = 0;
+  std::string currency;  // the account's
   std::int64_t amount_minor = 0;
   std::int64_t captured_minor = 0;
   HoldStatus status = HoldStatus::active;
