@@ -43,7 +43,6 @@ void bind_values(py::module_& m) {
       .def_readonly("deferred_credit", &Account::deferred_credit)
       .def_readonly("closed", &Account::closed);
   py::class_<Entry>(m, "Entry")
-      .def_readonly("id", &Entry::id)
       .def_readonly("transaction_id", &Entry::transaction_id)
       .def_readonly("account_id", &Entry::account_id)
       .def_readonly("currency", &Entry::currency)

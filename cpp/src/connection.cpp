@@ -3,6 +3,7 @@
 #include <libpq-fe.h>
 
 #include <pqxx/except>
+#include <pqxx/nontransaction>
 #include <pqxx/prepared_statement>
 #include <pqxx/result>
 
@@ -90,6 +91,13 @@ Connection::Connection(ConnectionOptions options) : options_(std::move(options))
   dsn_validate(options_.dsn);
   try {
     raw_ = std::make_unique<pqxx::connection>(options_.dsn);
+    if (options_.prepare_statements) {
+      // payq's statements are short and index-driven; re-planning them on
+      // every call (PostgreSQL's default for array parameters) costs more
+      // than running them. Session state, like the prepared statements.
+      pqxx::nontransaction setup(*raw_);
+      setup.exec("SET plan_cache_mode = force_generic_plan");
+    }
   } catch (const pqxx::broken_connection& e) {
     std::string text = e.what();
     while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();

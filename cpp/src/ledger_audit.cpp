@@ -37,7 +37,7 @@ AuditReport Ledger::audit() {
   });
   collect(executor_, ledger_sql::audit_entry_chain, out, [](const Rows& r, std::size_t i) {
     return AuditViolation{"entry_chain", account_subject(r, i, "account_id"),
-                          "entry " + r.text(i, "id") + " (seq " + r.text(i, "seq") + "): previous balance_after " +
+                          "entry seq " + r.text(i, "seq") + ": previous balance_after " +
                               r.text(i, "prev_after") + " + amount " + r.text(i, "amount") + " != balance_after " +
                               r.text(i, "balance_after")};
   });
@@ -61,6 +61,11 @@ AuditReport Ledger::audit() {
   collect(executor_, ledger_sql::audit_reversals, out, [](const Rows& r, std::size_t i) {
     return AuditViolation{"reversal_within_original", "transaction " + r.text(i, "reverses_id"),
                           "reversed " + r.text(i, "reversed") + " of " + r.text(i, "original")};
+  });
+  collect(executor_, ledger_sql::audit_links, out, [](const Rows& r, std::size_t i) {
+    return AuditViolation{"records_linked", r.text(i, "what") + " " + r.text(i, "id"),
+                          r.is_null(i, "missing") ? "has no operation record"
+                                                  : "refers to missing transaction " + r.text(i, "missing")};
   });
   return report;
 }

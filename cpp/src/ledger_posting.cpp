@@ -3,7 +3,6 @@
 #include <algorithm>
 #include <map>
 #include <set>
-#include <sstream>
 
 #include "ledger_internal.hpp"
 #include "ledger_statements.hpp"
@@ -123,9 +122,11 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
     }
   }
 
-  std::vector<std::int64_t> entry_account, entry_amount, entry_seq, entry_after, pending_account, pending_amount;
+  std::vector<std::int64_t> entry_account, entry_amount, entry_seq, entry_after, entry_leg;
+  std::vector<std::int64_t> pending_account, pending_amount, pending_leg;
   LedgerTransaction result;
-  for (const Leg& leg : plan.legs) {
+  for (std::size_t leg_index = 0; leg_index < plan.legs.size(); ++leg_index) {
+    const Leg& leg = plan.legs[leg_index];
     AccountState& state = accounts.at(leg.account_id);
     Entry entry;
     entry.account_id = leg.account_id;
@@ -140,9 +141,11 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
       entry_amount.push_back(leg.amount_minor);
       entry_seq.push_back(state.account.seq);
       entry_after.push_back(state.account.balance_minor);
+      entry_leg.push_back(static_cast<std::int64_t>(leg_index));
     } else {
       pending_account.push_back(leg.account_id);
       pending_amount.push_back(leg.amount_minor);
+      pending_leg.push_back(static_cast<std::int64_t>(leg_index));
     }
     result.entries.push_back(entry);
   }
@@ -177,7 +180,7 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
        array_text(pending_account), array_text(pending_amount), array_text(update_id), array_text(update_balance),
        array_text(update_seq), array_text(update_held_release), optional_text(plan.captured_minor),
        track_limits ? optional_text(plan.limit_account_id) : std::nullopt,
-       std::to_string(plan.limit_amount_minor)});
+       std::to_string(plan.limit_amount_minor), array_text(entry_leg), array_text(pending_leg)});
   if (written.empty()) {
     // Another request took the key after our first read: it is that
     // request's result, or a conflict.
@@ -198,23 +201,6 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
   for (Entry& entry : result.entries) {
     entry.transaction_id = result.id;
     entry.created_at = result.created_at;
-  }
-  // Entry ids come back ordered by (account, seq); match them up.
-  std::map<std::pair<std::int64_t, std::int64_t>, std::int64_t> entry_ids;
-  {
-    std::vector<std::pair<std::int64_t, std::int64_t>> journaled;
-    for (const Entry& entry : result.entries) {
-      if (entry.seq) journaled.emplace_back(entry.account_id, *entry.seq);
-    }
-    std::sort(journaled.begin(), journaled.end());
-    std::stringstream ids(written.text(0, "entry_ids"));
-    std::string id;
-    for (std::size_t i = 0; std::getline(ids, id, ',') && i < journaled.size(); ++i) {
-      entry_ids[journaled[i]] = std::stoll(id);
-    }
-  }
-  for (Entry& entry : result.entries) {
-    if (entry.seq) entry.id = entry_ids[{entry.account_id, *entry.seq}];
   }
   return result;
 }

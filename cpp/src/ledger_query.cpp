@@ -19,7 +19,6 @@ std::vector<Entry> Ledger::history(std::int64_t account_id, std::int64_t after_s
   entries.reserve(rows.size());
   for (std::size_t i = 0; i < rows.size(); ++i) {
     Entry entry;
-    entry.id = rows.i64(i, "id");
     entry.transaction_id = rows.i64(i, "transaction_id");
     entry.account_id = rows.i64(i, "account_id");
     entry.currency = rows.text(i, "currency");
@@ -49,7 +48,6 @@ LedgerTransaction Ledger::transaction_get(std::int64_t transaction_id) {
   Rows legs = executor_.exec(ledger_sql::transaction_legs, {id_text});
   for (std::size_t i = 0; i < legs.size(); ++i) {
     Entry entry;
-    entry.id = legs.i64(i, "id");
     entry.transaction_id = transaction_id;
     entry.account_id = legs.i64(i, "account_id");
     entry.currency = legs.text(i, "currency");

@@ -1,4 +1,6 @@
 // Every SQL statement of the ledger, by name. Parameters are always bound;
+// timestamps come back as ISO 8601 text in UTC, whichever executor carries
+// them;
 // arrays travel as PostgreSQL array text ("{1,2,3}").
 #pragma once
 
@@ -91,28 +93,28 @@ ORDER BY acc.id)sql"};
 // still free: every part hangs off the operation row actually inserted.
 inline const Statement posting_write{"payq_posting_write", R"sql(
 WITH op AS (
-  INSERT INTO @schema@.operation (key, kind, request_hash, hold_id)
-  VALUES ($1, $2, $3, $4::bigint)
+  INSERT INTO @schema@.operation (key, kind, request_hash, hold_id, transaction_id)
+  VALUES ($1, $2, $3, $4::bigint, nextval('@schema@.ledger_transaction_id_seq'))
   ON CONFLICT (key) DO NOTHING
-  RETURNING key
+  RETURNING key, transaction_id
 ), t AS (
-  INSERT INTO @schema@.ledger_transaction (key, kind, metadata, reverses_id, hold_id, reversed_minor)
-  SELECT key, $5, $6::jsonb, $7::bigint, $4::bigint, $8::bigint FROM op
+  INSERT INTO @schema@.ledger_transaction (id, key, kind, metadata, reverses_id, hold_id, reversed_minor)
+  SELECT transaction_id, key, $5, $6::jsonb, $7::bigint, $4::bigint, $8::bigint FROM op
   RETURNING id, created_at
 ), e AS (
-  INSERT INTO @schema@.entry (transaction_id, account_id, amount, seq, balance_after, created_at)
-  SELECT t.id, x.account_id, x.amount, x.seq, x.balance_after, t.created_at
-  FROM t, unnest($9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[]) AS x(account_id, amount, seq, balance_after)
-  RETURNING id, account_id, seq
+  INSERT INTO @schema@.entry (account_id, seq, transaction_id, leg, amount, balance_after, created_at)
+  SELECT x.account_id, x.seq, t.id, x.leg, x.amount, x.balance_after, t.created_at
+  FROM t, unnest($9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $22::smallint[])
+          AS x(account_id, amount, seq, balance_after, leg)
 ), p AS (
-  INSERT INTO @schema@.pending_credit (transaction_id, account_id, amount, created_at)
-  SELECT t.id, x.account_id, x.amount, t.created_at
-  FROM t, unnest($13::bigint[], $14::bigint[]) AS x(account_id, amount)
+  INSERT INTO @schema@.pending_credit (transaction_id, leg, account_id, amount, created_at)
+  SELECT t.id, x.leg, x.account_id, x.amount, t.created_at
+  FROM t, unnest($13::bigint[], $14::bigint[], $23::smallint[]) AS x(account_id, amount, leg)
 ), a AS (
   UPDATE @schema@.account acc
   SET balance = x.balance, seq = x.seq, held = acc.held - x.held_release
   FROM t, unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[]) AS x(id, balance, seq, held_release)
-  WHERE acc.id = x.id
+  WHERE acc.id = x.id AND acc.id = ANY($15::bigint[])  -- steers the planner to the primary key
 ), h AS (
   UPDATE @schema@.hold hd
   SET status = 'captured', captured_minor = $19::bigint, finished_at = now()
@@ -126,9 +128,7 @@ WITH op AS (
   ON CONFLICT (account_id, day)
   DO UPDATE SET count = u.count + 1, amount_minor = u.amount_minor + EXCLUDED.amount_minor
 )
-SELECT t.id AS transaction_id, @schema@.ts_text(t.created_at) AS created_at,
-       (SELECT coalesce(string_agg(e.id::text, ',' ORDER BY e.account_id, e.seq), '') FROM e) AS entry_ids
-FROM t)sql"};
+SELECT t.id AS transaction_id, to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at FROM t)sql"};
 
 inline const Statement limit_usage_today{"payq_limit_usage_today", R"sql(
 SELECT u.count, u.amount_minor FROM @schema@.limit_usage u, @schema@.installation i
@@ -139,23 +139,23 @@ SELECT kind, request_hash, hold_id FROM @schema@.operation WHERE key = $1)sql"};
 
 inline const Statement transaction_by_id{"payq_transaction_by_id", R"sql(
 SELECT id, key, kind, metadata::text AS metadata, reverses_id, hold_id, reversed_minor,
-       @schema@.ts_text(created_at) AS created_at
+       to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
 FROM @schema@.ledger_transaction WHERE id = $1::bigint)sql"};
 
 inline const Statement transaction_by_key{"payq_transaction_by_key", R"sql(
-SELECT id FROM @schema@.ledger_transaction WHERE key = $1)sql"};
+SELECT transaction_id AS id FROM @schema@.operation WHERE key = $1 AND transaction_id IS NOT NULL)sql"};
 
 // Journal entries and still-pending credits of one transaction, in the
 // order their legs were written.
 inline const Statement transaction_legs{"payq_transaction_legs", R"sql(
-SELECT l.id, l.account_id, a.currency, l.amount, l.seq, l.balance_after, @schema@.ts_text(l.created_at) AS created_at
-FROM (SELECT id, account_id, amount, seq, balance_after, created_at, 0 AS pending_order
+SELECT l.account_id, a.currency, l.amount, l.seq, l.balance_after, to_char(l.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
+FROM (SELECT leg, account_id, amount, seq, balance_after, created_at
       FROM @schema@.entry WHERE transaction_id = $1::bigint
       UNION ALL
-      SELECT 0, account_id, amount, NULL, NULL, created_at, id
+      SELECT leg, account_id, amount, NULL, NULL, created_at
       FROM @schema@.pending_credit WHERE transaction_id = $1::bigint) l
 JOIN @schema@.account a ON a.id = l.account_id
-ORDER BY l.pending_order, l.id)sql"};
+ORDER BY l.leg)sql"};
 
 // The original's net amount per account, less what earlier reversals
 // already returned, under a lock that serialises reversals of it.
@@ -180,32 +180,33 @@ ORDER BY o.account_id)sql"};
 
 inline const Statement hold_lock{"payq_hold_lock", R"sql(
 SELECT h.id, h.key, h.account_id, a.currency, h.amount, h.captured_minor, h.status,
-       @schema@.ts_text(h.expires_at) AS expires_at, h.metadata::text AS metadata,
+       to_char(h.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS expires_at, h.metadata::text AS metadata,
        h.expires_at IS NOT NULL AND h.expires_at <= now() AS expired
 FROM @schema@.hold h JOIN @schema@.account a ON a.id = h.account_id
 WHERE h.id = $1::bigint FOR UPDATE OF h)sql"};
 
 inline const Statement hold_get{"payq_hold_get", R"sql(
 SELECT h.id, h.key, h.account_id, a.currency, h.amount, h.captured_minor, h.status,
-       @schema@.ts_text(h.expires_at) AS expires_at, h.metadata::text AS metadata
+       to_char(h.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS expires_at, h.metadata::text AS metadata
 FROM @schema@.hold h JOIN @schema@.account a ON a.id = h.account_id
 WHERE h.id = $1::bigint)sql"};
 
 inline const Statement hold_by_key{"payq_hold_by_key", R"sql(
-SELECT id FROM @schema@.hold WHERE key = $1)sql"};
+SELECT hold_id AS id FROM @schema@.operation WHERE key = $1 AND kind = 'hold')sql"};
 
 inline const Statement hold_write{"payq_hold_write", R"sql(
 WITH op AS (
-  INSERT INTO @schema@.operation (key, kind, request_hash) VALUES ($1, 'hold', $2)
+  INSERT INTO @schema@.operation (key, kind, request_hash, hold_id)
+  VALUES ($1, 'hold', $2, nextval('@schema@.hold_id_seq'))
   ON CONFLICT (key) DO NOTHING
-  RETURNING key
+  RETURNING key, hold_id
 ), h AS (
-  INSERT INTO @schema@.hold (key, account_id, amount, expires_at, metadata)
-  SELECT key, $3::bigint, $4::bigint,
+  INSERT INTO @schema@.hold (id, key, account_id, amount, expires_at, metadata)
+  SELECT hold_id, key, $3::bigint, $4::bigint,
          CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() + $5::bigint * interval '1 millisecond' END,
          $6::jsonb
   FROM op
-  RETURNING id, @schema@.ts_text(expires_at) AS expires_at
+  RETURNING id, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS expires_at
 ), a AS (
   UPDATE @schema@.account SET held = held + $4::bigint FROM h WHERE account.id = $3::bigint
 ), l AS (
@@ -257,12 +258,12 @@ inline const Statement pending_fold{"payq_pending_fold", R"sql(
 WITH d AS (
   DELETE FROM @schema@.pending_credit
   WHERE id IN (SELECT id FROM @schema@.pending_credit WHERE account_id = $1::bigint ORDER BY id LIMIT $2::bigint)
-  RETURNING id, transaction_id, amount, created_at
+  RETURNING id, transaction_id, leg, amount, created_at
 ), o AS (
   SELECT d.*, row_number() OVER (ORDER BY id) AS rn, sum(amount) OVER (ORDER BY id) AS cum FROM d
 ), e AS (
-  INSERT INTO @schema@.entry (transaction_id, account_id, amount, seq, balance_after, created_at)
-  SELECT transaction_id, $1::bigint, amount, $3::bigint + rn, ($4::bigint + cum)::bigint, created_at FROM o
+  INSERT INTO @schema@.entry (account_id, seq, transaction_id, leg, amount, balance_after, created_at)
+  SELECT $1::bigint, $3::bigint + rn, transaction_id, leg, amount, ($4::bigint + cum)::bigint, created_at FROM o
 ), u AS (
   UPDATE @schema@.account
   SET balance = ($4::bigint + (SELECT coalesce(sum(amount), 0) FROM d))::bigint,
@@ -287,8 +288,8 @@ DELETE FROM @schema@.limit_rule
 WHERE kind = $1 AND ((account_id = $2::bigint) OR (account_id IS NULL AND namespace = $3 AND currency = $4)))sql"};
 
 inline const Statement history{"payq_history", R"sql(
-SELECT e.id, e.transaction_id, e.account_id, a.currency, e.amount, e.seq, e.balance_after,
-       @schema@.ts_text(e.created_at) AS created_at
+SELECT e.transaction_id, e.account_id, a.currency, e.amount, e.seq, e.balance_after,
+       to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
 FROM @schema@.entry e JOIN @schema@.account a ON a.id = e.account_id
 WHERE e.account_id = $1::bigint AND e.seq > $2::bigint ORDER BY e.seq LIMIT $3::bigint)sql"};
 
@@ -311,7 +312,7 @@ WHERE a.balance <> coalesce(s.total, 0) OR a.balance <> coalesce(last.balance_af
 ORDER BY a.id)sql"};
 
 inline const Statement audit_entry_chain{"payq_audit_entry_chain", R"sql(
-SELECT id, account_id, seq, amount, balance_after, prev_after FROM (
+SELECT account_id, seq, amount, balance_after, prev_after FROM (
   SELECT e.*, lag(balance_after, 1, 0::bigint) OVER (PARTITION BY account_id ORDER BY seq) AS prev_after
   FROM @schema@.entry e
 ) c WHERE prev_after + amount <> balance_after
@@ -356,5 +357,22 @@ HAVING sum(r.reversed_minor) > (SELECT sum(amount) FROM (
   SELECT amount FROM @schema@.entry WHERE transaction_id = r.reverses_id AND amount > 0
   UNION ALL SELECT amount FROM @schema@.pending_credit WHERE transaction_id = r.reverses_id) c2)
 ORDER BY r.reverses_id)sql"};
+
+// Links that are written in one statement instead of enforced by foreign
+// keys (see 002_ledger.sql): every entry and pending credit has its
+// transaction, every transaction and hold its operation record.
+inline const Statement audit_links{"payq_audit_links", R"sql(
+SELECT 'entry' AS what, e.account_id || '/' || e.seq AS id, e.transaction_id AS missing FROM @schema@.entry e
+  WHERE NOT EXISTS (SELECT 1 FROM @schema@.ledger_transaction t WHERE t.id = e.transaction_id)
+UNION ALL
+SELECT 'pending credit', p.id::text, p.transaction_id FROM @schema@.pending_credit p
+  WHERE NOT EXISTS (SELECT 1 FROM @schema@.ledger_transaction t WHERE t.id = p.transaction_id)
+UNION ALL
+SELECT 'transaction', t.id::text, NULL FROM @schema@.ledger_transaction t
+  WHERE NOT EXISTS (SELECT 1 FROM @schema@.operation o WHERE o.key = t.key AND o.transaction_id = t.id)
+UNION ALL
+SELECT 'hold', h.id::text, NULL FROM @schema@.hold h
+  WHERE NOT EXISTS (SELECT 1 FROM @schema@.operation o WHERE o.key = h.key AND o.hold_id = h.id)
+ORDER BY 1, 2 LIMIT 1000)sql"};
 
 }  // namespace payq::ledger_sql

@@ -6,10 +6,13 @@ import decimal
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Iterator, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Type, Union
 
 from payq._native import core
 from payq.errors import InvalidArgument
+
+if TYPE_CHECKING:
+    from payq.ledger import Ledger
 
 SqlValue = Union[None, bool, int, str, decimal.Decimal]
 Row = Tuple[Optional[str], ...]
@@ -102,6 +105,13 @@ class Transaction:
         self._tx.rollback()
 
     @property
+    def ledger(self) -> "Ledger":
+        """The ledger inside this transaction (savepoints included)."""
+        from payq.ledger import Ledger
+
+        return Ledger(self._tx)
+
+    @property
     def is_open(self) -> bool:
         """False once committed or rolled back."""
         return bool(self._tx.is_open)
@@ -147,6 +157,14 @@ class Database:
     def schema_version(self) -> int:
         """The highest applied migration; 0 if payq was never migrated here."""
         return int(self._core.schema_version())
+
+    @property
+    def ledger(self) -> "Ledger":
+        """The ledger; each call runs in a payq transaction of its own,
+        re-run on serialization failure or deadlock (bounded)."""
+        from payq.ledger import Ledger
+
+        return Ledger(self._core)
 
     def transaction(self) -> Transaction:
         """Begin a transaction: ``with db.transaction() as t: ...``."""

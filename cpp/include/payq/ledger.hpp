@@ -34,8 +34,8 @@ struct Account {
   std::int64_t available_minor() const { return amount_sub(balance_minor, held_minor); }
 };
 
+// A journal line, identified by (account_id, seq) once journaled.
 struct Entry {
-  std::int64_t id = 0;  // 0 while pending
   std::int64_t transaction_id = 0;
   std::int64_t account_id = 0;
   std::string currency;  // the account's
