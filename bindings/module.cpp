@@ -3,6 +3,9 @@
 PYBIND11_MODULE(_core, m) {
   m.doc() = "payq's C++ core. Private: use the payq package.";
   payq::bindings::bind_error(m);
+  payq::bindings::bind_money(m);
   payq::bindings::bind_database(m);
   payq::bindings::bind_embedded(m);
+  payq::bindings::bind_app_executor(m);
+  payq::bindings::bind_ledger(m);
 }

@@ -128,7 +128,7 @@ WITH op AS (
   ON CONFLICT (account_id, day)
   DO UPDATE SET count = u.count + 1, amount_minor = u.amount_minor + EXCLUDED.amount_minor
 )
-SELECT t.id AS transaction_id, to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at FROM t)sql"};
+SELECT t.id AS transaction_id, to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at FROM t)sql"};
 
 inline const Statement limit_usage_today{"payq_limit_usage_today", R"sql(
 SELECT u.count, u.amount_minor FROM @schema@.limit_usage u, @schema@.installation i
@@ -139,7 +139,7 @@ SELECT kind, request_hash, hold_id FROM @schema@.operation WHERE key = $1)sql"};
 
 inline const Statement transaction_by_id{"payq_transaction_by_id", R"sql(
 SELECT id, key, kind, metadata::text AS metadata, reverses_id, hold_id, reversed_minor,
-       to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
+       to_char(created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
 FROM @schema@.ledger_transaction WHERE id = $1::bigint)sql"};
 
 inline const Statement transaction_by_key{"payq_transaction_by_key", R"sql(
@@ -148,7 +148,7 @@ SELECT transaction_id AS id FROM @schema@.operation WHERE key = $1 AND transacti
 // Journal entries and still-pending credits of one transaction, in the
 // order their legs were written.
 inline const Statement transaction_legs{"payq_transaction_legs", R"sql(
-SELECT l.account_id, a.currency, l.amount, l.seq, l.balance_after, to_char(l.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
+SELECT l.account_id, a.currency, l.amount, l.seq, l.balance_after, to_char(l.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
 FROM (SELECT leg, account_id, amount, seq, balance_after, created_at
       FROM @schema@.entry WHERE transaction_id = $1::bigint
       UNION ALL
@@ -180,14 +180,14 @@ ORDER BY o.account_id)sql"};
 
 inline const Statement hold_lock{"payq_hold_lock", R"sql(
 SELECT h.id, h.key, h.account_id, a.currency, h.amount, h.captured_minor, h.status,
-       to_char(h.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS expires_at, h.metadata::text AS metadata,
+       to_char(h.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS expires_at, h.metadata::text AS metadata,
        h.expires_at IS NOT NULL AND h.expires_at <= now() AS expired
 FROM @schema@.hold h JOIN @schema@.account a ON a.id = h.account_id
 WHERE h.id = $1::bigint FOR UPDATE OF h)sql"};
 
 inline const Statement hold_get{"payq_hold_get", R"sql(
 SELECT h.id, h.key, h.account_id, a.currency, h.amount, h.captured_minor, h.status,
-       to_char(h.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS expires_at, h.metadata::text AS metadata
+       to_char(h.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS expires_at, h.metadata::text AS metadata
 FROM @schema@.hold h JOIN @schema@.account a ON a.id = h.account_id
 WHERE h.id = $1::bigint)sql"};
 
@@ -206,7 +206,7 @@ WITH op AS (
          CASE WHEN $5::bigint IS NULL THEN NULL ELSE now() + $5::bigint * interval '1 millisecond' END,
          $6::jsonb
   FROM op
-  RETURNING id, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS expires_at
+  RETURNING id, to_char(expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS expires_at
 ), a AS (
   UPDATE @schema@.account SET held = held + $4::bigint FROM h WHERE account.id = $3::bigint
 ), l AS (
@@ -289,7 +289,7 @@ WHERE kind = $1 AND ((account_id = $2::bigint) OR (account_id IS NULL AND namesp
 
 inline const Statement history{"payq_history", R"sql(
 SELECT e.transaction_id, e.account_id, a.currency, e.amount, e.seq, e.balance_after,
-       to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"') AS created_at
+       to_char(e.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
 FROM @schema@.entry e JOIN @schema@.account a ON a.id = e.account_id
 WHERE e.account_id = $1::bigint AND e.seq > $2::bigint ORDER BY e.seq LIMIT $3::bigint)sql"};
 

@@ -10,6 +10,20 @@ from payq.errors import *  # noqa: F401,F403  (every exception is public)
 from payq.errors import __all__ as _errors_all
 from payq.database import Database, MigrateReport, Transaction, connect
 from payq.embedded import EmbeddedServer, EmbeddedStatus
+from payq.appconn import app_executor
+from payq import ledger
+from payq.ledger import Account, AuditReport, Entry, Hold, Ledger, LedgerTransaction
+from payq.money import (
+    AmountLike,
+    Currency,
+    Fee,
+    Money,
+    Rounding,
+    currency_get,
+    currency_known,
+    currency_register,
+    to_minor,
+)
 
 __version__ = "0.1.0"
 
@@ -20,6 +34,23 @@ __all__ = [
     "MigrateReport",
     "EmbeddedServer",
     "EmbeddedStatus",
+    "app_executor",
+    "ledger",
+    "Ledger",
+    "Account",
+    "Entry",
+    "Hold",
+    "LedgerTransaction",
+    "AuditReport",
+    "Money",
+    "Fee",
+    "Rounding",
+    "Currency",
+    "AmountLike",
+    "to_minor",
+    "currency_get",
+    "currency_known",
+    "currency_register",
     "__version__",
     *_errors_all,
 ]

@@ -1,5 +1,5 @@
 # Type stubs for payq's compiled core. Private: use the payq package.
-from typing import List, Optional, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 Row = Tuple[Optional[str], ...]
 
@@ -49,3 +49,156 @@ class EmbeddedServer:
 def postgres_bin_dir() -> str: ...
 def migrations_known() -> List[Tuple[int, str]]: ...
 def _raise_for_test(name: str) -> None: ...
+
+# ---- money
+class Fee:
+    def __init__(
+        self,
+        rate_bps: int = 0,
+        fixed_minor: int = 0,
+        min_minor: Optional[int] = None,
+        max_minor: Optional[int] = None,
+        rounding: str = "half_up",
+    ) -> None: ...
+    rate_bps: int
+    fixed_minor: int
+    min_minor: Optional[int]
+    max_minor: Optional[int]
+    rounding: str
+
+class Currency:
+    code: str
+    exponent: int
+
+def amount_parse(text: str, exponent: int) -> int: ...
+def amount_format(amount_minor: int, exponent: int) -> str: ...
+def amount_add(a_minor: int, b_minor: int) -> int: ...
+def amount_sub(a_minor: int, b_minor: int) -> int: ...
+def amount_neg(amount_minor: int) -> int: ...
+def amount_mul_div(amount_minor: int, numerator: int, denominator: int, rounding: str) -> int: ...
+def rounding_names() -> List[str]: ...
+def fee_compute(amount_minor: int, fee: Fee) -> int: ...
+def amount_split(amount_minor: int, weights: Sequence[int]) -> List[int]: ...
+def currency_get(code: str) -> Currency: ...
+def currency_register(code: str, exponent: int) -> None: ...
+def currency_known(code: str) -> bool: ...
+
+# ---- the application's connection
+class AppExecutor:
+    def __init__(self, cursor: Any, schema: str = "payq") -> None: ...
+    @property
+    def schema(self) -> str: ...
+    @property
+    def savepoint_depth(self) -> int: ...
+    def savepoint_begin(self) -> None: ...
+    def savepoint_release(self) -> None: ...
+    def savepoint_rollback(self) -> None: ...
+
+ExecutorLike = Union[AppExecutor, Transaction]
+LedgerTarget = Union[Database, AppExecutor, Transaction]
+
+def _executor_exec(
+    executor: ExecutorLike, sql: str, params: Sequence[Optional[str]]
+) -> Tuple[List[str], List[Row]]: ...
+def _executor_savepoint(executor: ExecutorLike, action: str) -> None: ...
+
+# ---- ledger
+class Account:
+    id: int
+    owner: str
+    namespace: str
+    currency: str
+    balance_minor: int
+    held_minor: int
+    pending_minor: int
+    seq: int
+    allow_negative: bool
+    overdraft_minor: int
+    deferred_credit: bool
+    closed: bool
+
+class Entry:
+    transaction_id: int
+    account_id: int
+    currency: str
+    amount_minor: int
+    seq: Optional[int]
+    balance_after: Optional[int]
+    created_at: str
+
+class LedgerTransaction:
+    id: int
+    key: str
+    kind: str
+    metadata_json: str
+    reverses_id: Optional[int]
+    hold_id: Optional[int]
+    reversed_minor: Optional[int]
+    created_at: str
+    entries: List[Entry]
+    replayed: bool
+
+class Hold:
+    id: int
+    key: str
+    account_id: int
+    currency: str
+    amount_minor: int
+    captured_minor: int
+    status: str
+    expires_at: Optional[str]
+    metadata_json: str
+    replayed: bool
+
+class AuditViolation:
+    check: str
+    subject: str
+    detail: str
+
+class AuditReport:
+    violations: List[AuditViolation]
+    accounts_checked: int
+    entries_checked: int
+    ok: bool
+
+def ledger_account_open(
+    target: LedgerTarget, owner: str, currency: str, ns: str, allow_negative: bool, overdraft_minor: int,
+    deferred_credit: bool,
+) -> Account: ...
+def ledger_account_get(target: LedgerTarget, id: int) -> Account: ...
+def ledger_account_find(target: LedgerTarget, owner: str, ns: str, currency: str) -> Optional[Account]: ...
+def ledger_account_close(target: LedgerTarget, id: int) -> Account: ...
+def ledger_currency_define(target: LedgerTarget, code: str, exponent: int) -> None: ...
+def ledger_post(
+    target: LedgerTarget, key: str, legs: Sequence[Tuple[int, int]], kind: str, metadata: str
+) -> LedgerTransaction: ...
+def ledger_transfer(
+    target: LedgerTarget, key: str, source_id: int, target_id: int, amount_minor: int, fee: Optional[Fee],
+    fee_account_id: Optional[int], fee_payer_target: bool, kind: str, metadata: str,
+) -> LedgerTransaction: ...
+def ledger_hold(
+    target: LedgerTarget, key: str, account_id: int, amount_minor: int, expires_in_ms: Optional[int], metadata: str
+) -> Hold: ...
+def ledger_capture(
+    target: LedgerTarget, key: str, hold_id: int, target_id: int, amount_minor: Optional[int], kind: str,
+    metadata: str,
+) -> LedgerTransaction: ...
+def ledger_release(target: LedgerTarget, key: str, hold_id: int) -> Hold: ...
+def ledger_reverse(
+    target: LedgerTarget, key: str, transaction_id: int, amount_minor: Optional[int], kind: str, metadata: str
+) -> LedgerTransaction: ...
+def ledger_accounts_lock(target: LedgerTarget, ids: Sequence[int]) -> None: ...
+def ledger_holds_expire(target: LedgerTarget, count_max: int) -> int: ...
+def ledger_pending_fold(target: LedgerTarget, account_id: int, count_max: int) -> int: ...
+def ledger_limit_set(
+    target: LedgerTarget, account_id: Optional[int], ns: Optional[str], currency: Optional[str], kind: str,
+    value: int,
+) -> None: ...
+def ledger_limit_remove(
+    target: LedgerTarget, account_id: Optional[int], ns: Optional[str], currency: Optional[str], kind: str
+) -> None: ...
+def ledger_history(target: LedgerTarget, account_id: int, after_seq: int, limit: int) -> List[Entry]: ...
+def ledger_transaction_get(target: LedgerTarget, id: int) -> LedgerTransaction: ...
+def ledger_transaction_find(target: LedgerTarget, key: str) -> Optional[LedgerTransaction]: ...
+def ledger_hold_get(target: LedgerTarget, id: int) -> Hold: ...
+def ledger_audit(target: LedgerTarget) -> AuditReport: ...
