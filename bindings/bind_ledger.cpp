@@ -184,6 +184,10 @@ void bind_ledger(py::module_& m) {
       return 0;
     });
   });
+  m.def("ledger_accounts_list", [](py::handle target, std::int64_t after_id, std::int64_t limit,
+                                   std::optional<std::string> owner) {
+    return on_ledger(target, [&](Ledger& l) { return l.accounts_list(after_id, limit, owner); });
+  });
   m.def("ledger_history", [](py::handle target, std::int64_t account_id, std::int64_t after_seq,
                              std::int64_t limit) {
     return on_ledger(target, [&](Ledger& l) { return l.history(account_id, after_seq, limit); });

@@ -304,3 +304,23 @@ TEST_F(Ledger_, AuditReportsEveryViolation) {
 
 }  // namespace
 }  // namespace payq
+
+namespace payq {
+namespace {
+
+TEST_F(Ledger_, AccountsListPagesByIdAndFiltersByOwner) {
+  Account a = open("a"), b = open("b"), a_usd = open("a", "USD");
+  auto all = with_ledger([](Ledger& l) { return l.accounts_list(0, 2); });
+  ASSERT_EQ(all.size(), 2u);
+  EXPECT_EQ(all[0].id, a.id);
+  auto rest = with_ledger([&](Ledger& l) { return l.accounts_list(all.back().id, 10); });
+  ASSERT_EQ(rest.size(), 1u);
+  EXPECT_EQ(rest[0].id, a_usd.id);
+  auto of_a = with_ledger([](Ledger& l) { return l.accounts_list(0, 10, std::string("a")); });
+  EXPECT_EQ(of_a.size(), 2u);
+  (void)b;
+  EXPECT_THROW(with_ledger([](Ledger& l) { return l.accounts_list(0, 0); }), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace payq

@@ -1,3 +1,4 @@
+import json
 import os
 import shutil
 import subprocess
@@ -70,3 +71,31 @@ def test_demo_runs_on_the_embedded_default(home):
                             timeout=300)
     assert result.returncode == 0, result.stderr
     assert "payq demo report" in result.stdout
+
+
+def test_ledger_cli_lists_audits_and_shows_history(home):
+    env = dict(os.environ, PAYQ_HOME=home)
+    env.pop("PAYQ_DSN", None)
+
+    def payq_cli(*args):
+        return subprocess.run([sys.executable, "-m", "payq", *args], env=env, capture_output=True, text=True,
+                              timeout=300)
+
+    demo = payq_cli("demo", "--operations", "200", "--wallets", "20", "--threads", "4")
+    assert demo.returncode == 0, demo.stdout + demo.stderr
+    assert "conserved:               yes" in demo.stdout
+    assert "ledger audit:            clean" in demo.stdout
+    accounts = payq_cli("ledger", "accounts", "--json", "--limit", "5")
+    assert accounts.returncode == 0, accounts.stderr
+    assert len(json.loads(accounts.stdout)) == 5
+    history = payq_cli("ledger", "history", str(json.loads(accounts.stdout)[3]["id"]))
+    assert history.returncode == 0 and "CNY" in history.stdout
+    audit = payq_cli("ledger", "audit")
+    assert audit.returncode == 0 and "clean" in audit.stdout
+    # Corrupt a balance behind payq's back: the audit must fail loudly.
+    db = payq.connect(EmbeddedServer(home).dsn)
+    with db.transaction() as t:
+        t.execute("UPDATE @schema@.account SET balance = balance + 1 WHERE id = (SELECT min(id) FROM @schema@.account)")
+    audit = payq_cli("ledger", "audit")
+    assert audit.returncode == 1
+    assert "VIOLATION" in audit.stdout

@@ -7,6 +7,23 @@ namespace payq {
 
 using namespace ledger_detail;
 
+std::vector<Account> Ledger::accounts_list(std::int64_t after_id, std::int64_t limit,
+                                          const std::optional<std::string>& owner) {
+  if (after_id < 0) throw InvalidArgument("after_id cannot be negative");
+  if (limit <= 0 || limit > history_page_size_max) {
+    throw InvalidArgument("a page holds 1 to " + std::to_string(history_page_size_max) + " accounts");
+  }
+  Rows rows = executor_.exec(ledger_sql::accounts_list, {std::to_string(after_id), std::to_string(limit), owner});
+  std::vector<Account> accounts;
+  accounts.reserve(rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    Account account = account_from(rows, i);
+    account.pending_minor = rows.i64(i, "pending");
+    accounts.push_back(std::move(account));
+  }
+  return accounts;
+}
+
 std::vector<Entry> Ledger::history(std::int64_t account_id, std::int64_t after_seq, std::int64_t limit) {
   id_validate(account_id, "account");
   if (after_seq < 0) throw InvalidArgument("after_seq cannot be negative");

@@ -32,6 +32,16 @@ SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overd
             ELSE 0 END AS pending
 FROM @schema@.account a WHERE id = $1::bigint)sql"};
 
+inline const Statement accounts_list{"payq_accounts_list", R"sql(
+SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit,
+       closed_at IS NOT NULL AS closed,
+       CASE WHEN deferred_credit
+            THEN (SELECT coalesce(sum(amount), 0) FROM @schema@.pending_credit p WHERE p.account_id = a.id)
+            ELSE 0 END AS pending
+FROM @schema@.account a
+WHERE id > $1::bigint AND ($3::text IS NULL OR owner = $3::text)
+ORDER BY id LIMIT $2::bigint)sql"};
+
 inline const Statement account_find{"payq_account_find", R"sql(
 SELECT id FROM @schema@.account WHERE owner = $1 AND namespace = $2 AND currency = $3)sql"};
 

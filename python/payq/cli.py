@@ -61,26 +61,86 @@ def cmd_migrate(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    started = time.monotonic()
-    steps = 3
+    from payq.demo import run_demo
+
+    steps = 6
     _say(f"[1/{steps}] connecting (embedded PostgreSQL unless --dsn or PAYQ_DSN is given) ...")
     db = _connect(args, migrate=False)
     _say(f"      {db.dsn_source}: {db.dsn}")
     _say(f"[2/{steps}] migrating schema {db.schema!r} ...")
-    report = db.migrate()
-    _say(f"      applied {report.applied or 'nothing (up to date)'}; version {report.version_current}")
-    _say(f"[3/{steps}] checking the server ...")
-    with db.transaction() as t:
-        ((version,),) = t.execute("SHOW server_version")
-        ((zone,),) = t.execute("SELECT day_time_zone FROM @schema@.installation")
-    elapsed_s = time.monotonic() - started
+    migrated = db.migrate()
+    _say(f"      applied {migrated.applied or 'nothing (up to date)'}; version {migrated.version_current}")
+    report = run_demo(db, wallet_count=args.wallets, operation_count=args.operations, thread_count=args.threads,
+                      say=_say)
     _say("")
     _say("payq demo report")
-    _say(f"  PostgreSQL:      {version}")
-    _say(f"  schema version:  {report.version_current}")
-    _say(f"  ledger day zone: {zone}")
-    _say(f"  elapsed:         {elapsed_s:.2f} s")
+    _say(f"  wallets:                 {report.wallets}")
+    _say(f"  withdrawals captured:    {report.withdrawals_captured}")
+    _say(f"  withdrawals released:    {report.withdrawals_released}")
+    _say(f"  transfers with fee:      {report.transfers}")
+    _say(f"  refused (insufficient):  {report.refused_insufficient_funds}")
+    _say(f"  unexpected errors:       {len(report.unexpected_errors)}")
+    for error in report.unexpected_errors[:5]:
+        _say(f"    {error}")
+    _say(f"  money in:                {report.money_in}")
+    _say(f"  paid out to provider:    {report.money_out_to_provider}")
+    _say(f"  fees earned:             {report.fees_earned}")
+    _say(f"  left in wallets:         {report.wallets_total}")
+    _say(f"  conserved:               {'yes' if report.conserved else 'NO'}")
+    _say(f"  ledger audit:            {'clean' if report.audit_ok else 'VIOLATIONS'}")
+    for violation in report.audit_violations[:10]:
+        _say(f"    {violation}")
+    _say(f"  elapsed:                 {report.elapsed_s:.1f} s")
+    _say(f"  peak memory (RSS):       {report.peak_rss_mib:.0f} MiB")
+    ok = report.audit_ok and report.conserved and not report.unexpected_errors
+    return 0 if ok else 1
+
+
+def cmd_ledger_accounts(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    accounts = db.ledger.accounts(after_id=args.after_id, limit=args.limit, owner=args.owner)
+    if args.json:
+        _say(json.dumps([_account_json(a) for a in accounts], indent=2))
+        return 0
+    _say(f"{'id':>8}  {'owner':<24} {'namespace':<16} {'balance':>18} {'held':>14} {'available':>18}")
+    for a in accounts:
+        _say(f"{a.id:>8}  {a.owner[:24]:<24} {a.namespace[:16]:<16} {str(a.balance):>18} "
+             f"{str(a.held):>14} {str(a.available):>18}")
     return 0
+
+
+def _account_json(a: "payq.Account") -> dict:
+    return {
+        "id": a.id,
+        "owner": a.owner,
+        "namespace": a.namespace,
+        "currency": a.currency,
+        "balance": str(a.balance.decimal),
+        "held": str(a.held.decimal),
+        "available": str(a.available.decimal),
+        "pending": str(a.pending.decimal),
+        "closed": a.closed,
+    }
+
+
+def cmd_ledger_history(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    entries = db.ledger.history(args.account_id, after_seq=args.after_seq, limit=args.limit)
+    _say(f"{'seq':>6}  {'transaction':>11}  {'before':>18} {'amount':>18} {'after':>18}  at")
+    for e in entries:
+        _say(f"{e.seq:>6}  {e.transaction_id:>11}  {str(e.balance_before):>18} {str(e.amount):>18} "
+             f"{str(e.balance_after):>18}  {e.created_at.isoformat()}")
+    return 0
+
+
+def cmd_ledger_audit(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    report = db.ledger.audit()
+    _say(f"checked {report.accounts_checked} accounts and {report.entries_checked} entries")
+    for violation in report.violations:
+        _say(f"  VIOLATION {violation}")
+    _say("ledger audit: clean" if report.ok else f"ledger audit: {len(report.violations)} violation(s)")
+    return 0 if report.ok else 1
 
 
 def cmd_version(args: argparse.Namespace) -> int:
@@ -103,6 +163,7 @@ def _parser() -> argparse.ArgumentParser:
         "version": cmd_version,
     }
     helps = {
+        "ledger": "inspect the ledger: accounts, history, audit",
         "up": "start the embedded PostgreSQL server (create it if needed)",
         "down": "stop the embedded server (data is kept)",
         "status": "show the embedded server's state (exit 3 when not running)",
@@ -115,6 +176,25 @@ def _parser() -> argparse.ArgumentParser:
         command.set_defaults(handler=handler)
         if name == "status":
             command.add_argument("--json", action="store_true", help="print JSON")
+        if name == "demo":
+            command.add_argument("--wallets", type=int, default=200, help="wallets to open (default 200)")
+            command.add_argument("--operations", type=int, default=2000, help="operations to run (default 2000)")
+            command.add_argument("--threads", type=int, default=8, help="concurrent threads (default 8)")
+    ledger = sub.add_parser("ledger", help=helps["ledger"])
+    ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
+    accounts = ledger_sub.add_parser("accounts", help="list accounts with balances")
+    accounts.add_argument("--owner", default=None, help="only this owner's accounts")
+    accounts.add_argument("--after-id", type=int, default=0, help="page: accounts with a larger id")
+    accounts.add_argument("--limit", type=int, default=100, help="page size (<= 1000)")
+    accounts.add_argument("--json", action="store_true", help="print JSON")
+    accounts.set_defaults(handler=cmd_ledger_accounts)
+    history = ledger_sub.add_parser("history", help="an account's journal: before, amount, after")
+    history.add_argument("account_id", type=int)
+    history.add_argument("--after-seq", type=int, default=0, help="page: entries with a larger seq")
+    history.add_argument("--limit", type=int, default=100, help="page size (<= 1000)")
+    history.set_defaults(handler=cmd_ledger_history)
+    audit = ledger_sub.add_parser("audit", help="check every ledger invariant (exit 1 on a violation)")
+    audit.set_defaults(handler=cmd_ledger_audit)
     return parser
 
 

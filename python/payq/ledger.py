@@ -534,6 +534,11 @@ class Ledger:
 
     # ------------------------------------------------------------ queries
 
+    def accounts(self, *, after_id: int = 0, limit: int = 100, owner: Optional[str] = None) -> List[Account]:
+        """One page of accounts by id (``id > after_id``, at most ``limit``
+        <= 1000), optionally of one owner."""
+        return [Account._from_core(a) for a in core.ledger_accounts_list(self._target, after_id, limit, owner)]
+
     def history(self, account: AccountRef, *, after_seq: int = 0, limit: int = 100) -> List[Entry]:
         """One page of an account's journal, by sequence number: entries
         with ``seq > after_seq``, at most ``limit`` (<= 1000)."""

@@ -208,6 +208,9 @@ class Ledger {
   void limit_remove(const LimitRule& rule);
 
   // Queries.
+  // Accounts by id, after `after_id`, optionally of one owner; paged.
+  std::vector<Account> accounts_list(std::int64_t after_id, std::int64_t limit,
+                                     const std::optional<std::string>& owner = std::nullopt);
   std::vector<Entry> history(std::int64_t account_id, std::int64_t after_seq, std::int64_t limit);
   LedgerTransaction transaction_get(std::int64_t transaction_id);
   std::optional<LedgerTransaction> transaction_find(const std::string& key);
