@@ -8,13 +8,11 @@ from __future__ import annotations
 import datetime
 import decimal
 import ipaddress
-import os
 import subprocess
 import sys
 import threading
 import time
 import uuid
-from contextlib import contextmanager
 from typing import Any, Iterator, List, Optional, Sequence, Tuple
 
 import pytest
@@ -22,6 +20,11 @@ import pytest
 import payq
 from payq._native import core
 from payq.appconn import app_executor, savepoint
+
+# The applications, and the fixtures app_open asks for, are shared with
+# test_ledger_appconn.py.
+from appconn_support import APP_KINDS, app_open, committed
+from appconn_support import django_order_model, engine_psycopg, engine_psycopg2  # noqa: F401 (fixtures)
 
 psycopg2 = pytest.importorskip("psycopg2")
 psycopg = pytest.importorskip("psycopg")
@@ -35,233 +38,12 @@ def run(executor: Any, sql: str, params: Sequence[Optional[str]] = ()) -> List[R
     return rows
 
 
-def committed(db: payq.Database, table: str) -> List[Optional[str]]:
-    """What another connection sees in `table`: only committed rows."""
-    with db.transaction() as t:
-        return [row[0] for row in t.execute(f"SELECT v FROM {table} ORDER BY v")]
-
-
-def conninfo(dsn: str) -> dict:
-    from psycopg.conninfo import conninfo_to_dict
-
-    return {key: str(value) for key, value in conninfo_to_dict(dsn).items()}
-
-
-# ---------------------------------------------------------------- applications
-#
-# Each holds a transaction its own way; transaction() commits when the block
-# ends normally and rolls back when it raises, and yields the executor.
-
-
-class Psycopg2App:
-    name = "psycopg2"
-
-    def __init__(self, dsn: str, schema: str) -> None:
-        self.connection = psycopg2.connect(dsn)
-        self.schema = schema
-        self.table = f'"{schema}".app_row'
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        try:
-            yield app_executor(self.connection, schema=self.schema)
-        except BaseException:
-            self.connection.rollback()
-            raise
-        self.connection.commit()
-
-    def insert(self, value: str) -> None:
-        with self.connection.cursor() as cursor:
-            cursor.execute(f"INSERT INTO {self.table} (v) VALUES (%s)", (value,))
-
-    def close(self) -> None:
-        self.connection.close()
-
-
-class PsycopgApp:
-    """psycopg 3 as its documentation recommends: autocommit, with explicit
-    transaction blocks."""
-
-    name = "psycopg"
-
-    def __init__(self, dsn: str, schema: str) -> None:
-        self.connection = psycopg.connect(dsn, autocommit=True)
-        self.schema = schema
-        self.table = f'"{schema}".app_row'
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        with self.connection.transaction():
-            yield app_executor(self.connection, schema=self.schema)
-
-    def insert(self, value: str) -> None:
-        self.connection.execute(f"INSERT INTO {self.table} (v) VALUES (%s)", (value,))
-
-    def close(self) -> None:
-        self.connection.close()
-
-
-class DjangoApp:
-    name = "django"
-
-    def __init__(self, order_model: Any, schema: str) -> None:
-        from django.db import connection
-
-        self.connection = connection
-        self.model = order_model
-        self.schema = schema
-        self.table = order_model._meta.db_table
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        from django.db import transaction
-
-        with transaction.atomic():
-            yield app_executor(self.connection, schema=self.schema)
-
-    def insert(self, value: str) -> None:
-        self.model.objects.create(v=value)
-
-    def close(self) -> None:
-        self.model.objects.all().delete()
-
-
-class SqlAlchemyConnectionApp:
-    name = "sqlalchemy-connection"
-
-    def __init__(self, engine: Any, schema: str) -> None:
-        self.engine = engine
-        self.schema = schema
-        self.table = f'"{schema}".app_row'
-        self.connection: Any = None
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        with self.engine.connect() as connection:
-            self.connection = connection
-            try:
-                yield app_executor(connection, schema=self.schema)
-            except BaseException:
-                connection.rollback()
-                raise
-            connection.commit()
-
-    def insert(self, value: str) -> None:
-        from sqlalchemy import text
-
-        self.connection.execute(text(f"INSERT INTO {self.table} (v) VALUES (:v)"), {"v": value})
-
-    def close(self) -> None:
-        pass
-
-
-class SqlAlchemySessionApp:
-    name = "sqlalchemy-session"
-
-    def __init__(self, engine: Any, schema: str) -> None:
-        self.engine = engine
-        self.schema = schema
-        self.table = f'"{schema}".app_row'
-        self.session: Any = None
-
-    @contextmanager
-    def transaction(self) -> Iterator[Any]:
-        from sqlalchemy.orm import Session
-
-        with Session(self.engine) as session, session.begin():
-            self.session = session
-            yield app_executor(session, schema=self.schema)
-
-    def insert(self, value: str) -> None:
-        from sqlalchemy import text
-
-        self.session.execute(text(f"INSERT INTO {self.table} (v) VALUES (:v)"), {"v": value})
-
-    def close(self) -> None:
-        pass
-
-
-@pytest.fixture(scope="module")
-def django_order_model(payq_dsn: str) -> Iterator[Any]:
-    """A minimal Django project on the session's cluster, with one model."""
-    django = pytest.importorskip("django")
-    from django.conf import settings
-
-    params = conninfo(payq_dsn)
-    database = {
-        "ENGINE": "django.db.backends.postgresql",
-        "NAME": params.get("dbname", ""),
-        "USER": params.get("user", ""),
-        "PASSWORD": params.get("password", ""),
-        "HOST": params.get("host", ""),
-        "PORT": params.get("port", ""),
-    }
-    if not settings.configured:
-        settings.configure(DATABASES={"default": database}, INSTALLED_APPS=[], USE_TZ=True)
-        django.setup()
-    elif settings.DATABASES["default"].get("NAME") != database["NAME"]:
-        pytest.skip("Django is already configured for another database in this process")
-
-    from django.db import connection, models
-
-    class Order(models.Model):
-        v = models.TextField()
-
-        class Meta:
-            app_label = "payq_appconn_test"
-            db_table = f"payq_appconn_order_{os.getpid()}"
-
-    with connection.schema_editor() as editor:
-        editor.create_model(Order)
-    yield Order
-    with connection.schema_editor() as editor:
-        editor.delete_model(Order)
-    connection.close()
-
-
-def sqlalchemy_engine(dsn: str, driver: str) -> Any:
-    sqlalchemy = pytest.importorskip("sqlalchemy")
-    params = conninfo(dsn)
-    url = sqlalchemy.engine.URL.create(
-        f"postgresql+{driver}",
-        username=params.get("user"),
-        password=params.get("password"),
-        database=params.get("dbname"),
-        query={key: params[key] for key in ("host", "port") if key in params},
-    )
-    return sqlalchemy.create_engine(url)
-
-
-@pytest.fixture(scope="module")
-def engine_psycopg2(payq_dsn: str) -> Iterator[Any]:
-    engine = sqlalchemy_engine(payq_dsn, "psycopg2")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(scope="module")
-def engine_psycopg(payq_dsn: str) -> Iterator[Any]:
-    engine = sqlalchemy_engine(payq_dsn, "psycopg")
-    yield engine
-    engine.dispose()
-
-
-@pytest.fixture(params=["psycopg2", "psycopg", "django", "sqlalchemy-connection", "sqlalchemy-session"])
+@pytest.fixture(params=APP_KINDS)
 def app(request: Any, payq_dsn: str, payq_db: payq.Database) -> Iterator[Any]:
     with payq_db.transaction() as t:
         t.execute("CREATE TABLE @schema@.note (v text PRIMARY KEY)")
         t.execute("CREATE TABLE @schema@.app_row (v text)")
-    kind = request.param
-    if kind == "psycopg2":
-        application: Any = Psycopg2App(payq_dsn, payq_db.schema)
-    elif kind == "psycopg":
-        application = PsycopgApp(payq_dsn, payq_db.schema)
-    elif kind == "django":
-        application = DjangoApp(request.getfixturevalue("django_order_model"), payq_db.schema)
-    elif kind == "sqlalchemy-connection":
-        application = SqlAlchemyConnectionApp(request.getfixturevalue("engine_psycopg2"), payq_db.schema)
-    else:
-        application = SqlAlchemySessionApp(request.getfixturevalue("engine_psycopg"), payq_db.schema)
+    application = app_open(request, request.param, payq_dsn, payq_db.schema, "app_row")
     yield application
     application.close()
 
