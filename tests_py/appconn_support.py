@@ -6,7 +6,8 @@ Each application runs one driver the way its documentation recommends.
 raises, and yields a payq executor on the connection; inside it ``handle`` is
 what an application passes to ``payq.ledger.on(...)``, ``insert(v)`` writes
 the application's own row, and ``savepoint()`` is the driver's own nested
-transaction.
+transaction. ``disconnect()`` closes the calling thread's connection;
+``close()`` also removes the rows a shared table (Django's) keeps.
 
 A test module that uses :func:`app_open` imports the fixtures it asks for:
 ``django_order_model``, ``engine_psycopg2`` and ``engine_psycopg``.
@@ -80,8 +81,10 @@ class Psycopg2App:
         with self.connection.cursor() as cursor:
             cursor.execute(f"INSERT INTO {self.table} (v) VALUES (%s)", (value,))
 
-    def close(self) -> None:
+    def disconnect(self) -> None:
         self.connection.close()
+
+    close = disconnect
 
 
 class PsycopgApp:
@@ -112,8 +115,10 @@ class PsycopgApp:
     def insert(self, value: str) -> None:
         self.connection.execute(f"INSERT INTO {self.table} (v) VALUES (%s)", (value,))
 
-    def close(self) -> None:
+    def disconnect(self) -> None:
         self.connection.close()
+
+    close = disconnect
 
 
 class DjangoApp:
@@ -147,6 +152,9 @@ class DjangoApp:
 
     def insert(self, value: str) -> None:
         self.model.objects.create(v=value)
+
+    def disconnect(self) -> None:
+        self.connection.close()  # the calling thread's connection
 
     def close(self) -> None:
         self.model.objects.all().delete()
@@ -186,8 +194,10 @@ class SqlAlchemyConnectionApp:
 
         self.connection.execute(text(f"INSERT INTO {self.table} (v) VALUES (:v)"), {"v": value})
 
-    def close(self) -> None:
-        pass
+    def disconnect(self) -> None:
+        pass  # the connection went back to the engine's pool
+
+    close = disconnect
 
 
 class SqlAlchemySessionApp:
@@ -221,8 +231,10 @@ class SqlAlchemySessionApp:
 
         self.session.execute(text(f"INSERT INTO {self.table} (v) VALUES (:v)"), {"v": value})
 
-    def close(self) -> None:
-        pass
+    def disconnect(self) -> None:
+        pass  # the connection went back to the engine's pool
+
+    close = disconnect
 
 
 def app_open(request: Any, kind: str, dsn: str, schema: str, table: str) -> Any:

@@ -21,8 +21,8 @@ import payq
 from payq._native import core
 from payq.appconn import app_executor, savepoint
 
-# The applications, and the fixtures app_open asks for, are shared with
-# test_ledger_appconn.py.
+# The applications are shared with test_ledger_appconn.py, and so are the fixtures
+# app_open asks for.
 from appconn_support import APP_KINDS, app_open, committed
 from appconn_support import django_order_model, engine_psycopg, engine_psycopg2  # noqa: F401 (fixtures)
 
