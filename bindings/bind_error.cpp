@@ -60,6 +60,10 @@ void translate(std::exception_ptr pointer) {
     raise_as("InvalidArgument", e);
   } catch (const UnknownTaskKind& e) {
     raise_as("UnknownTaskKind", e);
+  } catch (const UnknownTask& e) {
+    raise_as("UnknownTask", e);
+  } catch (const LeaseLost& e) {
+    raise_as("LeaseLost", e);
   } catch (const Error& e) {
     raise_as("Error", e);
   }
@@ -72,7 +76,8 @@ void bind_error(py::module_& m) {
   for (const char* name : {"Error", "ConfigError", "DatabaseError", "TransientError", "CommitUnknown",
                            "MigrationError", "InvalidAmount", "UnknownCurrency", "CurrencyMismatch",
                            "UnknownAccount", "AccountClosed", "InsufficientFunds", "LimitExceeded", "Unbalanced",
-                           "IdempotencyConflict", "InvalidState", "InvalidArgument", "UnknownTaskKind"}) {
+                           "IdempotencyConflict", "InvalidState", "InvalidArgument", "UnknownTaskKind", "UnknownTask",
+                           "LeaseLost"}) {
     python_types()[name] = errors.attr(name).ptr();
   }
   py::register_exception_translator(&translate);
@@ -96,6 +101,8 @@ void bind_error(py::module_& m) {
     if (name == "InvalidState") throw InvalidState("test");
     if (name == "InvalidArgument") throw InvalidArgument("test");
     if (name == "UnknownTaskKind") throw UnknownTaskKind("test");
+    if (name == "UnknownTask") throw UnknownTask("test");
+    if (name == "LeaseLost") throw LeaseLost("test");
     throw Error("test");
   });
 }

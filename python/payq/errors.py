@@ -28,6 +28,8 @@ __all__ = [
     "InvalidState",
     "InvalidArgument",
     "UnknownTaskKind",
+    "UnknownTask",
+    "LeaseLost",
 ]
 
 
@@ -118,3 +120,13 @@ class InvalidArgument(Error, ValueError):
 
 class UnknownTaskKind(Error, LookupError):
     """No handler is registered for the task kind."""
+
+
+class UnknownTask(Error, LookupError):
+    """No task with that id."""
+
+
+class LeaseLost(Error):
+    """The task is no longer running under this attempt's lease token: its
+    lease expired and another worker took it over. The completion was not
+    recorded; roll back the business transaction it was part of."""

@@ -122,4 +122,17 @@ class UnknownTaskKind : public Error {
   using Error::Error;
 };
 
+// A completion for a task that is no longer running under the caller's
+// lease token: another worker took it over. The caller must roll back.
+class LeaseLost : public Error {
+ public:
+  using Error::Error;
+};
+
+// A task was not found.
+class UnknownTask : public Error {
+ public:
+  using Error::Error;
+};
+
 }  // namespace payq

@@ -1,0 +1,190 @@
+// The outbox queue: tasks enqueued inside the caller's transaction, claimed
+// by workers under a lease, completed with one of four outcomes, and settled
+// against the ledger in the same transaction as the completion.
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "payq/backoff.hpp"
+#include "payq/db.hpp"
+
+namespace payq {
+
+// Bounds, named once.
+inline constexpr std::size_t task_payload_bytes_max = 256 * 1024;
+inline constexpr std::size_t task_batch_count_max = 10'000;
+inline constexpr std::int64_t task_delay_ms_max = 366LL * 24 * 3600 * 1000;
+inline constexpr int task_attempt_max_limit = 1000;
+inline constexpr std::int64_t task_timeout_ms_max = 24LL * 3600 * 1000;
+inline constexpr std::size_t claim_batch_count_max = 1000;
+
+enum class TaskState { held, pending, running, succeeded, dead, needs_review, cancelled };
+const char* task_state_name(TaskState state);
+TaskState task_state_parse(const std::string& name);
+
+// What a task does when it finally fails or succeeds. All optional.
+struct Settlement {
+  std::optional<std::int64_t> hold_id;                 // captured on success, released on final failure
+  std::optional<std::int64_t> capture_account_id;      // where the hold is captured to
+  std::optional<std::int64_t> reverse_transaction_id;  // reversed on final failure
+  std::optional<std::string> followup_json;  // {"kind","payload","queue"} enqueued on final failure
+};
+
+struct TaskSpec {
+  std::string kind;
+  std::string payload_json = "{}";
+  std::string queue = "default";
+  int priority = 0;                       // higher runs first
+  std::int64_t delay_ms = 0;              // run_at = now + delay
+  int attempt_max = 10;
+  std::int64_t timeout_ms = 60'000;       // the lease of one attempt
+  std::optional<std::string> unique_key;  // a duplicate returns the existing task
+  std::optional<std::string> partition_key;
+  std::optional<std::string> idempotency_key;  // default "task:<id>"
+  std::optional<std::int64_t> amount_minor;    // for amount-aware queue limits
+  std::optional<std::string> currency;
+  bool held = false;  // claimable only after an explicit release
+  Settlement settlement;
+};
+
+struct EnqueueResult {
+  std::int64_t task_id = 0;
+  bool created = false;  // false: the unique key already named this task
+};
+
+struct Task {
+  std::int64_t id = 0;
+  std::string queue;
+  std::string kind;
+  std::string payload_json;
+  TaskState state = TaskState::pending;
+  int priority = 0;
+  int attempt = 0;
+  int attempt_max = 0;
+  std::int64_t timeout_ms = 0;
+  std::optional<std::string> unique_key;
+  std::optional<std::string> partition_key;
+  std::string idempotency_key;
+  std::optional<std::int64_t> amount_minor;
+  std::optional<std::string> currency;
+  Settlement settlement;
+  std::optional<std::int64_t> lease_token;
+  std::optional<std::string> lease_until;
+  std::optional<std::string> worker_id;
+  std::optional<std::string> result_json;
+  std::optional<std::string> error;
+  std::string run_at;
+  std::string created_at;
+  std::optional<std::string> finished_at;
+};
+
+struct TaskAttempt {
+  std::int64_t task_id = 0;
+  int attempt = 0;
+  std::int64_t lease_token = 0;
+  std::string worker_id;
+  std::string outcome;
+  std::optional<std::string> error;
+  std::int64_t duration_ms = 0;
+  std::string started_at;
+  std::string finished_at;
+};
+
+// The result of one attempt, as the handler reports it.
+enum class OutcomeKind {
+  success,  // applied; result stored; settlement's success side runs
+  retry,    // definitely not applied; try again after a backoff
+  fail,     // definitely not applied, never will be; task dead; failure side runs
+  unknown,  // may have been applied; retried with the same idempotency key, never compensated
+};
+const char* outcome_kind_name(OutcomeKind kind);
+
+struct Outcome {
+  OutcomeKind kind = OutcomeKind::success;
+  std::string result_json = "null";
+  std::string error;
+  std::optional<std::int64_t> retry_after_ms;  // overrides the backoff for retry/unknown
+};
+
+struct Completion {
+  TaskState state = TaskState::pending;  // the task's state afterwards
+  bool alerted = false;                  // an alert was raised (last attempt reached or exhausted)
+  std::optional<std::int64_t> next_run_in_ms;
+};
+
+struct CompleteRequest {
+  std::int64_t task_id = 0;
+  std::int64_t lease_token = 0;
+  int attempt = 0;  // the claimed task's attempt (fixed for its lease); 0: read it
+  Outcome outcome;
+  std::string worker_id;
+  std::int64_t duration_ms = 0;
+  BackoffPolicy backoff;  // for retry and unknown without retry_after_ms
+};
+
+struct QueueConfig {
+  std::string name;
+  std::optional<int> concurrency_max;
+  std::optional<int> rate_count_max;
+  std::optional<std::int64_t> rate_window_ms;
+  std::optional<std::int64_t> amount_max_minor;
+  std::optional<std::string> amount_currency;
+  std::optional<std::int64_t> amount_window_ms;
+  int weight = 1;
+};
+
+struct ClaimRequest {
+  std::string queue;
+  std::string worker_id;
+  std::size_t count_max = 10;
+};
+
+
+class Outbox {
+ public:
+  explicit Outbox(Executor& executor) : executor_(executor) {}
+
+  // Inside the caller's transaction: if it rolls back, the tasks never existed.
+  EnqueueResult enqueue(const TaskSpec& spec);
+  std::vector<EnqueueResult> enqueue_batch(const std::vector<TaskSpec>& specs);
+
+  // Claims up to count_max runnable tasks of one queue, honouring the
+  // queue's pause, concurrency, rate, amount and partition rules. The caller
+  // commits the claim before running the tasks.
+  std::vector<Task> claim(const ClaimRequest& request);
+
+  // Records the attempt's outcome, moves the task on and runs its settlement,
+  // all in the executor's transaction; only while the task is still running
+  // under `lease_token` (else LeaseLost and nothing is written).
+  Completion complete(const CompleteRequest& request);
+  // Hands back a claimed task that was never started (shutdown).
+  void give_back(std::int64_t task_id, std::int64_t lease_token);
+  // Marks expired leases as `unknown` attempts (the worker died mid-call).
+  std::int64_t leases_rescue(std::int64_t count_max);
+
+  // Operators.
+  void task_release(std::int64_t task_id, const std::string& actor, const std::string& note);
+  void task_retry(std::int64_t task_id, const std::string& actor, const std::string& note);
+  void task_cancel(std::int64_t task_id, const std::string& actor, const std::string& note);
+  // Settles a needs_review task after a human looked: applied or not.
+  void task_resolve(std::int64_t task_id, bool applied, const std::string& actor, const std::string& note);
+
+  Task task_get(std::int64_t task_id);
+  std::vector<Task> tasks_list(const std::optional<std::string>& state, const std::optional<std::string>& queue,
+                               std::int64_t after_id, std::int64_t limit);
+  std::vector<TaskAttempt> attempts(std::int64_t task_id);
+
+  void queue_configure(const QueueConfig& config);
+  void queue_pause(const std::string& queue, bool paused);
+  void queue_pause_until(const std::string& queue, std::int64_t pause_ms);
+
+  std::int64_t prune(std::int64_t finished_before_ms_ago, std::int64_t count_max);
+
+ private:
+  Executor& executor_;
+};
+
+}  // namespace payq

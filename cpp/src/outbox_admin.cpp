@@ -1,0 +1,248 @@
+// Reading tasks, operator actions, queue settings and pruning.
+#include <nlohmann/json.hpp>
+
+#include "outbox_internal.hpp"
+#include "outbox_statements.hpp"
+#include "payq/error.hpp"
+#include "payq/ledger.hpp"
+
+namespace payq {
+
+using namespace outbox_detail;
+
+const char* task_state_name(TaskState state) {
+  switch (state) {
+    case TaskState::held: return "held";
+    case TaskState::pending: return "pending";
+    case TaskState::running: return "running";
+    case TaskState::succeeded: return "succeeded";
+    case TaskState::dead: return "dead";
+    case TaskState::needs_review: return "needs_review";
+    case TaskState::cancelled: return "cancelled";
+  }
+  return "unknown";
+}
+
+TaskState task_state_parse(const std::string& name) {
+  for (TaskState state : {TaskState::held, TaskState::pending, TaskState::running, TaskState::succeeded,
+                          TaskState::dead, TaskState::needs_review, TaskState::cancelled}) {
+    if (name == task_state_name(state)) return state;
+  }
+  throw InvalidArgument("unknown task state '" + name + "'");
+}
+
+namespace outbox_detail {
+
+void text_bounded(const std::string& value, std::size_t bytes_max, const char* what) {
+  if (value.empty() || value.size() > bytes_max) {
+    throw InvalidArgument(std::string(what) + " must be 1 to " + std::to_string(bytes_max) + " bytes");
+  }
+  for (unsigned char c : value) {
+    if (c < 0x20 || c == 0x7f) throw InvalidArgument(std::string(what) + " contains a control character");
+  }
+}
+
+std::string json_canonical(const std::string& text, const char* what, std::size_t bytes_max) {
+  if (text.size() > bytes_max) {
+    throw InvalidArgument(std::string(what) + " is larger than " + std::to_string(bytes_max) + " bytes");
+  }
+  try {
+    return nlohmann::json::parse(text).dump();
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InvalidArgument(std::string(what) + " is not valid JSON: " + e.what());
+  }
+}
+
+Task task_from(const Rows& rows, std::size_t row) {
+  Task t;
+  t.id = rows.i64(row, "id");
+  t.queue = rows.text(row, "queue");
+  t.kind = rows.text(row, "kind");
+  t.payload_json = rows.text(row, "payload");
+  t.state = task_state_parse(rows.text(row, "state"));
+  t.priority = static_cast<int>(rows.i64(row, "priority"));
+  t.attempt = static_cast<int>(rows.i64(row, "attempt"));
+  t.attempt_max = static_cast<int>(rows.i64(row, "attempt_max"));
+  t.timeout_ms = rows.i64(row, "timeout_ms");
+  t.unique_key = rows.at(row, "unique_key");
+  t.partition_key = rows.at(row, "partition_key");
+  t.idempotency_key = rows.text(row, "idempotency_key");
+  t.amount_minor = rows.i64_or_null(row, "amount_minor");
+  t.currency = rows.at(row, "currency");
+  t.settlement.hold_id = rows.i64_or_null(row, "settle_hold_id");
+  t.settlement.capture_account_id = rows.i64_or_null(row, "settle_capture_account_id");
+  t.settlement.reverse_transaction_id = rows.i64_or_null(row, "settle_reverse_transaction_id");
+  t.settlement.followup_json = rows.at(row, "followup");
+  t.lease_token = rows.i64_or_null(row, "lease_token");
+  t.lease_until = rows.at(row, "lease_until");
+  t.worker_id = rows.at(row, "worker_id");
+  t.result_json = rows.at(row, "result");
+  t.error = rows.at(row, "error");
+  t.run_at = rows.text(row, "run_at");
+  t.created_at = rows.text(row, "created_at");
+  t.finished_at = rows.at(row, "finished_at");
+  return t;
+}
+
+}  // namespace outbox_detail
+
+namespace {
+
+constexpr std::size_t actor_bytes_max = 200;
+constexpr std::size_t note_bytes_max = 2000;
+
+Task task_locked(Executor& executor, std::int64_t task_id) {
+  if (task_id <= 0) throw InvalidArgument("task id must be positive");
+  Rows rows = executor.exec(outbox_sql::task_lock, {std::to_string(task_id)});
+  if (rows.empty()) throw UnknownTask("no task with id " + std::to_string(task_id));
+  return task_from(rows, 0);
+}
+
+void action_validate(const std::string& actor, const std::string& note) {
+  text_bounded(actor, actor_bytes_max, "actor");
+  if (note.size() > note_bytes_max) throw InvalidArgument("a note is at most 2000 bytes");
+}
+
+void state_set(Executor& executor, const Task& task, TaskState state, const char* action, const std::string& actor,
+               const std::string& note) {
+  executor.exec(outbox_sql::task_set_state,
+                {std::to_string(task.id), task_state_name(state), action, actor, note});
+}
+
+std::string state_list(std::initializer_list<TaskState> states) {
+  std::string out;
+  for (TaskState s : states) out += (out.empty() ? "" : ", ") + std::string(task_state_name(s));
+  return out;
+}
+
+void state_require(const Task& task, std::initializer_list<TaskState> allowed, const char* action) {
+  for (TaskState s : allowed) {
+    if (task.state == s) return;
+  }
+  throw InvalidState("task " + std::to_string(task.id) + " is " + task_state_name(task.state) + "; " + action +
+                     " needs " + state_list(allowed));
+}
+
+}  // namespace
+
+void Outbox::task_release(std::int64_t task_id, const std::string& actor, const std::string& note) {
+  action_validate(actor, note);
+  const Task task = task_locked(executor_, task_id);
+  state_require(task, {TaskState::held}, "release");
+  state_set(executor_, task, TaskState::pending, "release", actor, note);
+}
+
+void Outbox::task_retry(std::int64_t task_id, const std::string& actor, const std::string& note) {
+  action_validate(actor, note);
+  const Task task = task_locked(executor_, task_id);
+  state_require(task, {TaskState::dead, TaskState::cancelled}, "retry");
+  if (task.settlement.hold_id || task.settlement.reverse_transaction_id) {
+    // Its failure side already ran (hold released, payment reversed): running
+    // it again would move money without cover.
+    throw InvalidState("task " + std::to_string(task_id) +
+                       " was settled as failed; enqueue a new task (with a new hold) instead");
+  }
+  state_set(executor_, task, TaskState::pending, "retry", actor, note);
+}
+
+void Outbox::task_cancel(std::int64_t task_id, const std::string& actor, const std::string& note) {
+  action_validate(actor, note);
+  const Task task = task_locked(executor_, task_id);
+  // Never started (or back to pending): definitely not applied, so its
+  // failure side runs.
+  state_require(task, {TaskState::held, TaskState::pending}, "cancel");
+  if (task.attempt > 0) {
+    throw InvalidState("task " + std::to_string(task_id) +
+                       " has run before and may have been applied; wait for its outcome or resolve it");
+  }
+  state_set(executor_, task, TaskState::cancelled, "cancel", actor, note);
+  settle_task(executor_, task, false);
+}
+
+void Outbox::task_resolve(std::int64_t task_id, bool applied, const std::string& actor, const std::string& note) {
+  action_validate(actor, note);
+  const Task task = task_locked(executor_, task_id);
+  state_require(task, {TaskState::needs_review}, "resolve");
+  state_set(executor_, task, applied ? TaskState::succeeded : TaskState::dead,
+            applied ? "resolve_applied" : "resolve_not_applied", actor, note);
+  settle_task(executor_, task, applied);
+}
+
+Task Outbox::task_get(std::int64_t task_id) {
+  Rows rows = executor_.exec(outbox_sql::task_get, {std::to_string(task_id)});
+  if (rows.empty()) throw UnknownTask("no task with id " + std::to_string(task_id));
+  return task_from(rows, 0);
+}
+
+std::vector<Task> Outbox::tasks_list(const std::optional<std::string>& state, const std::optional<std::string>& queue,
+                                     std::int64_t after_id, std::int64_t limit) {
+  if (state) task_state_parse(*state);
+  if (limit <= 0 || limit > 1000) throw InvalidArgument("a page holds 1 to 1000 tasks");
+  Rows rows = executor_.exec(outbox_sql::tasks_list, {state, queue, std::to_string(after_id), std::to_string(limit)});
+  std::vector<Task> tasks;
+  for (std::size_t i = 0; i < rows.size(); ++i) tasks.push_back(task_from(rows, i));
+  return tasks;
+}
+
+std::vector<TaskAttempt> Outbox::attempts(std::int64_t task_id) {
+  Rows rows = executor_.exec(outbox_sql::attempts, {std::to_string(task_id)});
+  std::vector<TaskAttempt> out;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    TaskAttempt a;
+    a.task_id = rows.i64(i, "task_id");
+    a.attempt = static_cast<int>(rows.i64(i, "attempt"));
+    a.lease_token = rows.i64(i, "lease_token");
+    a.worker_id = rows.text(i, "worker_id");
+    a.outcome = rows.text(i, "outcome");
+    a.error = rows.at(i, "error");
+    a.duration_ms = rows.i64(i, "duration_ms");
+    a.started_at = rows.text(i, "started_at");
+    a.finished_at = rows.text(i, "finished_at");
+    out.push_back(std::move(a));
+  }
+  return out;
+}
+
+void Outbox::queue_configure(const QueueConfig& c) {
+  text_bounded(c.name, 100, "queue name");
+  auto positive = [](const auto& v, const char* what) {
+    if (v && *v <= 0) throw InvalidArgument(std::string(what) + " must be positive");
+  };
+  positive(c.concurrency_max, "concurrency_max");
+  positive(c.rate_count_max, "rate_count_max");
+  positive(c.rate_window_ms, "rate_window_ms");
+  positive(c.amount_max_minor, "amount_max_minor");
+  positive(c.amount_window_ms, "amount_window_ms");
+  if (c.rate_count_max.has_value() != c.rate_window_ms.has_value()) {
+    throw InvalidArgument("a rate limit needs both rate_count_max and rate_window_ms");
+  }
+  if (c.amount_max_minor.has_value() != c.amount_window_ms.has_value() ||
+      c.amount_max_minor.has_value() != c.amount_currency.has_value()) {
+    throw InvalidArgument("an amount limit needs amount_max_minor, amount_currency and amount_window_ms");
+  }
+  if (c.weight < 1 || c.weight > 1000) throw InvalidArgument("a queue weight is 1 to 1000");
+  auto text = [](const auto& v) -> Value { return v ? Value(std::to_string(*v)) : std::nullopt; };
+  executor_.exec(outbox_sql::queue_configure,
+                 {c.name, text(c.concurrency_max), text(c.rate_count_max), text(c.rate_window_ms),
+                  text(c.amount_max_minor), c.amount_currency, text(c.amount_window_ms), std::to_string(c.weight)});
+}
+
+void Outbox::queue_pause(const std::string& queue, bool paused) {
+  text_bounded(queue, 100, "queue name");
+  executor_.exec(outbox_sql::queue_pause, {queue, paused ? "t" : "f"});
+}
+
+void Outbox::queue_pause_until(const std::string& queue, std::int64_t pause_ms) {
+  text_bounded(queue, 100, "queue name");
+  if (pause_ms <= 0 || pause_ms > task_delay_ms_max) throw InvalidArgument("a pause is 1 ms to 366 days");
+  executor_.exec(outbox_sql::queue_pause_until, {queue, std::to_string(pause_ms)});
+}
+
+std::int64_t Outbox::prune(std::int64_t finished_before_ms_ago, std::int64_t count_max) {
+  if (finished_before_ms_ago < 0 || count_max <= 0) throw InvalidArgument("prune needs a retention >= 0 and a bound");
+  Rows rows = executor_.exec(outbox_sql::prune_tasks,
+                             {std::to_string(finished_before_ms_ago), std::to_string(count_max)});
+  return rows.i64(0, "pruned");
+}
+
+}  // namespace payq

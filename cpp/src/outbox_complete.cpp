@@ -1,0 +1,163 @@
+// Completion: the fenced state change, its attempt record, its settlement
+// against the ledger and any alert, in one transaction.
+#include <nlohmann/json.hpp>
+
+#include "outbox_internal.hpp"
+#include "outbox_statements.hpp"
+#include "payq/error.hpp"
+#include "payq/ledger.hpp"
+
+namespace payq {
+
+using namespace outbox_detail;
+
+const char* outcome_kind_name(OutcomeKind kind) {
+  switch (kind) {
+    case OutcomeKind::success: return "success";
+    case OutcomeKind::retry: return "retry";
+    case OutcomeKind::fail: return "fail";
+    case OutcomeKind::unknown: return "unknown";
+  }
+  return "unknown";
+}
+
+namespace {
+
+constexpr std::size_t error_bytes_max = 4000;
+
+std::string error_bounded(const std::string& error) {
+  if (error.size() <= error_bytes_max) return error;
+  return error.substr(0, error_bytes_max) + "...";
+}
+
+// Both sides of a settlement; keys derive from the task so a repeated
+// settlement (an operator resolving twice) is a replay, not a second payment.
+void settle_success(Executor& executor, const Task& task) {
+  const Settlement& s = task.settlement;
+  if (!s.hold_id) return;
+  CaptureRequest capture;
+  capture.key = "task:" + std::to_string(task.id) + ":capture";
+  capture.hold_id = *s.hold_id;
+  capture.target_id = *s.capture_account_id;
+  capture.kind = "task_capture";
+  capture.metadata_json = nlohmann::json{{"task_id", task.id}, {"kind", task.kind}}.dump();
+  Ledger(executor).capture(capture);
+}
+
+void settle_failure(Executor& executor, const Task& task) {
+  const Settlement& s = task.settlement;
+  const std::string prefix = "task:" + std::to_string(task.id);
+  Ledger ledger(executor);
+  if (s.hold_id) ledger.release(ReleaseRequest{prefix + ":release", *s.hold_id});
+  if (s.reverse_transaction_id) {
+    ReverseRequest reverse;
+    reverse.key = prefix + ":reverse";
+    reverse.transaction_id = *s.reverse_transaction_id;
+    reverse.kind = "task_reversal";
+    reverse.metadata_json = nlohmann::json{{"task_id", task.id}, {"kind", task.kind}}.dump();
+    ledger.reverse(reverse);
+  }
+  if (s.followup_json) {
+    const auto followup = nlohmann::json::parse(*s.followup_json);
+    TaskSpec spec;
+    spec.kind = followup.at("kind").get<std::string>();
+    spec.payload_json = followup.value("payload", nlohmann::json::object()).dump();
+    spec.queue = followup.value("queue", task.queue);
+    spec.unique_key = prefix + ":followup";
+    Outbox(executor).enqueue(spec);
+  }
+}
+
+void alert(Executor& executor, const Task& task, const std::string& reason) {
+  TaskSpec spec;
+  spec.kind = "payq.alert";
+  spec.queue = "payq.alerts";
+  spec.unique_key = "alert:" + std::to_string(task.id) + ":" + std::to_string(task.attempt) + ":" + reason;
+  spec.payload_json = nlohmann::json{{"task_id", task.id},       {"kind", task.kind},
+                                     {"queue", task.queue},      {"state", task_state_name(task.state)},
+                                     {"attempt", task.attempt},  {"attempt_max", task.attempt_max},
+                                     {"reason", reason},         {"error", task.error.value_or("")}}
+                          .dump();
+  Outbox(executor).enqueue(spec);
+}
+
+}  // namespace
+
+namespace outbox_detail {
+
+void settle_task(Executor& executor, const Task& task, bool applied) {
+  if (applied) {
+    settle_success(executor, task);
+  } else {
+    settle_failure(executor, task);
+  }
+}
+
+}  // namespace outbox_detail
+
+Completion Outbox::complete(const CompleteRequest& request) {
+  if (request.duration_ms < 0) throw InvalidArgument("duration_ms cannot be negative");
+  backoff_validate(request.backoff);
+  const Outcome& outcome = request.outcome;
+  std::string result = "null";
+  if (outcome.kind == OutcomeKind::success) {
+    result = json_canonical(outcome.result_json.empty() ? "null" : outcome.result_json, "task result",
+                            task_payload_bytes_max);
+  }
+  // The delay is drawn now; only a retry or unknown outcome uses it. The
+  // attempt number is fixed for a lease token, so the caller's task says it.
+  int attempt = request.attempt;
+  if (attempt <= 0) {
+    Rows current = executor_.exec(outbox_sql::task_get, {std::to_string(request.task_id)});
+    if (current.empty()) throw UnknownTask("no task with id " + std::to_string(request.task_id));
+    attempt = std::max(1, static_cast<int>(current.i64(0, "attempt")));
+  }
+  const std::int64_t delay_ms = outcome.retry_after_ms ? std::max<std::int64_t>(0, *outcome.retry_after_ms)
+                                                       : backoff_delay_ms(request.backoff, attempt);
+  Rows done = executor_.exec(
+      outbox_sql::complete,
+      {std::to_string(request.task_id), std::to_string(request.lease_token), outcome_kind_name(outcome.kind), result,
+       error_bounded(outcome.error), std::to_string(delay_ms), request.worker_id,
+       std::to_string(request.duration_ms)});
+  if (done.empty()) {
+    throw LeaseLost("task " + std::to_string(request.task_id) + " is no longer running under lease " +
+                    std::to_string(request.lease_token));
+  }
+  const Task task = task_from(done, 0);
+  Completion completion;
+  completion.state = task.state;
+  if (task.state == TaskState::succeeded) settle_success(executor_, task);
+  if (task.state == TaskState::dead) settle_failure(executor_, task);
+  if (task.state == TaskState::dead || task.state == TaskState::needs_review) {
+    alert(executor_, task, task_state_name(task.state));
+    completion.alerted = true;
+  } else if (task.state == TaskState::pending) {
+    completion.next_run_in_ms = delay_ms;
+    if (task.attempt + 1 == task.attempt_max) {
+      // The next attempt is the last: tell an operator before it runs out.
+      alert(executor_, task, "last_attempt_next");
+      completion.alerted = true;
+    }
+  }
+  return completion;
+}
+
+std::int64_t Outbox::leases_rescue(std::int64_t count_max) {
+  if (count_max <= 0) throw InvalidArgument("count_max must be positive");
+  Rows expired = executor_.exec(outbox_sql::leases_expired, {std::to_string(count_max)});
+  for (std::size_t i = 0; i < expired.size(); ++i) {
+    const Task task = task_from(expired, i);
+    CompleteRequest request;
+    request.task_id = task.id;
+    request.lease_token = *task.lease_token;
+    request.attempt = task.attempt;
+    request.outcome.kind = OutcomeKind::unknown;
+    request.outcome.error = "lease expired: the worker stopped answering during the attempt";
+    request.worker_id = task.worker_id.value_or("unknown");
+    request.duration_ms = std::max<std::int64_t>(0, expired.i64(i, "running_ms"));
+    complete(request);
+  }
+  return static_cast<std::int64_t>(expired.size());
+}
+
+}  // namespace payq

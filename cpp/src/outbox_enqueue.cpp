@@ -1,0 +1,152 @@
+// Enqueue: tasks written in the caller's transaction.
+#include <map>
+
+#include <nlohmann/json.hpp>
+
+#include "outbox_internal.hpp"
+#include "outbox_statements.hpp"
+#include "payq/currency.hpp"
+#include "payq/error.hpp"
+
+namespace payq {
+
+using namespace outbox_detail;
+
+namespace {
+
+constexpr std::size_t kind_bytes_max = 200;
+constexpr std::size_t queue_bytes_max = 100;
+constexpr std::size_t key_bytes_max = 255;
+
+void queue_name_validate(const std::string& queue) {
+  text_bounded(queue, queue_bytes_max, "queue name");
+  for (char c : queue) {
+    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
+                    c == '.' || c == ':' || c == '-';
+    if (!ok) throw InvalidArgument("queue name '" + queue + "' may use letters, digits and _ . : - only");
+  }
+}
+
+nlohmann::json spec_json(const TaskSpec& spec, std::size_t n) {
+  text_bounded(spec.kind, kind_bytes_max, "task kind");
+  queue_name_validate(spec.queue);
+  if (spec.delay_ms < 0) throw InvalidArgument("a task delay cannot be negative");
+  if (spec.delay_ms > task_delay_ms_max) throw InvalidArgument("a task delay is at most 366 days");
+  if (spec.attempt_max < 1 || spec.attempt_max > task_attempt_max_limit) {
+    throw InvalidArgument("attempt_max is 1 to " + std::to_string(task_attempt_max_limit));
+  }
+  if (spec.timeout_ms <= 0 || spec.timeout_ms > task_timeout_ms_max) {
+    throw InvalidArgument("a task timeout is 1 ms to 24 hours");
+  }
+  if (spec.priority < -32768 || spec.priority > 32767) throw InvalidArgument("priority is a 16-bit integer");
+  if (spec.unique_key) text_bounded(*spec.unique_key, key_bytes_max, "unique key");
+  if (spec.partition_key) text_bounded(*spec.partition_key, key_bytes_max, "partition key");
+  if (spec.idempotency_key) text_bounded(*spec.idempotency_key, key_bytes_max, "idempotency key");
+  if (spec.amount_minor.has_value() != spec.currency.has_value()) {
+    throw InvalidArgument("a task amount needs its currency, and a currency its amount");
+  }
+  if (spec.amount_minor && *spec.amount_minor <= 0) throw InvalidAmount("a task amount must be positive");
+  if (spec.currency && !currency_known(*spec.currency)) {
+    throw UnknownCurrency("unknown currency '" + *spec.currency + "'");
+  }
+  const Settlement& s = spec.settlement;
+  if (s.hold_id.has_value() != s.capture_account_id.has_value()) {
+    throw InvalidArgument("a settlement hold needs the account to capture it into, and the other way round");
+  }
+  if (s.hold_id && *s.hold_id <= 0) throw InvalidArgument("settlement hold id must be positive");
+  if (s.capture_account_id && *s.capture_account_id <= 0) throw InvalidArgument("capture account id must be positive");
+  if (s.reverse_transaction_id && *s.reverse_transaction_id <= 0) {
+    throw InvalidArgument("settlement transaction id must be positive");
+  }
+
+  nlohmann::json payload;
+  try {
+    payload = nlohmann::json::parse(spec.payload_json);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InvalidArgument(std::string("task payload is not valid JSON: ") + e.what());
+  }
+  if (spec.payload_json.size() > task_payload_bytes_max) {
+    throw InvalidArgument("task payload is " + std::to_string(spec.payload_json.size()) + " bytes; at most " +
+                          std::to_string(task_payload_bytes_max) + " are allowed");
+  }
+  nlohmann::json j = {{"n", n},
+                      {"queue", spec.queue},
+                      {"kind", spec.kind},
+                      {"payload", payload},
+                      {"held", spec.held},
+                      {"priority", spec.priority},
+                      {"delay_ms", spec.delay_ms},
+                      {"attempt_max", spec.attempt_max},
+                      {"timeout_ms", spec.timeout_ms}};
+  auto put = [&](const char* name, const auto& value) {
+    if (value) j[name] = *value;
+  };
+  put("unique_key", spec.unique_key);
+  put("partition_key", spec.partition_key);
+  put("idempotency_key", spec.idempotency_key);
+  put("amount_minor", spec.amount_minor);
+  put("currency", spec.currency);
+  put("settle_hold_id", s.hold_id);
+  put("settle_capture_account_id", s.capture_account_id);
+  put("settle_reverse_transaction_id", s.reverse_transaction_id);
+  if (s.followup_json) {
+    nlohmann::json followup;
+    try {
+      followup = nlohmann::json::parse(*s.followup_json);
+    } catch (const nlohmann::json::parse_error& e) {
+      throw InvalidArgument(std::string("follow-up task is not valid JSON: ") + e.what());
+    }
+    if (!followup.is_object() || !followup.contains("kind") || !followup["kind"].is_string()) {
+      throw InvalidArgument("a follow-up task is a JSON object with at least a string \"kind\"");
+    }
+    j["followup"] = followup;
+  }
+  return j;
+}
+
+}  // namespace
+
+EnqueueResult Outbox::enqueue(const TaskSpec& spec) { return enqueue_batch({spec}).front(); }
+
+std::vector<EnqueueResult> Outbox::enqueue_batch(const std::vector<TaskSpec>& specs) {
+  if (specs.empty()) return {};
+  if (specs.size() > task_batch_count_max) {
+    throw InvalidArgument("a batch holds at most " + std::to_string(task_batch_count_max) + " tasks");
+  }
+  // Everything is checked before anything is sent. A unique key repeated
+  // within the batch names the task of its first occurrence.
+  nlohmann::json batch = nlohmann::json::array();
+  std::map<std::string, std::size_t> first_by_key;
+  std::vector<std::optional<std::size_t>> same_as(specs.size());
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    nlohmann::json j = spec_json(specs[i], i);
+    if (specs[i].unique_key) {
+      auto [found, inserted] = first_by_key.emplace(*specs[i].unique_key, i);
+      if (!inserted) {
+        same_as[i] = found->second;
+        continue;
+      }
+    }
+    batch.push_back(std::move(j));
+  }
+  Rows rows = executor_.exec(outbox_sql::enqueue, {batch.dump()});
+  std::vector<EnqueueResult> results(specs.size());
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    const auto n = static_cast<std::size_t>(rows.i64(r, "n"));
+    auto task_id = rows.i64_or_null(r, "task_id");
+    if (!task_id) {
+      // The key was taken by a transaction that committed after this
+      // statement's snapshot: read it again.
+      Rows again = executor_.exec(outbox_sql::task_key_get, {*specs[n].unique_key});
+      if (again.empty()) throw DatabaseError("unique key '" + *specs[n].unique_key + "' vanished during enqueue");
+      task_id = again.i64(0, "task_id");
+    }
+    results[n] = {*task_id, rows.boolean(r, "created")};
+  }
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    if (same_as[i]) results[i] = {results[*same_as[i]].task_id, false};
+  }
+  return results;
+}
+
+}  // namespace payq

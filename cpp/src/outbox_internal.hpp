@@ -1,0 +1,16 @@
+// Shared by the outbox's source files.
+#pragma once
+
+#include "payq/outbox.hpp"
+
+namespace payq::outbox_detail {
+
+Task task_from(const Rows& rows, std::size_t row);
+void text_bounded(const std::string& value, std::size_t bytes_max, const char* what);
+// Canonical JSON text of any JSON value; InvalidArgument if it is not JSON.
+std::string json_canonical(const std::string& text, const char* what, std::size_t bytes_max);
+
+// Runs a settled task's success side (applied) or failure side.
+void settle_task(Executor& executor, const Task& task, bool applied);
+
+}  // namespace payq::outbox_detail

@@ -1,0 +1,239 @@
+// Every SQL statement of the outbox queue, by name.
+#pragma once
+
+#include "payq/db.hpp"
+
+namespace payq::outbox_sql {
+
+#define PAYQ_TS(column) "to_char(" column " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.US\"Z\"')"
+
+#define PAYQ_TASK_COLUMNS                                                                                      \
+  "t.id, t.queue, t.kind, t.payload::text AS payload, t.state, t.priority, t.attempt, t.attempt_max, "         \
+  "t.timeout_ms, t.unique_key, t.partition_key, t.idempotency_key, t.amount_minor, t.currency, "               \
+  "t.settle_hold_id, t.settle_capture_account_id, t.settle_reverse_transaction_id, t.followup::text AS followup, " \
+  "t.lease_token, " PAYQ_TS("t.lease_until") " AS lease_until, t.worker_id, t.result::text AS result, t.error, " \
+  PAYQ_TS("t.run_at") " AS run_at, " PAYQ_TS("t.created_at") " AS created_at, " PAYQ_TS("t.finished_at") " AS finished_at"
+
+// Batch enqueue in one round trip: every task is one element of a JSON
+// array. Unique keys are taken in task_key first; a key already taken
+// yields no new row (the caller reads the existing task).
+inline const Statement enqueue{"payq_task_enqueue", R"sql(
+WITH input AS (
+  SELECT * FROM jsonb_to_recordset($1::jsonb) AS x(
+    n integer, queue text, kind text, payload jsonb, held boolean, priority smallint, delay_ms bigint,
+    attempt_max integer, timeout_ms integer, unique_key text, partition_key text, idempotency_key text,
+    amount_minor bigint, currency text, settle_hold_id bigint, settle_capture_account_id bigint,
+    settle_reverse_transaction_id bigint, followup jsonb)
+), keyed AS (
+  INSERT INTO @schema@.task_key (key, task_id)
+  SELECT unique_key, nextval('@schema@.task_id_seq') FROM input WHERE unique_key IS NOT NULL
+  ON CONFLICT (key) DO NOTHING
+  RETURNING key, task_id
+), ids AS (
+  SELECT input.*,
+         CASE WHEN input.unique_key IS NULL THEN nextval('@schema@.task_id_seq') ELSE keyed.task_id END AS id
+  FROM input LEFT JOIN keyed ON keyed.key = input.unique_key
+), new_queue AS (
+  INSERT INTO @schema@.queue (name, uses_partitions)
+  SELECT queue, bool_or(partition_key IS NOT NULL) FROM input GROUP BY queue
+  ON CONFLICT (name) DO NOTHING
+), partitioned_queue AS (
+  UPDATE @schema@.queue SET uses_partitions = true, updated_at = now()
+  WHERE name IN (SELECT queue FROM input WHERE partition_key IS NOT NULL) AND NOT uses_partitions
+), inserted AS (
+  INSERT INTO @schema@.task (id, queue, kind, payload, state, priority, run_at, attempt_max, timeout_ms,
+                             unique_key, partition_key, idempotency_key, amount_minor, currency, settle_hold_id,
+                             settle_capture_account_id, settle_reverse_transaction_id, followup)
+  SELECT id, queue, kind, payload, CASE WHEN held THEN 'held' ELSE 'pending' END, priority,
+         now() + delay_ms * interval '1 millisecond', attempt_max, timeout_ms, unique_key, partition_key,
+         coalesce(idempotency_key, 'task:' || id), amount_minor, currency, settle_hold_id,
+         settle_capture_account_id, settle_reverse_transaction_id, followup
+  FROM ids WHERE id IS NOT NULL
+  RETURNING id
+)
+SELECT ids.n, coalesce(ids.id, k.task_id) AS task_id, ids.id IS NOT NULL AS created
+FROM ids LEFT JOIN @schema@.task_key k ON ids.id IS NULL AND k.key = ids.unique_key
+ORDER BY ids.n)sql"};
+
+inline const Statement task_key_get{"payq_task_key_get", R"sql(
+SELECT task_id FROM @schema@.task_key WHERE key = $1)sql"};
+
+inline const Statement queue_get{"payq_queue_get", R"sql(
+SELECT name, paused OR coalesce(paused_until > now(), false) AS paused, concurrency_max, rate_count_max,
+       rate_window_ms, amount_max_minor, amount_currency, amount_window_ms, weight, uses_partitions,
+       (concurrency_max IS NOT NULL OR rate_count_max IS NOT NULL OR amount_max_minor IS NOT NULL
+        OR uses_partitions) AS limited
+FROM @schema@.queue WHERE name = $1)sql"};
+
+inline const Statement queue_lock{"payq_queue_lock", R"sql(
+SELECT name, paused OR coalesce(paused_until > now(), false) AS paused, concurrency_max, rate_count_max,
+       rate_window_ms, amount_max_minor, amount_currency, amount_window_ms, uses_partitions
+FROM @schema@.queue WHERE name = $1 FOR UPDATE)sql"};
+
+// Read after the queue lock is held, in a new statement: sees every claim
+// committed before ours.
+inline const Statement queue_usage{"payq_queue_usage", R"sql(
+SELECT (SELECT count(*) FROM @schema@.task WHERE queue = $1 AND state = 'running') AS running,
+       (SELECT count(*) FROM @schema@.queue_start
+         WHERE queue = $1 AND $2::bigint IS NOT NULL AND started_at > now() - $2::bigint * interval '1 millisecond')
+         AS rate_used,
+       (SELECT coalesce(sum(amount_minor), 0) FROM @schema@.queue_start
+         WHERE queue = $1 AND $3::bigint IS NOT NULL AND started_at > now() - $3::bigint * interval '1 millisecond')
+         AS amount_used,
+       (SELECT coalesce(array_agg(DISTINCT partition_key), '{}') FROM @schema@.task
+         WHERE queue = $1 AND state = 'running' AND partition_key IS NOT NULL)::text AS partitions_running)sql"};
+
+inline const Statement claim_candidates{"payq_claim_candidates", R"sql(
+SELECT id, partition_key, amount_minor, currency FROM @schema@.task
+WHERE queue = $1 AND state = 'pending' AND run_at <= now()
+ORDER BY priority DESC, run_at, id
+LIMIT $2::bigint
+FOR UPDATE SKIP LOCKED)sql"};
+
+// Marks the picked tasks running under fresh lease tokens.
+inline const Statement claim_mark{"payq_claim_mark", R"sql(
+WITH picked AS (
+  UPDATE @schema@.task t
+  SET state = 'running', attempt = t.attempt + 1, lease_token = nextval('@schema@.lease_token_seq'),
+      lease_until = now() + t.timeout_ms * interval '1 millisecond', worker_id = $2, updated_at = now()
+  WHERE t.id = ANY($1::bigint[]) AND t.state = 'pending'
+  RETURNING t.*
+), started AS (
+  INSERT INTO @schema@.queue_start (queue, task_id, amount_minor)
+  SELECT queue, id, amount_minor FROM picked WHERE $3::boolean
+)
+SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM picked t ORDER BY t.priority DESC, t.run_at, t.id)sql"};
+
+// The fast path for a queue without limits or partitions.
+inline const Statement claim_fast{"payq_claim_fast", R"sql(
+WITH candidates AS (
+  SELECT id FROM @schema@.task
+  WHERE queue = $1 AND state = 'pending' AND run_at <= now()
+  ORDER BY priority DESC, run_at, id
+  LIMIT $2::bigint
+  FOR UPDATE SKIP LOCKED
+), picked AS (
+  UPDATE @schema@.task t
+  SET state = 'running', attempt = t.attempt + 1, lease_token = nextval('@schema@.lease_token_seq'),
+      lease_until = now() + t.timeout_ms * interval '1 millisecond', worker_id = $3, updated_at = now()
+  FROM candidates c WHERE t.id = c.id
+  RETURNING t.*
+)
+SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM picked t ORDER BY t.priority DESC, t.run_at, t.id)sql"};
+
+// The fenced completion: only the attempt that holds the lease moves the
+// task on, and its attempt record is written with it.
+inline const Statement complete{"payq_task_complete", R"sql(
+WITH done AS (
+  UPDATE @schema@.task t
+  SET state = CASE $3
+                WHEN 'success' THEN 'succeeded'
+                WHEN 'fail' THEN 'dead'
+                WHEN 'retry' THEN CASE WHEN t.attempt >= t.attempt_max THEN 'dead' ELSE 'pending' END
+                ELSE CASE WHEN t.attempt >= t.attempt_max THEN 'needs_review' ELSE 'pending' END
+              END,
+      result = CASE WHEN $3 = 'success' THEN $4::jsonb ELSE t.result END,
+      error = CASE WHEN $3 = 'success' THEN NULL ELSE $5 END,
+      run_at = CASE WHEN $3 IN ('retry', 'unknown') THEN now() + $6::bigint * interval '1 millisecond'
+                    ELSE t.run_at END,
+      lease_token = NULL, lease_until = NULL, updated_at = now(),
+      finished_at = CASE
+                      WHEN $3 IN ('success', 'fail') OR t.attempt >= t.attempt_max THEN now()
+                    END
+  WHERE t.id = $1::bigint AND t.state = 'running' AND t.lease_token = $2::bigint
+  RETURNING t.*
+), attempt AS (
+  INSERT INTO @schema@.task_attempt (task_id, attempt, lease_token, worker_id, kind, started_at, outcome, error,
+                                     duration_ms)
+  SELECT id, attempt, $2::bigint, $7, kind, now() - $8::bigint * interval '1 millisecond', $3,
+         CASE WHEN $3 = 'success' THEN NULL ELSE $5 END, $8::bigint
+  FROM done
+)
+SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM done t)sql"};
+
+inline const Statement give_back{"payq_task_give_back", R"sql(
+WITH back AS (
+  UPDATE @schema@.task
+  SET state = 'pending', attempt = attempt - 1, lease_token = NULL, lease_until = NULL, worker_id = NULL,
+      updated_at = now()
+  WHERE id = $1::bigint AND state = 'running' AND lease_token = $2::bigint
+  RETURNING id
+)
+DELETE FROM @schema@.queue_start WHERE task_id IN (SELECT id FROM back))sql"};
+
+inline const Statement leases_expired{"payq_leases_expired", R"sql(
+SELECT )sql" PAYQ_TASK_COLUMNS R"sql(,
+       (extract(epoch FROM now() - (t.lease_until - t.timeout_ms * interval '1 millisecond')) * 1000)::bigint
+         AS running_ms
+FROM @schema@.task t
+WHERE t.state = 'running' AND t.lease_until < now()
+ORDER BY t.lease_until
+LIMIT $1::bigint
+FOR UPDATE SKIP LOCKED)sql"};
+
+inline const Statement task_get{"payq_task_get", R"sql(
+SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM @schema@.task t WHERE t.id = $1::bigint)sql"};
+
+inline const Statement task_lock{"payq_task_lock", R"sql(
+SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM @schema@.task t WHERE t.id = $1::bigint FOR UPDATE)sql"};
+
+inline const Statement tasks_list{"payq_tasks_list", R"sql(
+SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM @schema@.task t
+WHERE t.id > $3::bigint AND ($1::text IS NULL OR t.state = $1::text) AND ($2::text IS NULL OR t.queue = $2::text)
+ORDER BY t.id LIMIT $4::bigint)sql"};
+
+inline const Statement task_set_state{"payq_task_set_state", R"sql(
+WITH changed AS (
+  UPDATE @schema@.task
+  SET state = $2, run_at = CASE WHEN $2 = 'pending' THEN now() ELSE run_at END,
+      attempt_max = CASE WHEN $2 = 'pending' THEN greatest(attempt_max, attempt + 1) ELSE attempt_max END,
+      finished_at = CASE WHEN $2 IN ('succeeded', 'dead', 'cancelled') THEN now() END,
+      updated_at = now()
+  WHERE id = $1::bigint
+  RETURNING id
+)
+INSERT INTO @schema@.task_action (task_id, action, actor, note)
+SELECT id, $3, $4, $5 FROM changed)sql"};
+
+inline const Statement attempts{"payq_task_attempts", R"sql(
+SELECT task_id, attempt, lease_token, worker_id, outcome, error, duration_ms,
+       )sql" PAYQ_TS("started_at") R"sql( AS started_at, )sql" PAYQ_TS("finished_at") R"sql( AS finished_at
+FROM @schema@.task_attempt WHERE task_id = $1::bigint ORDER BY attempt)sql"};
+
+inline const Statement queue_configure{"payq_queue_configure", R"sql(
+INSERT INTO @schema@.queue (name, concurrency_max, rate_count_max, rate_window_ms, amount_max_minor,
+                            amount_currency, amount_window_ms, weight)
+VALUES ($1, $2::integer, $3::integer, $4::integer, $5::bigint, $6, $7::integer, $8::integer)
+ON CONFLICT (name) DO UPDATE
+SET concurrency_max = EXCLUDED.concurrency_max, rate_count_max = EXCLUDED.rate_count_max,
+    rate_window_ms = EXCLUDED.rate_window_ms, amount_max_minor = EXCLUDED.amount_max_minor,
+    amount_currency = EXCLUDED.amount_currency, amount_window_ms = EXCLUDED.amount_window_ms,
+    weight = EXCLUDED.weight, updated_at = now())sql"};
+
+inline const Statement queue_pause{"payq_queue_pause", R"sql(
+INSERT INTO @schema@.queue (name, paused) VALUES ($1, $2::boolean)
+ON CONFLICT (name) DO UPDATE SET paused = EXCLUDED.paused, paused_until = NULL, updated_at = now())sql"};
+
+inline const Statement queue_pause_until{"payq_queue_pause_until", R"sql(
+INSERT INTO @schema@.queue (name, paused_until) VALUES ($1, now() + $2::bigint * interval '1 millisecond')
+ON CONFLICT (name) DO UPDATE
+SET paused_until = greatest(coalesce(@schema@.queue.paused_until, now()), EXCLUDED.paused_until),
+    updated_at = now())sql"};
+
+inline const Statement prune_tasks{"payq_prune_tasks", R"sql(
+WITH gone AS (
+  DELETE FROM @schema@.task
+  WHERE id IN (SELECT id FROM @schema@.task
+               WHERE state IN ('succeeded', 'dead', 'cancelled')
+                 AND finished_at < now() - $1::bigint * interval '1 millisecond'
+               ORDER BY finished_at LIMIT $2::bigint)
+  RETURNING id
+), starts AS (
+  DELETE FROM @schema@.queue_start WHERE started_at < now() - interval '2 days'
+)
+SELECT count(*) AS pruned FROM gone)sql"};
+
+#undef PAYQ_TASK_COLUMNS
+#undef PAYQ_TS
+
+}  // namespace payq::outbox_sql

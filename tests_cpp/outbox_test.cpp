@@ -1,0 +1,410 @@
+#include "payq/outbox.hpp"
+
+#include <gtest/gtest.h>
+
+#include <atomic>
+#include <map>
+#include <mutex>
+#include <set>
+#include <thread>
+
+#include "ledger_test_support.hpp"
+#include "payq/error.hpp"
+#include "payq/ledger.hpp"
+
+namespace payq {
+namespace {
+
+class Outbox_ : public testing::LedgerTest {
+ protected:
+  EnqueueResult enqueue(TaskSpec spec) {
+    return db->transact([&](Transaction& tx) { return Outbox(tx).enqueue(spec); });
+  }
+  TaskSpec spec(const std::string& kind = "sms.send", const std::string& queue = "default") {
+    TaskSpec s;
+    s.kind = kind;
+    s.queue = queue;
+    s.payload_json = R"({"to":"+86 138","text":"hi"})";
+    return s;
+  }
+  std::vector<Task> claim(const std::string& queue = "default", std::size_t n = 10, const std::string& worker = "w1") {
+    return db->transact([&](Transaction& tx) { return Outbox(tx).claim({queue, worker, n}); });
+  }
+  Completion complete(const Task& task, OutcomeKind kind, const std::string& error = "",
+                      std::optional<std::int64_t> retry_after_ms = 0) {
+    return db->transact([&](Transaction& tx) {
+      CompleteRequest r;
+      r.task_id = task.id;
+      r.lease_token = *task.lease_token;
+      r.attempt = task.attempt;
+      r.outcome.kind = kind;
+      r.outcome.error = error;
+      r.outcome.result_json = R"({"provider_id":"p-1"})";
+      r.outcome.retry_after_ms = retry_after_ms;
+      r.worker_id = "w1";
+      r.duration_ms = 5;
+      return Outbox(tx).complete(r);
+    });
+  }
+  Task get(std::int64_t id) {
+    return db->transact([&](Transaction& tx) { return Outbox(tx).task_get(id); });
+  }
+  std::int64_t count_tasks(const std::string& kind) {
+    return db->transact([&](Transaction& tx) {
+      return tx.exec_sql("SELECT count(*) AS n FROM @schema@.task WHERE kind = $1", {kind}).i64(0, "n");
+    });
+  }
+};
+
+TEST_F(Outbox_, RollbackDiscardsTheTaskCommitKeepsExactlyOne) {
+  {
+    auto lease = db->acquire();
+    Transaction tx(*lease);
+    Outbox(tx).enqueue(spec());
+    tx.rollback();
+  }
+  EXPECT_EQ(count_tasks("sms.send"), 0);
+  auto created = enqueue(spec());
+  EXPECT_TRUE(created.created);
+  EXPECT_EQ(count_tasks("sms.send"), 1);
+  Task task = get(created.task_id);
+  EXPECT_EQ(task.state, TaskState::pending);
+  EXPECT_EQ(task.idempotency_key, "task:" + std::to_string(created.task_id));
+}
+
+TEST_F(Outbox_, DuplicateUniqueKeyReturnsTheExistingTask) {
+  TaskSpec s = spec();
+  s.unique_key = "sms:order-7";
+  auto first = enqueue(s);
+  auto second = enqueue(s);
+  EXPECT_TRUE(first.created);
+  EXPECT_FALSE(second.created);
+  EXPECT_EQ(first.task_id, second.task_id);
+  auto batch = db->transact([&](Transaction& tx) { return Outbox(tx).enqueue_batch({s, spec(), s}); });
+  EXPECT_EQ(batch[0].task_id, first.task_id);
+  EXPECT_TRUE(batch[1].created);
+  EXPECT_EQ(batch[2].task_id, first.task_id);
+  EXPECT_EQ(count_tasks("sms.send"), 2);
+}
+
+TEST_F(Outbox_, BadInputIsRejectedWithNothingWritten) {
+  auto bad = [&](auto mutate) {
+    TaskSpec s = spec();
+    mutate(s);
+    return s;
+  };
+  EXPECT_THROW(enqueue(bad([](TaskSpec& s) { s.kind = ""; })), InvalidArgument);
+  EXPECT_THROW(enqueue(bad([](TaskSpec& s) { s.payload_json = "{not json"; })), InvalidArgument);
+  EXPECT_THROW(enqueue(bad([](TaskSpec& s) { s.delay_ms = -1; })), InvalidArgument);
+  EXPECT_THROW(enqueue(bad([](TaskSpec& s) { s.payload_json = "\"" + std::string(300 * 1024, 'x') + "\""; })),
+               InvalidArgument);
+  EXPECT_THROW(enqueue(bad([](TaskSpec& s) { s.queue = "bad queue!"; })), InvalidArgument);
+  EXPECT_THROW(enqueue(bad([](TaskSpec& s) { s.attempt_max = 0; })), InvalidArgument);
+  EXPECT_THROW(enqueue(bad([](TaskSpec& s) { s.amount_minor = 100; })), InvalidArgument);
+  EXPECT_THROW(enqueue(bad([](TaskSpec& s) { s.settlement.hold_id = 1; })), InvalidArgument);
+  EXPECT_THROW(enqueue(bad([](TaskSpec& s) {
+                 s.amount_minor = 1;
+                 s.currency = "XQQ";
+               })),
+               UnknownCurrency);
+  // A batch with one bad task writes none of them.
+  EXPECT_THROW(db->transact([&](Transaction& tx) {
+                 return Outbox(tx).enqueue_batch({spec(), bad([](TaskSpec& s) { s.kind = ""; })});
+               }),
+               InvalidArgument);
+  EXPECT_EQ(count_tasks("sms.send"), 0);
+}
+
+TEST_F(Outbox_, ClaimLeasesAndOnlyTheLeaseHolderCompletes) {
+  auto created = enqueue(spec());
+  auto claimed = claim();
+  ASSERT_EQ(claimed.size(), 1u);
+  const Task& task = claimed[0];
+  EXPECT_EQ(task.id, created.task_id);
+  EXPECT_EQ(task.state, TaskState::running);
+  EXPECT_EQ(task.attempt, 1);
+  ASSERT_TRUE(task.lease_token.has_value());
+  EXPECT_TRUE(claim().empty());  // nothing else to claim
+  Task zombie = task;
+  zombie.lease_token = *task.lease_token + 1000;
+  EXPECT_THROW(complete(zombie, OutcomeKind::success), LeaseLost);
+  auto done = complete(task, OutcomeKind::success);
+  EXPECT_EQ(done.state, TaskState::succeeded);
+  EXPECT_THROW(complete(task, OutcomeKind::success), LeaseLost);  // only once
+  Task after = get(task.id);
+  EXPECT_EQ(after.result_json, R"({"provider_id": "p-1"})");
+  auto attempts = db->transact([&](Transaction& tx) { return Outbox(tx).attempts(task.id); });
+  ASSERT_EQ(attempts.size(), 1u);
+  EXPECT_EQ(attempts[0].outcome, "success");
+}
+
+TEST_F(Outbox_, RetryBacksOffThenExhaustsToDeadWithAnAlert) {
+  TaskSpec s = spec();
+  s.attempt_max = 2;
+  enqueue(s);
+  Task first = claim().at(0);
+  auto c1 = complete(first, OutcomeKind::retry, "provider 503", std::nullopt);
+  EXPECT_EQ(c1.state, TaskState::pending);
+  EXPECT_TRUE(c1.alerted);  // the next attempt is the last
+  ASSERT_TRUE(c1.next_run_in_ms.has_value());
+  EXPECT_GE(*c1.next_run_in_ms, 0);
+  EXPECT_LE(*c1.next_run_in_ms, BackoffPolicy{}.delay_ms_base);
+  // Not claimable before its backoff (unless the delay happened to be 0).
+  if (*c1.next_run_in_ms > 50) {
+    EXPECT_TRUE(claim().empty());
+  }
+  db->transact([&](Transaction& tx) { tx.exec_sql("UPDATE @schema@.task SET run_at = now() WHERE kind = 'sms.send'"); });
+  Task second = claim().at(0);
+  EXPECT_EQ(second.attempt, 2);
+  auto c2 = complete(second, OutcomeKind::retry, "provider 503 again");
+  EXPECT_EQ(c2.state, TaskState::dead);
+  EXPECT_TRUE(c2.alerted);
+  EXPECT_EQ(count_tasks("payq.alert"), 2);
+  EXPECT_EQ(get(second.id).error, "provider 503 again");
+}
+
+TEST_F(Outbox_, UnknownIsRetriedWithTheSameKeyThenNeedsReview) {
+  TaskSpec s = spec();
+  s.attempt_max = 2;
+  s.idempotency_key = "payout-99";
+  enqueue(s);
+  Task first = claim().at(0);
+  EXPECT_EQ(first.idempotency_key, "payout-99");
+  EXPECT_EQ(complete(first, OutcomeKind::unknown, "timeout after sending").state, TaskState::pending);
+  Task second = claim().at(0);
+  EXPECT_EQ(second.idempotency_key, "payout-99");
+  EXPECT_EQ(complete(second, OutcomeKind::unknown, "timeout again").state, TaskState::needs_review);
+}
+
+class Settlement_ : public Outbox_ {
+ protected:
+  void SetUp() override {
+    Outbox_::SetUp();
+    wallet = open("user:1");
+    clearing = open("clearing", "CNY", true);
+    fund(wallet, 10000);
+  }
+  std::pair<Hold, EnqueueResult> withdraw(std::int64_t amount, const std::string& key, int attempt_max = 3) {
+    return db->transact([&](Transaction& tx) {
+      HoldRequest h;
+      h.key = key;
+      h.account_id = wallet.id;
+      h.amount_minor = amount;
+      Hold hold = Ledger(tx).hold(h);
+      TaskSpec s = spec("payout", "provider-a");
+      s.attempt_max = attempt_max;
+      s.amount_minor = amount;
+      s.currency = "CNY";
+      s.settlement.hold_id = hold.id;
+      s.settlement.capture_account_id = clearing.id;
+      return std::make_pair(hold, Outbox(tx).enqueue(s));
+    });
+  }
+  HoldStatus hold_status(const Hold& h) {
+    return with_ledger([&](Ledger& l) { return l.hold_get(h.id); }).status;
+  }
+  Account wallet, clearing;
+};
+
+TEST_F(Settlement_, SuccessCapturesTheHold) {
+  auto [hold, task] = withdraw(3000, "wd-1");
+  complete(claim("provider-a").at(0), OutcomeKind::success);
+  EXPECT_EQ(hold_status(hold), HoldStatus::captured);
+  EXPECT_EQ(account(wallet.id).balance_minor, 7000);
+  EXPECT_EQ(account(clearing.id).balance_minor, 3000);
+  expect_audit_clean();
+}
+
+TEST_F(Settlement_, FailReleasesTheHold) {
+  auto [hold, task] = withdraw(3000, "wd-2");
+  EXPECT_EQ(complete(claim("provider-a").at(0), OutcomeKind::fail, "bad account").state, TaskState::dead);
+  EXPECT_EQ(hold_status(hold), HoldStatus::released);
+  EXPECT_EQ(account(wallet.id).available_minor(), 10000);
+  expect_audit_clean();
+}
+
+TEST_F(Settlement_, UnknownNeverTouchesTheHoldEvenWhenExhausted) {
+  auto [hold, task] = withdraw(3000, "wd-3", 1);
+  EXPECT_EQ(complete(claim("provider-a").at(0), OutcomeKind::unknown, "timeout").state, TaskState::needs_review);
+  EXPECT_EQ(hold_status(hold), HoldStatus::active);
+  EXPECT_EQ(account(wallet.id).held_minor, 3000);
+  // An operator looked at the provider: it was paid.
+  db->transact([&](Transaction& tx) { Outbox(tx).task_resolve(task.task_id, true, "ops:alice", "provider says paid"); });
+  EXPECT_EQ(hold_status(hold), HoldStatus::captured);
+  EXPECT_EQ(get(task.task_id).state, TaskState::succeeded);
+  expect_audit_clean();
+}
+
+TEST_F(Settlement_, CancelOfAPendingTaskReleasesAndRetryOfASettledTaskIsRefused) {
+  auto [hold, task] = withdraw(3000, "wd-4");
+  db->transact([&](Transaction& tx) { Outbox(tx).task_cancel(task.task_id, "ops:bob", "customer cancelled"); });
+  EXPECT_EQ(hold_status(hold), HoldStatus::released);
+  EXPECT_THROW(db->transact([&](Transaction& tx) { Outbox(tx).task_retry(task.task_id, "ops:bob", ""); }),
+               InvalidState);
+}
+
+TEST_F(Outbox_, HeldTasksRunOnlyAfterARecordedRelease) {
+  TaskSpec s = spec();
+  s.held = true;
+  auto created = enqueue(s);
+  EXPECT_TRUE(claim().empty());
+  db->transact([&](Transaction& tx) { Outbox(tx).task_release(created.task_id, "ops:carol", "approved"); });
+  EXPECT_EQ(claim().size(), 1u);
+  EXPECT_EQ(db->transact([&](Transaction& tx) {
+              return tx.exec_sql("SELECT count(*) AS n FROM @schema@.task_action WHERE action = 'release'").i64(0, "n");
+            }),
+            1);
+}
+
+TEST_F(Outbox_, OperatorResendsADeadTask) {
+  enqueue(spec());
+  complete(claim().at(0), OutcomeKind::fail, "invalid number");
+  const auto id = db->transact([&](Transaction& tx) { return Outbox(tx).tasks_list(std::string("dead"), std::nullopt, 0, 10); }).at(0).id;
+  db->transact([&](Transaction& tx) { Outbox(tx).task_retry(id, "ops:dave", "number fixed"); });
+  Task again = claim().at(0);
+  EXPECT_EQ(again.id, id);
+  EXPECT_EQ(again.attempt, 2);
+}
+
+TEST_F(Outbox_, ConcurrencyLimitHoldsAcrossClaimers) {
+  db->transact([&](Transaction& tx) {
+    QueueConfig q;
+    q.name = "limited";
+    q.concurrency_max = 3;
+    Outbox(tx).queue_configure(q);
+  });
+  for (int i = 0; i < 20; ++i) enqueue(spec("x", "limited"));
+  std::atomic<int> claimed{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 6; ++t) {
+    threads.emplace_back([&, t] { claimed += static_cast<int>(claim("limited", 10, "w" + std::to_string(t)).size()); });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(claimed.load(), 3);
+}
+
+TEST_F(Outbox_, RateAndAmountLimitsHold) {
+  db->transact([&](Transaction& tx) {
+    QueueConfig q;
+    q.name = "rated";
+    q.rate_count_max = 4;
+    q.rate_window_ms = 3'600'000;
+    Outbox(tx).queue_configure(q);
+    QueueConfig m;
+    m.name = "money";
+    m.amount_max_minor = 10'000;
+    m.amount_currency = "CNY";
+    m.amount_window_ms = 3'600'000;
+    Outbox(tx).queue_configure(m);
+  });
+  for (int i = 0; i < 10; ++i) enqueue(spec("x", "rated"));
+  auto first = claim("rated", 10);
+  EXPECT_EQ(first.size(), 4u);
+  for (const auto& t : first) complete(t, OutcomeKind::success);
+  EXPECT_TRUE(claim("rated", 10).empty());  // the window is used up, though nothing runs
+  for (std::int64_t amount : {6000, 3000, 2000, 1000}) {
+    TaskSpec s = spec("payout", "money");
+    s.amount_minor = amount;
+    s.currency = "CNY";
+    enqueue(s);
+  }
+  auto money = claim("money", 10);
+  std::int64_t total = 0;
+  for (const auto& t : money) total += *t.amount_minor;
+  EXPECT_EQ(total, 10'000);  // 6000 + 3000 + 1000; the 2000 would exceed
+  EXPECT_EQ(money.size(), 3u);
+}
+
+TEST_F(Outbox_, PartitionKeySerializes) {
+  for (int i = 0; i < 3; ++i) {
+    TaskSpec s = spec("ledger.sync", "p");
+    s.partition_key = "account:7";
+    enqueue(s);
+  }
+  TaskSpec other = spec("ledger.sync", "p");
+  other.partition_key = "account:8";
+  enqueue(other);
+  auto batch = claim("p", 10);
+  ASSERT_EQ(batch.size(), 2u);  // one per partition
+  EXPECT_NE(batch[0].partition_key, batch[1].partition_key);
+  EXPECT_TRUE(claim("p", 10).empty());
+  complete(batch[0], OutcomeKind::success);
+  EXPECT_EQ(claim("p", 10).size(), 1u);
+}
+
+TEST_F(Outbox_, PausedQueueIsNotClaimedUntilResumed) {
+  enqueue(spec("x", "q1"));
+  db->transact([&](Transaction& tx) { Outbox(tx).queue_pause("q1", true); });
+  EXPECT_TRUE(claim("q1").empty());
+  db->transact([&](Transaction& tx) { Outbox(tx).queue_pause("q1", false); });
+  EXPECT_EQ(claim("q1").size(), 1u);
+  enqueue(spec("x", "q2"));
+  db->transact([&](Transaction& tx) { Outbox(tx).queue_pause_until("q2", 3'600'000); });
+  EXPECT_TRUE(claim("q2").empty());
+}
+
+TEST_F(Outbox_, ExpiredLeaseIsRescuedAsUnknownAndRetriedWithTheSameKey) {
+  TaskSpec s = spec("payout");
+  s.timeout_ms = 1;
+  enqueue(s);
+  Task first = claim().at(0);
+  db->transact([](Transaction& tx) { tx.exec_sql("SELECT pg_sleep(0.01)"); });
+  EXPECT_EQ(db->transact([](Transaction& tx) { return Outbox(tx).leases_rescue(100); }), 1);
+  EXPECT_THROW(complete(first, OutcomeKind::success), LeaseLost);  // the zombie cannot complete
+  db->transact([&](Transaction& tx) { tx.exec_sql("UPDATE @schema@.task SET run_at = now()"); });
+  Task second = claim().at(0);
+  EXPECT_EQ(second.idempotency_key, first.idempotency_key);
+  auto attempts = db->transact([&](Transaction& tx) { return Outbox(tx).attempts(first.id); });
+  ASSERT_EQ(attempts.size(), 1u);
+  EXPECT_EQ(attempts[0].outcome, "unknown");
+}
+
+TEST_F(Outbox_, GiveBackReturnsAnUnstartedTask) {
+  enqueue(spec());
+  Task task = claim().at(0);
+  db->transact([&](Transaction& tx) { Outbox(tx).give_back(task.id, *task.lease_token); });
+  Task again = get(task.id);
+  EXPECT_EQ(again.state, TaskState::pending);
+  EXPECT_EQ(again.attempt, 0);
+}
+
+TEST_F(Outbox_, ManyClaimersNeverShareATask) {
+  for (int i = 0; i < 300; ++i) enqueue(spec("x", "busy"));
+  std::mutex mutex;
+  std::map<std::int64_t, int> seen;
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 8; ++t) {
+    threads.emplace_back([&, t] {
+      for (int round = 0; round < 100; ++round) {
+        auto batch = claim("busy", 7, "w" + std::to_string(t));
+        if (batch.empty()) return;
+        for (const auto& task : batch) {
+          {
+            std::lock_guard<std::mutex> guard(mutex);
+            ++seen[task.id];
+          }
+          complete(task, OutcomeKind::success);
+        }
+      }
+    });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(seen.size(), 300u);
+  for (const auto& [id, n] : seen) EXPECT_EQ(n, 1) << "task " << id;
+}
+
+TEST_F(Outbox_, PruneKeepsUniqueKeysAndAttempts) {
+  TaskSpec s = spec();
+  s.unique_key = "withdraw:wk-1";
+  auto created = enqueue(s);
+  complete(claim().at(0), OutcomeKind::success);
+  EXPECT_EQ(db->transact([](Transaction& tx) { return Outbox(tx).prune(0, 100); }), 1);
+  EXPECT_THROW(get(created.task_id), UnknownTask);
+  auto again = enqueue(s);  // a week later: still recognised
+  EXPECT_FALSE(again.created);
+  EXPECT_EQ(again.task_id, created.task_id);
+  EXPECT_EQ(db->transact([&](Transaction& tx) { return Outbox(tx).attempts(created.task_id); }).size(), 1u);
+}
+
+}  // namespace
+}  // namespace payq
