@@ -5,27 +5,19 @@
 #include <pybind11/stl.h>
 
 #include "bind.hpp"
+#include "bind_target.hpp"
 #include "payq/database.hpp"
 #include "payq/ledger.hpp"
 
 namespace payq::bindings {
 namespace {
 
-// Runs `work(ledger)` with the GIL released, in the right transaction.
 template <typename Work>
 auto on_ledger(py::handle target, Work&& work) {
-  if (py::isinstance<Database>(target)) {
-    auto database = target.cast<std::shared_ptr<Database>>();
-    py::gil_scoped_release release;
-    return database->transact([&](Transaction& tx) {
-      Ledger ledger(tx);
-      return work(ledger);
-    });
-  }
-  Executor& executor = executor_from(target);
-  py::gil_scoped_release release;
-  Ledger ledger(executor);
-  return work(ledger);
+  return on_target(target, [&](Executor& executor) {
+    Ledger ledger(executor);
+    return work(ledger);
+  });
 }
 
 void bind_values(py::module_& m) {

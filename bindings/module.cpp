@@ -8,4 +8,5 @@ PYBIND11_MODULE(_core, m) {
   payq::bindings::bind_embedded(m);
   payq::bindings::bind_app_executor(m);
   payq::bindings::bind_ledger(m);
+  payq::bindings::bind_outbox(m);
 }

@@ -13,6 +13,8 @@ from payq.embedded import EmbeddedServer, EmbeddedStatus
 from payq.appconn import app_executor
 from payq import ledger
 from payq.ledger import Account, AuditReport, Entry, Hold, Ledger, LedgerTransaction
+from payq import outbox
+from payq.outbox import Attempt, EnqueueResult, Settle, Task, TaskRequest
 from payq.money import (
     AmountLike,
     Currency,
@@ -42,6 +44,12 @@ __all__ = [
     "Hold",
     "LedgerTransaction",
     "AuditReport",
+    "outbox",
+    "Settle",
+    "Task",
+    "TaskRequest",
+    "EnqueueResult",
+    "Attempt",
     "Money",
     "Fee",
     "Rounding",

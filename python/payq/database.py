@@ -6,13 +6,14 @@ import decimal
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Iterator, List, Optional, Sequence, Tuple, Type, Union
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Type, Union
 
 from payq._native import core
 from payq.errors import InvalidArgument
 
 if TYPE_CHECKING:
     from payq.ledger import Ledger
+    from payq.outbox import EnqueueResult, Queues, TaskRequest, Tasks
 
 SqlValue = Union[None, bool, int, str, decimal.Decimal]
 Row = Tuple[Optional[str], ...]
@@ -56,8 +57,11 @@ class Transaction:
     opened it.
     """
 
-    def __init__(self, core_transaction: "core.Transaction") -> None:
+    def __init__(self, core_transaction: "core.Transaction", on_commit: Optional[Callable[[Set[str]], None]] = None
+                 ) -> None:
         self._tx = core_transaction
+        self._queues_touched: Set[str] = set()
+        self._on_commit = on_commit
 
     def __enter__(self) -> "Transaction":
         return self
@@ -71,7 +75,7 @@ class Transaction:
         if not self._tx.is_open:
             return
         if exc_type is None:
-            self._tx.commit()
+            self.commit()
         else:
             self._tx.rollback()
 
@@ -97,12 +101,46 @@ class Transaction:
 
     def commit(self) -> None:
         """Commit now. Raises :class:`payq.CommitUnknown` if the outcome
-        cannot be known (connection lost during COMMIT)."""
+        cannot be known (connection lost during COMMIT). After a commit that
+        enqueued tasks, workers are woken (NOTIFY from outside the
+        transaction, so no global lock sits in the commit path)."""
         self._tx.commit()
+        if self._queues_touched and self._on_commit is not None:
+            self._on_commit(self._queues_touched)
 
     def rollback(self) -> None:
         """Discard everything done in this transaction."""
         self._tx.rollback()
+
+    def enqueue(self, kind: str, payload: Any = None, **options: Any) -> "EnqueueResult":
+        """Enqueue a task in this transaction: if it rolls back, the task
+        never existed. Options: ``queue``, ``priority``, ``delay``
+        (timedelta), ``max_attempts``, ``timeout`` (timedelta),
+        ``unique_key`` (a duplicate returns the existing task),
+        ``partition_key`` (same key: never two at once), ``idempotency_key``
+        (what the provider sees; default ``task:<id>``), ``amount``
+        (payq.Money, for money limits), ``held`` (needs a release),
+        ``settle`` (:class:`payq.Settle`)."""
+        from payq.outbox import _enqueue_many, _request
+
+        result = _enqueue_many(self._tx, [_request(kind, payload, options)])[0]
+        self._queues_touched.add(options.get("queue", "default"))
+        return result
+
+    def enqueue_many(self, requests: "Iterable[TaskRequest]") -> "List[EnqueueResult]":
+        """Enqueue many tasks in one round trip."""
+        from payq.outbox import _enqueue_many
+
+        requests = list(requests)
+        self._queues_touched.update(r.queue for r in requests)
+        return _enqueue_many(self._tx, requests)
+
+    @property
+    def tasks(self) -> "Tasks":
+        """Task reads and operator actions inside this transaction."""
+        from payq.outbox import Tasks
+
+        return Tasks(self._tx)
 
     @property
     def ledger(self) -> "Ledger":
@@ -168,7 +206,37 @@ class Database:
 
     def transaction(self) -> Transaction:
         """Begin a transaction: ``with db.transaction() as t: ...``."""
-        return Transaction(self._core.begin())
+        return Transaction(self._core.begin(), self._notify)
+
+    def _notify(self, queues: Set[str]) -> None:
+        notify = getattr(core, "notify_queues", None)
+        if notify is not None:
+            notify(self._core, sorted(queues))
+
+    def enqueue(self, kind: str, payload: Any = None, **options: Any) -> "EnqueueResult":
+        """Enqueue a task in a transaction of its own (see
+        :meth:`Transaction.enqueue` for the options)."""
+        with self.transaction() as t:
+            return t.enqueue(kind, payload, **options)
+
+    def enqueue_many(self, requests: "Iterable[TaskRequest]") -> "List[EnqueueResult]":
+        """Enqueue many tasks in one round trip, in a transaction of their own."""
+        with self.transaction() as t:
+            return t.enqueue_many(requests)
+
+    @property
+    def tasks(self) -> "Tasks":
+        """Task reads and operator actions."""
+        from payq.outbox import Tasks
+
+        return Tasks(self._core)
+
+    @property
+    def queues(self) -> "Queues":
+        """Queue settings: limits, pause, resume."""
+        from payq.outbox import Queues
+
+        return Queues(self._core)
 
     def __repr__(self) -> str:
         return f"<payq.Database schema={self.schema!r} source={self.dsn_source}>"

@@ -1,0 +1,172 @@
+// The outbox for Python: TaskSpec is filled in by payq/outbox.py; results
+// are read-only; operations run on a Database or an executor (bind_target).
+#include <pybind11/stl.h>
+
+#include "bind.hpp"
+#include "bind_target.hpp"
+#include "payq/outbox.hpp"
+
+namespace payq::bindings {
+namespace {
+
+void bind_values(py::module_& m) {
+  py::class_<Settlement>(m, "Settlement")
+      .def(py::init<>())
+      .def_readwrite("hold_id", &Settlement::hold_id)
+      .def_readwrite("capture_account_id", &Settlement::capture_account_id)
+      .def_readwrite("reverse_transaction_id", &Settlement::reverse_transaction_id)
+      .def_readwrite("followup_json", &Settlement::followup_json);
+  py::class_<TaskSpec>(m, "TaskSpec")
+      .def(py::init<>())
+      .def_readwrite("kind", &TaskSpec::kind)
+      .def_readwrite("payload_json", &TaskSpec::payload_json)
+      .def_readwrite("queue", &TaskSpec::queue)
+      .def_readwrite("priority", &TaskSpec::priority)
+      .def_readwrite("delay_ms", &TaskSpec::delay_ms)
+      .def_readwrite("attempt_max", &TaskSpec::attempt_max)
+      .def_readwrite("timeout_ms", &TaskSpec::timeout_ms)
+      .def_readwrite("unique_key", &TaskSpec::unique_key)
+      .def_readwrite("partition_key", &TaskSpec::partition_key)
+      .def_readwrite("idempotency_key", &TaskSpec::idempotency_key)
+      .def_readwrite("amount_minor", &TaskSpec::amount_minor)
+      .def_readwrite("currency", &TaskSpec::currency)
+      .def_readwrite("held", &TaskSpec::held)
+      .def_readwrite("settlement", &TaskSpec::settlement);
+  py::class_<EnqueueResult>(m, "EnqueueResult")
+      .def_readonly("task_id", &EnqueueResult::task_id)
+      .def_readonly("created", &EnqueueResult::created);
+  py::class_<Task>(m, "Task")
+      .def_readonly("id", &Task::id)
+      .def_readonly("queue", &Task::queue)
+      .def_readonly("kind", &Task::kind)
+      .def_readonly("payload_json", &Task::payload_json)
+      .def_property_readonly("state", [](const Task& t) { return task_state_name(t.state); })
+      .def_readonly("priority", &Task::priority)
+      .def_readonly("attempt", &Task::attempt)
+      .def_readonly("attempt_max", &Task::attempt_max)
+      .def_readonly("timeout_ms", &Task::timeout_ms)
+      .def_readonly("unique_key", &Task::unique_key)
+      .def_readonly("partition_key", &Task::partition_key)
+      .def_readonly("idempotency_key", &Task::idempotency_key)
+      .def_readonly("amount_minor", &Task::amount_minor)
+      .def_readonly("currency", &Task::currency)
+      .def_readonly("settlement", &Task::settlement)
+      .def_readonly("lease_token", &Task::lease_token)
+      .def_readonly("lease_until", &Task::lease_until)
+      .def_readonly("worker_id", &Task::worker_id)
+      .def_readonly("result_json", &Task::result_json)
+      .def_readonly("error", &Task::error)
+      .def_readonly("run_at", &Task::run_at)
+      .def_readonly("created_at", &Task::created_at)
+      .def_readonly("finished_at", &Task::finished_at);
+  py::class_<TaskAttempt>(m, "TaskAttempt")
+      .def_readonly("task_id", &TaskAttempt::task_id)
+      .def_readonly("attempt", &TaskAttempt::attempt)
+      .def_readonly("lease_token", &TaskAttempt::lease_token)
+      .def_readonly("worker_id", &TaskAttempt::worker_id)
+      .def_readonly("outcome", &TaskAttempt::outcome)
+      .def_readonly("error", &TaskAttempt::error)
+      .def_readonly("duration_ms", &TaskAttempt::duration_ms)
+      .def_readonly("started_at", &TaskAttempt::started_at)
+      .def_readonly("finished_at", &TaskAttempt::finished_at);
+  py::class_<Completion>(m, "Completion")
+      .def_property_readonly("state", [](const Completion& c) { return task_state_name(c.state); })
+      .def_readonly("alerted", &Completion::alerted)
+      .def_readonly("next_run_in_ms", &Completion::next_run_in_ms);
+}
+
+OutcomeKind outcome_kind_parse(const std::string& name) {
+  for (OutcomeKind kind : {OutcomeKind::success, OutcomeKind::retry, OutcomeKind::fail, OutcomeKind::unknown}) {
+    if (name == outcome_kind_name(kind)) return kind;
+  }
+  throw InvalidArgument("unknown outcome '" + name + "' (success, retry, fail, unknown)");
+}
+
+}  // namespace
+
+void bind_outbox(py::module_& m) {
+  bind_values(m);
+  using OptText = std::optional<std::string>;
+  m.def("outbox_enqueue_batch", [](py::handle target, const std::vector<TaskSpec>& specs) {
+    return on_target(target, [&](Executor& e) { return Outbox(e).enqueue_batch(specs); });
+  });
+  m.def("outbox_claim", [](py::handle target, std::string queue, std::string worker_id, std::size_t count_max) {
+    ClaimRequest request{std::move(queue), std::move(worker_id), count_max};
+    return on_target(target, [&](Executor& e) { return Outbox(e).claim(request); });
+  });
+  m.def("outbox_complete",
+        [](py::handle target, std::int64_t task_id, std::int64_t lease_token, int attempt, std::string outcome,
+           std::string result_json, std::string error, std::optional<std::int64_t> retry_after_ms,
+           std::string worker_id, std::int64_t duration_ms) {
+          CompleteRequest request;
+          request.task_id = task_id;
+          request.lease_token = lease_token;
+          request.attempt = attempt;
+          request.outcome.kind = outcome_kind_parse(outcome);
+          request.outcome.result_json = std::move(result_json);
+          request.outcome.error = std::move(error);
+          request.outcome.retry_after_ms = retry_after_ms;
+          request.worker_id = std::move(worker_id);
+          request.duration_ms = duration_ms;
+          return on_target(target, [&](Executor& e) { return Outbox(e).complete(request); });
+        });
+  m.def("outbox_task_get", [](py::handle target, std::int64_t id) {
+    return on_target(target, [&](Executor& e) { return Outbox(e).task_get(id); });
+  });
+  m.def("outbox_tasks_list", [](py::handle target, OptText state, OptText queue, std::int64_t after_id,
+                                std::int64_t limit) {
+    return on_target(target, [&](Executor& e) { return Outbox(e).tasks_list(state, queue, after_id, limit); });
+  });
+  m.def("outbox_attempts", [](py::handle target, std::int64_t id) {
+    return on_target(target, [&](Executor& e) { return Outbox(e).attempts(id); });
+  });
+  m.def("outbox_task_action", [](py::handle target, std::int64_t id, std::string action, std::string actor,
+                                 std::string note) {
+    on_target(target, [&](Executor& e) {
+      Outbox outbox(e);
+      if (action == "release") {
+        outbox.task_release(id, actor, note);
+      } else if (action == "retry") {
+        outbox.task_retry(id, actor, note);
+      } else if (action == "cancel") {
+        outbox.task_cancel(id, actor, note);
+      } else if (action == "resolve_applied" || action == "resolve_not_applied") {
+        outbox.task_resolve(id, action == "resolve_applied", actor, note);
+      } else {
+        throw InvalidArgument("unknown task action '" + action + "'");
+      }
+      return 0;
+    });
+  });
+  m.def("outbox_queue_configure",
+        [](py::handle target, std::string name, std::optional<int> concurrency_max, std::optional<int> rate_count_max,
+           std::optional<std::int64_t> rate_window_ms, std::optional<std::int64_t> amount_max_minor,
+           OptText amount_currency, std::optional<std::int64_t> amount_window_ms, int weight) {
+          QueueConfig config{std::move(name), concurrency_max, rate_count_max, rate_window_ms, amount_max_minor,
+                             std::move(amount_currency), amount_window_ms, weight};
+          on_target(target, [&](Executor& e) {
+            Outbox(e).queue_configure(config);
+            return 0;
+          });
+        });
+  m.def("outbox_queue_pause", [](py::handle target, std::string name, bool paused) {
+    on_target(target, [&](Executor& e) {
+      Outbox(e).queue_pause(name, paused);
+      return 0;
+    });
+  });
+  m.def("outbox_queue_pause_until", [](py::handle target, std::string name, std::int64_t pause_ms) {
+    on_target(target, [&](Executor& e) {
+      Outbox(e).queue_pause_until(name, pause_ms);
+      return 0;
+    });
+  });
+  m.def("outbox_leases_rescue", [](py::handle target, std::int64_t count_max) {
+    return on_target(target, [&](Executor& e) { return Outbox(e).leases_rescue(count_max); });
+  });
+  m.def("outbox_prune", [](py::handle target, std::int64_t finished_before_ms_ago, std::int64_t count_max) {
+    return on_target(target, [&](Executor& e) { return Outbox(e).prune(finished_before_ms_ago, count_max); });
+  });
+}
+
+}  // namespace payq::bindings

@@ -1,0 +1,341 @@
+"""The outbox queue, from Python: enqueue work in the business transaction,
+inspect and act on tasks, configure queues.
+
+Enqueue on ``db`` (a transaction of its own), on ``t`` inside
+``with db.transaction() as t:`` (the caller's transaction: if it rolls back,
+the task never existed), or on the application's connection with
+``payq.outbox.enqueue(conn, ...)``.
+
+A task with ``settle=payq.Settle.capture(hold, into=account)`` captures the
+hold when it succeeds and releases it when it finally fails; an ``unknown``
+outcome (may have been applied) never touches it: the task is retried with
+the same idempotency key and, when attempts run out, waits in
+``needs_review`` for an operator.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+
+from payq._native import core
+from payq.errors import InvalidArgument
+from payq.ledger import Account, Hold, LedgerTransaction, _id, _timestamp
+from payq.money import Money
+
+__all__ = [
+    "Settle",
+    "TaskRequest",
+    "EnqueueResult",
+    "Task",
+    "Attempt",
+    "Tasks",
+    "Queues",
+    "enqueue",
+    "enqueue_many",
+]
+
+Json = Any
+TASK_STATES = ("held", "pending", "running", "succeeded", "dead", "needs_review", "cancelled")
+
+
+def _ms(value: Optional[timedelta], what: str) -> Optional[int]:
+    if value is None:
+        return None
+    if not isinstance(value, timedelta):
+        raise InvalidArgument(f"{what} is a datetime.timedelta")
+    return value // timedelta(milliseconds=1)
+
+
+def _json_text(value: Json, what: str) -> str:
+    try:
+        return json.dumps(value, allow_nan=False, separators=(",", ":"))
+    except (TypeError, ValueError) as exc:
+        raise InvalidArgument(f"{what} is not JSON-serialisable: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Settle:
+    """What happens in the ledger when a task settles. Build with the
+    class methods; combine a hold capture with ``followup``."""
+
+    hold_id: Optional[int] = None
+    capture_account_id: Optional[int] = None
+    reverse_transaction_id: Optional[int] = None
+    followup: Optional[Dict[str, Any]] = None
+
+    @classmethod
+    def capture(cls, hold: Union[Hold, int], *, into: Union[Account, int],
+                followup: Optional[Mapping[str, Any]] = None) -> "Settle":
+        """Capture ``hold`` into ``into`` on success; release it on final failure."""
+        return cls(hold_id=_id(hold, "hold"), capture_account_id=_id(into, "account"),
+                   followup=dict(followup) if followup else None)
+
+    @classmethod
+    def reverse(cls, transaction: Union[LedgerTransaction, int],
+                followup: Optional[Mapping[str, Any]] = None) -> "Settle":
+        """Reverse ``transaction`` (a refund) on final failure."""
+        return cls(reverse_transaction_id=_id(transaction, "transaction"),
+                   followup=dict(followup) if followup else None)
+
+    @classmethod
+    def followup_only(cls, kind: str, payload: Json = None, queue: Optional[str] = None) -> "Settle":
+        """Enqueue a follow-up task on final failure (a compensation)."""
+        followup: Dict[str, Any] = {"kind": kind, "payload": payload if payload is not None else {}}
+        if queue is not None:
+            followup["queue"] = queue
+        return cls(followup=followup)
+
+    def _to_core(self) -> "core.Settlement":
+        s = core.Settlement()
+        s.hold_id = self.hold_id
+        s.capture_account_id = self.capture_account_id
+        s.reverse_transaction_id = self.reverse_transaction_id
+        s.followup_json = None if self.followup is None else _json_text(self.followup, "followup")
+        return s
+
+
+@dataclass(frozen=True)
+class TaskRequest:
+    """One task to enqueue (see :func:`enqueue` for the fields)."""
+
+    kind: str
+    payload: Json = None
+    queue: str = "default"
+    priority: int = 0
+    delay: Optional[timedelta] = None
+    max_attempts: int = 10
+    timeout: timedelta = timedelta(seconds=60)
+    unique_key: Optional[str] = None
+    partition_key: Optional[str] = None
+    idempotency_key: Optional[str] = None
+    amount: Optional[Money] = None
+    held: bool = False
+    settle: Optional[Settle] = None
+
+    def _to_core(self) -> "core.TaskSpec":
+        if not isinstance(self.kind, str):
+            raise InvalidArgument("a task kind is a str")
+        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
+            raise InvalidArgument("max_attempts is an int")
+        spec = core.TaskSpec()
+        spec.kind = self.kind
+        spec.payload_json = _json_text({} if self.payload is None else self.payload, "task payload")
+        spec.queue = self.queue
+        spec.priority = self.priority
+        spec.delay_ms = _ms(self.delay, "delay") or 0
+        spec.attempt_max = self.max_attempts
+        spec.timeout_ms = _ms(self.timeout, "timeout") or 0
+        spec.unique_key = self.unique_key
+        spec.partition_key = self.partition_key
+        spec.idempotency_key = self.idempotency_key
+        if self.amount is not None:
+            if not isinstance(self.amount, Money):
+                raise InvalidArgument("a task amount is a payq.Money")
+            spec.amount_minor = self.amount.minor
+            spec.currency = self.amount.currency
+        spec.held = bool(self.held)
+        if self.settle is not None:
+            spec.settlement = self.settle._to_core()
+        return spec
+
+
+@dataclass(frozen=True)
+class EnqueueResult:
+    """The task's id, and whether this call created it (False: its unique
+    key already named an existing task)."""
+
+    task_id: int
+    created: bool
+
+
+@dataclass(frozen=True)
+class Task:
+    """A task as it was read."""
+
+    id: int
+    queue: str
+    kind: str
+    payload: Json
+    state: str
+    attempt: int
+    max_attempts: int
+    idempotency_key: str
+    unique_key: Optional[str]
+    partition_key: Optional[str]
+    priority: int
+    amount: Optional[Money]
+    result: Json
+    error: Optional[str]
+    lease_token: Optional[int]
+    worker_id: Optional[str]
+    run_at: datetime
+    created_at: datetime
+    finished_at: Optional[datetime]
+
+    @classmethod
+    def _from_core(cls, t: "core.Task") -> "Task":
+        from payq.ledger import _money
+
+        run_at = _timestamp(t.run_at)
+        created = _timestamp(t.created_at)
+        assert run_at is not None and created is not None
+        return cls(
+            id=t.id,
+            queue=t.queue,
+            kind=t.kind,
+            payload=json.loads(t.payload_json),
+            state=t.state,
+            attempt=t.attempt,
+            max_attempts=t.attempt_max,
+            idempotency_key=t.idempotency_key,
+            unique_key=t.unique_key,
+            partition_key=t.partition_key,
+            priority=t.priority,
+            amount=None if t.amount_minor is None or t.currency is None else _money(t.amount_minor, t.currency),
+            result=None if t.result_json is None else json.loads(t.result_json),
+            error=t.error,
+            lease_token=t.lease_token,
+            worker_id=t.worker_id,
+            run_at=run_at,
+            created_at=created,
+            finished_at=_timestamp(t.finished_at),
+        )
+
+
+@dataclass(frozen=True)
+class Attempt:
+    """One attempt of a task: who ran it, how it ended, how long it took."""
+
+    task_id: int
+    attempt: int
+    worker_id: str
+    outcome: str
+    error: Optional[str]
+    duration_ms: int
+    started_at: datetime
+    finished_at: datetime
+
+    @classmethod
+    def _from_core(cls, a: "core.TaskAttempt") -> "Attempt":
+        started = _timestamp(a.started_at)
+        finished = _timestamp(a.finished_at)
+        assert started is not None and finished is not None
+        return cls(a.task_id, a.attempt, a.worker_id, a.outcome, a.error, a.duration_ms, started, finished)
+
+
+def _enqueue_many(target: Any, requests: Sequence[TaskRequest]) -> List[EnqueueResult]:
+    specs = [r._to_core() for r in requests]
+    return [EnqueueResult(r.task_id, r.created) for r in core.outbox_enqueue_batch(target, specs)]
+
+
+def _request(kind: str, payload: Json, options: Mapping[str, Any]) -> TaskRequest:
+    try:
+        return TaskRequest(kind, payload, **options)
+    except TypeError as exc:
+        raise InvalidArgument(str(exc)) from exc
+
+
+class Tasks:
+    """Reading and acting on tasks (``db.tasks``)."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def get(self, task_id: int) -> Task:
+        """One task (raises :class:`payq.UnknownTask`)."""
+        return Task._from_core(core.outbox_task_get(self._target, task_id))
+
+    def list(self, *, state: Optional[str] = None, queue: Optional[str] = None, after_id: int = 0,
+             limit: int = 100) -> List[Task]:
+        """A page of tasks by id, optionally of one state and queue."""
+        return [Task._from_core(t) for t in core.outbox_tasks_list(self._target, state, queue, after_id, limit)]
+
+    def attempts(self, task_id: int) -> List[Attempt]:
+        """Every attempt of a task (kept when the task row is pruned)."""
+        return [Attempt._from_core(a) for a in core.outbox_attempts(self._target, task_id)]
+
+    def release(self, task_id: int, *, actor: str, note: str = "") -> None:
+        """Approve a held task: it becomes claimable. Recorded with ``actor``."""
+        core.outbox_task_action(self._target, task_id, "release", actor, note)
+
+    def retry(self, task_id: int, *, actor: str, note: str = "") -> None:
+        """Send a dead or cancelled task again (not one whose failure side
+        already ran: enqueue a new task for that)."""
+        core.outbox_task_action(self._target, task_id, "retry", actor, note)
+
+    def cancel(self, task_id: int, *, actor: str, note: str = "") -> None:
+        """Cancel a task that never ran; its failure side runs (hold released)."""
+        core.outbox_task_action(self._target, task_id, "cancel", actor, note)
+
+    def resolve(self, task_id: int, *, applied: bool, actor: str, note: str = "") -> None:
+        """Settle a ``needs_review`` task after checking with the provider:
+        ``applied=True`` runs its success side, False its failure side."""
+        core.outbox_task_action(self._target, task_id, "resolve_applied" if applied else "resolve_not_applied",
+                                actor, note)
+
+
+class Queues:
+    """Queue settings (``db.queues``). Limits hold across every worker on
+    every machine: the database coordinates them."""
+
+    def __init__(self, target: Any) -> None:
+        self._target = target
+
+    def configure(
+        self,
+        name: str,
+        *,
+        concurrency: Optional[int] = None,
+        rate: Optional[tuple] = None,
+        amount: Optional[tuple] = None,
+        weight: int = 1,
+    ) -> None:
+        """Set a queue's limits: ``concurrency`` running tasks at most;
+        ``rate=(count, timedelta)`` starts per window; ``amount=(Money,
+        timedelta)`` money started per window (counted from tasks' ``amount``);
+        ``weight`` for workers serving several queues. Unset means unlimited."""
+        rate_count = rate_window_ms = amount_minor = amount_window_ms = None
+        amount_currency = None
+        if rate is not None:
+            rate_count, window = rate
+            rate_window_ms = _ms(window, "rate window")
+        if amount is not None:
+            money, window = amount
+            if not isinstance(money, Money):
+                raise InvalidArgument("an amount limit is (payq.Money, timedelta)")
+            amount_minor, amount_currency = money.minor, money.currency
+            amount_window_ms = _ms(window, "amount window")
+        core.outbox_queue_configure(self._target, name, concurrency, rate_count, rate_window_ms, amount_minor,
+                                    amount_currency, amount_window_ms, weight)
+
+    def pause(self, name: str) -> None:
+        """Stop workers from claiming this queue (running tasks finish)."""
+        core.outbox_queue_pause(self._target, name, True)
+
+    def resume(self, name: str) -> None:
+        core.outbox_queue_pause(self._target, name, False)
+
+    def pause_for(self, name: str, duration: timedelta) -> None:
+        """Back-pressure: no claims until ``duration`` from now (extends, never shortens)."""
+        ms = _ms(duration, "duration")
+        assert ms is not None
+        core.outbox_queue_pause_until(self._target, name, ms)
+
+
+def enqueue(connection: Any, kind: str, payload: Json = None, *, schema: str = "payq",
+            **options: Any) -> EnqueueResult:
+    """Enqueue in the application's own transaction (psycopg2, psycopg 3,
+    Django, SQLAlchemy). Options as for :meth:`payq.Database.enqueue`."""
+    from payq.appconn import app_executor
+
+    return _enqueue_many(app_executor(connection, schema=schema), [_request(kind, payload, options)])[0]
+
+
+def enqueue_many(connection: Any, requests: Iterable[TaskRequest], *, schema: str = "payq") -> List[EnqueueResult]:
+    """Enqueue many tasks in one round trip, in the application's transaction."""
+    from payq.appconn import app_executor
+
+    return _enqueue_many(app_executor(connection, schema=schema), list(requests))
