@@ -408,3 +408,47 @@ TEST_F(Outbox_, PruneKeepsUniqueKeysAndAttempts) {
 
 }  // namespace
 }  // namespace payq
+
+namespace payq {
+namespace {
+
+class Cron_ : public Outbox_ {};
+
+TEST_F(Cron_, BadEntriesAreRejected) {
+  auto set = [&](const std::string& schedule, const std::string& zone) {
+    db->transact([&](Transaction& tx) { Outbox(tx).cron_set({"report", schedule, zone, "default", "report.daily", "{}"}); });
+  };
+  EXPECT_THROW(set("61 * * * *", "UTC"), InvalidArgument);
+  EXPECT_THROW(set("* * * *", "UTC"), InvalidArgument);
+  EXPECT_THROW(set("* * * * *", "Mars/Olympus"), InvalidArgument);
+  set("0 9 * * MON-FRI", "Asia/Shanghai");
+  auto entries = db->transact([&](Transaction& tx) { return Outbox(tx).cron_list(); });
+  ASSERT_EQ(entries.size(), 1u);
+  EXPECT_EQ(entries[0].time_zone, "Asia/Shanghai");
+}
+
+TEST_F(Cron_, EachSlotFiresOnceAcrossConcurrentFirers) {
+  db->transact([&](Transaction& tx) { Outbox(tx).cron_set({"tick", "* * * * *", "Asia/Shanghai", "default", "tick", "{}"}); });
+  // Pretend the entry was created two minutes ago, so the current minute is due.
+  db->transact([&](Transaction& tx) {
+    tx.exec_sql("UPDATE @schema@.cron_entry SET created_at = now() - interval '2 minutes'");
+  });
+  std::atomic<std::int64_t> fired{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < 3; ++t) {
+    threads.emplace_back([&] { fired += db->transact([](Transaction& tx) { return Outbox(tx).cron_fire(); }); });
+  }
+  for (auto& t : threads) t.join();
+  EXPECT_EQ(fired.load(), 1);
+  EXPECT_EQ(count_tasks("tick"), 1);
+  // Firing again in the same minute does nothing.
+  EXPECT_EQ(db->transact([](Transaction& tx) { return Outbox(tx).cron_fire(); }), 0);
+}
+
+TEST_F(Cron_, ANewEntryDoesNotFireSlotsFromBeforeItExisted) {
+  db->transact([&](Transaction& tx) { Outbox(tx).cron_set({"yearly", "0 0 1 1 *", "UTC", "default", "y", "{}"}); });
+  EXPECT_EQ(db->transact([](Transaction& tx) { return Outbox(tx).cron_fire(); }), 0);
+}
+
+}  // namespace
+}  // namespace payq

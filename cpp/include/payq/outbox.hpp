@@ -136,6 +136,17 @@ struct QueueConfig {
   int weight = 1;
 };
 
+// A recurring task: fired once per slot of its schedule, in its time zone,
+// however many workers run.
+struct CronEntry {
+  std::string name;
+  std::string schedule;  // 5-field cron syntax (see cron.hpp)
+  std::string time_zone = "UTC";
+  std::string queue = "default";
+  std::string kind;
+  std::string payload_json = "{}";
+};
+
 struct ClaimRequest {
   std::string queue;
   std::string worker_id;
@@ -182,6 +193,16 @@ class Outbox {
   void queue_pause_until(const std::string& queue, std::int64_t pause_ms);
 
   std::int64_t prune(std::int64_t finished_before_ms_ago, std::int64_t count_max);
+
+  // Adds or replaces a cron entry; InvalidArgument for a bad schedule or
+  // time zone.
+  void cron_set(const CronEntry& entry);
+  void cron_remove(const std::string& name);
+  std::vector<CronEntry> cron_list();
+  // Enqueues the latest due slot of each entry not yet fired (missed slots
+  // before it are skipped, not replayed); returns how many were enqueued.
+  // Safe to run from several workers at once: each slot fires once.
+  std::int64_t cron_fire();
 
  private:
   Executor& executor_;
