@@ -117,6 +117,24 @@ void bind_outbox(py::module_& m) {
                                 std::int64_t limit) {
     return on_target(target, [&](Executor& e) { return Outbox(e).tasks_list(state, queue, after_id, limit); });
   });
+  m.def("outbox_stats", [](py::handle target) {
+    auto stats = on_target(target, [&](Executor& e) { return Outbox(e).stats(); });
+    std::vector<std::tuple<std::string, std::string, std::int64_t>> out;
+    for (const auto& s : stats) out.emplace_back(s.queue, s.state, s.count);
+    return out;
+  });
+  m.def("outbox_cron_set", [](py::handle target, std::string name, std::string schedule, std::string time_zone,
+                              std::string queue, std::string kind, std::string payload_json) {
+    CronEntry entry{std::move(name), std::move(schedule), std::move(time_zone), std::move(queue), std::move(kind),
+                    std::move(payload_json)};
+    on_target(target, [&](Executor& e) {
+      Outbox(e).cron_set(entry);
+      return 0;
+    });
+  });
+  m.def("outbox_cron_fire", [](py::handle target) {
+    return on_target(target, [&](Executor& e) { return Outbox(e).cron_fire(); });
+  });
   m.def("outbox_attempts", [](py::handle target, std::int64_t id) {
     return on_target(target, [&](Executor& e) { return Outbox(e).attempts(id); });
   });

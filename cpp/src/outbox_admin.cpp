@@ -203,6 +203,15 @@ std::vector<TaskAttempt> Outbox::attempts(std::int64_t task_id) {
   return out;
 }
 
+std::vector<QueueStats> Outbox::stats() {
+  Rows rows = executor_.exec(outbox_sql::stats, {});
+  std::vector<QueueStats> out;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    out.push_back({rows.text(i, "queue"), rows.text(i, "state"), rows.i64(i, "n")});
+  }
+  return out;
+}
+
 void Outbox::queue_configure(const QueueConfig& c) {
   text_bounded(c.name, 100, "queue name");
   auto positive = [](const auto& v, const char* what) {

@@ -200,6 +200,9 @@ SELECT task_id, attempt, lease_token, worker_id, outcome, error, duration_ms,
        )sql" PAYQ_TS("started_at") R"sql( AS started_at, )sql" PAYQ_TS("finished_at") R"sql( AS finished_at
 FROM @schema@.task_attempt WHERE task_id = $1::bigint ORDER BY attempt)sql"};
 
+inline const Statement stats{"payq_outbox_stats", R"sql(
+SELECT queue, state, count(*) AS n FROM @schema@.task GROUP BY queue, state ORDER BY queue, state)sql"};
+
 inline const Statement queue_configure{"payq_queue_configure", R"sql(
 INSERT INTO @schema@.queue (name, concurrency_max, rate_count_max, rate_window_ms, amount_max_minor,
                             amount_currency, amount_window_ms, weight)

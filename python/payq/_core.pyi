@@ -205,3 +205,98 @@ def ledger_transaction_get(target: LedgerTarget, id: int) -> LedgerTransaction: 
 def ledger_transaction_find(target: LedgerTarget, key: str) -> Optional[LedgerTransaction]: ...
 def ledger_hold_get(target: LedgerTarget, id: int) -> Hold: ...
 def ledger_audit(target: LedgerTarget) -> AuditReport: ...
+
+# ---- outbox
+class Settlement:
+    hold_id: Optional[int]
+    capture_account_id: Optional[int]
+    reverse_transaction_id: Optional[int]
+    followup_json: Optional[str]
+
+class TaskSpec:
+    kind: str
+    payload_json: str
+    queue: str
+    priority: int
+    delay_ms: int
+    attempt_max: int
+    timeout_ms: int
+    unique_key: Optional[str]
+    partition_key: Optional[str]
+    idempotency_key: Optional[str]
+    amount_minor: Optional[int]
+    currency: Optional[str]
+    held: bool
+    settlement: Settlement
+
+class EnqueueResult:
+    task_id: int
+    created: bool
+
+class Task:
+    id: int
+    queue: str
+    kind: str
+    payload_json: str
+    state: str
+    priority: int
+    attempt: int
+    attempt_max: int
+    timeout_ms: int
+    unique_key: Optional[str]
+    partition_key: Optional[str]
+    idempotency_key: str
+    amount_minor: Optional[int]
+    currency: Optional[str]
+    settlement: Settlement
+    lease_token: Optional[int]
+    lease_until: Optional[str]
+    worker_id: Optional[str]
+    result_json: Optional[str]
+    error: Optional[str]
+    run_at: str
+    created_at: str
+    finished_at: Optional[str]
+
+class TaskAttempt:
+    task_id: int
+    attempt: int
+    lease_token: int
+    worker_id: str
+    outcome: str
+    error: Optional[str]
+    duration_ms: int
+    started_at: str
+    finished_at: str
+
+class Completion:
+    state: str
+    alerted: bool
+    next_run_in_ms: Optional[int]
+
+def outbox_enqueue_batch(target: LedgerTarget, specs: Sequence[TaskSpec]) -> List[EnqueueResult]: ...
+def outbox_claim(target: LedgerTarget, queue: str, worker_id: str, count_max: int) -> List[Task]: ...
+def outbox_complete(
+    target: LedgerTarget, task_id: int, lease_token: int, attempt: int, outcome: str, result_json: str, error: str,
+    retry_after_ms: Optional[int], worker_id: str, duration_ms: int,
+) -> Completion: ...
+def outbox_task_get(target: LedgerTarget, id: int) -> Task: ...
+def outbox_tasks_list(
+    target: LedgerTarget, state: Optional[str], queue: Optional[str], after_id: int, limit: int
+) -> List[Task]: ...
+def outbox_attempts(target: LedgerTarget, id: int) -> List[TaskAttempt]: ...
+def outbox_stats(target: LedgerTarget) -> List[Tuple[str, str, int]]: ...
+def outbox_task_action(target: LedgerTarget, id: int, action: str, actor: str, note: str) -> None: ...
+def outbox_queue_configure(
+    target: LedgerTarget, name: str, concurrency_max: Optional[int], rate_count_max: Optional[int],
+    rate_window_ms: Optional[int], amount_max_minor: Optional[int], amount_currency: Optional[str],
+    amount_window_ms: Optional[int], weight: int,
+) -> None: ...
+def outbox_queue_pause(target: LedgerTarget, name: str, paused: bool) -> None: ...
+def outbox_queue_pause_until(target: LedgerTarget, name: str, pause_ms: int) -> None: ...
+def outbox_leases_rescue(target: LedgerTarget, count_max: int) -> int: ...
+def outbox_prune(target: LedgerTarget, finished_before_ms_ago: int, count_max: int) -> int: ...
+def outbox_cron_set(
+    target: LedgerTarget, name: str, schedule: str, time_zone: str, queue: str, kind: str, payload_json: str
+) -> None: ...
+def outbox_cron_fire(target: LedgerTarget) -> int: ...

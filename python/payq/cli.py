@@ -143,6 +143,75 @@ def cmd_ledger_audit(args: argparse.Namespace) -> int:
     return 0 if report.ok else 1
 
 
+def _task_line(t: "payq.Task") -> str:
+    return (f"{t.id:>8}  {t.state:<12} {t.queue[:16]:<16} {t.kind[:24]:<24} "
+            f"{t.attempt:>3}/{t.max_attempts:<3} {(t.error or '')[:40]}")
+
+
+def cmd_tasks_list(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    tasks = db.tasks.list(state=args.state, queue=args.queue, after_id=args.after_id, limit=args.limit)
+    _say(f"{'id':>8}  {'state':<12} {'queue':<16} {'kind':<24} {'try':>7}  error")
+    for t in tasks:
+        _say(_task_line(t))
+    return 0
+
+
+def cmd_tasks_show(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    t = db.tasks.get(args.task_id)
+    _say(json.dumps({
+        "id": t.id, "queue": t.queue, "kind": t.kind, "state": t.state, "attempt": t.attempt,
+        "max_attempts": t.max_attempts, "idempotency_key": t.idempotency_key, "unique_key": t.unique_key,
+        "partition_key": t.partition_key, "amount": None if t.amount is None else str(t.amount),
+        "payload": t.payload, "result": t.result, "error": t.error, "worker_id": t.worker_id,
+        "run_at": t.run_at.isoformat(), "created_at": t.created_at.isoformat(),
+        "finished_at": None if t.finished_at is None else t.finished_at.isoformat(),
+    }, indent=2))
+    _say("attempts:")
+    for a in db.tasks.attempts(args.task_id):
+        _say(f"  #{a.attempt} {a.outcome:<8} {a.duration_ms:>6} ms  {a.worker_id}  {a.started_at.isoformat()}"
+             f"  {a.error or ''}")
+    return 0
+
+
+def cmd_tasks_action(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    tasks = db.tasks
+    actor = args.actor
+    if args.action == "resolve":
+        tasks.resolve(args.task_id, applied=args.applied, actor=actor, note=args.note)
+    else:
+        getattr(tasks, args.action)(args.task_id, actor=actor, note=args.note)
+    _say(f"task {args.task_id}: {args.action} done; now {tasks.get(args.task_id).state}")
+    return 0
+
+
+def cmd_enqueue(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    try:
+        payload = json.loads(args.payload)
+    except ValueError as exc:
+        raise payq.InvalidArgument(f"--payload is not JSON: {exc}") from exc
+    result = db.enqueue(args.kind, payload, queue=args.queue, unique_key=args.unique_key,
+                        max_attempts=args.max_attempts)
+    _say(f"task {result.task_id} {'enqueued' if result.created else 'already existed (unique key)'}")
+    return 0
+
+
+def cmd_stats(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    stats = db.tasks.stats()
+    if args.json:
+        _say(json.dumps(stats, indent=2, sort_keys=True))
+        return 0
+    states = ["held", "pending", "running", "succeeded", "dead", "needs_review", "cancelled"]
+    _say(f"{'queue':<20}" + "".join(f"{s:>13}" for s in states))
+    for queue in sorted(stats):
+        _say(f"{queue[:20]:<20}" + "".join(f"{stats[queue].get(s, 0):>13}" for s in states))
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     _say(f"payq {payq.__version__}")
     return 0
@@ -180,6 +249,43 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--wallets", type=int, default=200, help="wallets to open (default 200)")
             command.add_argument("--operations", type=int, default=2000, help="operations to run (default 2000)")
             command.add_argument("--threads", type=int, default=8, help="concurrent threads (default 8)")
+    tasks = sub.add_parser("tasks", help="inspect and act on outbox tasks")
+    tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
+    listing = tasks_sub.add_parser("list", help="list tasks")
+    listing.add_argument("--state", choices=["held", "pending", "running", "succeeded", "dead", "needs_review",
+                                             "cancelled"])
+    listing.add_argument("--queue")
+    listing.add_argument("--after-id", type=int, default=0)
+    listing.add_argument("--limit", type=int, default=100)
+    listing.set_defaults(handler=cmd_tasks_list)
+    show = tasks_sub.add_parser("show", help="one task and its attempt history")
+    show.add_argument("task_id", type=int)
+    show.set_defaults(handler=cmd_tasks_show)
+    for action, text in (("retry", "send a dead or cancelled task again"),
+                         ("cancel", "cancel a task that never ran (its hold is released)"),
+                         ("release", "approve a held task"),
+                         ("resolve", "settle a needs_review task after checking with the provider")):
+        command = tasks_sub.add_parser(action, help=text)
+        command.add_argument("task_id", type=int)
+        command.add_argument("--actor", required=True, help="who does this (recorded)")
+        command.add_argument("--note", default="", help="why (recorded)")
+        if action == "resolve":
+            outcome = command.add_mutually_exclusive_group(required=True)
+            outcome.add_argument("--applied", dest="applied", action="store_true",
+                                 help="the provider applied it: run the success side")
+            outcome.add_argument("--not-applied", dest="applied", action="store_false",
+                                 help="it was not applied: run the failure side")
+        command.set_defaults(handler=cmd_tasks_action, action=action)
+    enqueue = sub.add_parser("enqueue", help="enqueue one task")
+    enqueue.add_argument("kind")
+    enqueue.add_argument("--payload", default="{}", help="JSON payload")
+    enqueue.add_argument("--queue", default="default")
+    enqueue.add_argument("--unique-key", default=None)
+    enqueue.add_argument("--max-attempts", type=int, default=10)
+    enqueue.set_defaults(handler=cmd_enqueue)
+    stats = sub.add_parser("stats", help="task counts per queue and state")
+    stats.add_argument("--json", action="store_true")
+    stats.set_defaults(handler=cmd_stats)
     ledger = sub.add_parser("ledger", help=helps["ledger"])
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     accounts = ledger_sub.add_parser("accounts", help="list accounts with balances")

@@ -253,6 +253,13 @@ class Tasks:
         """A page of tasks by id, optionally of one state and queue."""
         return [Task._from_core(t) for t in core.outbox_tasks_list(self._target, state, queue, after_id, limit)]
 
+    def stats(self) -> Dict[str, Dict[str, int]]:
+        """Task counts: ``{queue: {state: count}}``."""
+        out: Dict[str, Dict[str, int]] = {}
+        for queue, state, count in core.outbox_stats(self._target):
+            out.setdefault(queue, {})[state] = count
+        return out
+
     def attempts(self, task_id: int) -> List[Attempt]:
         """Every attempt of a task (kept when the task row is pruned)."""
         return [Attempt._from_core(a) for a in core.outbox_attempts(self._target, task_id)]
@@ -310,6 +317,14 @@ class Queues:
             amount_window_ms = _ms(window, "amount window")
         core.outbox_queue_configure(self._target, name, concurrency, rate_count, rate_window_ms, amount_minor,
                                     amount_currency, amount_window_ms, weight)
+
+    def cron(self, name: str, schedule: str, kind: str, payload: Json = None, *, queue: str = "default",
+             time_zone: str = "UTC") -> None:
+        """Add or replace a cron entry: ``schedule`` in 5-field cron syntax,
+        read in ``time_zone``. Each slot enqueues exactly one task, however
+        many workers run (the elected maintenance worker fires them)."""
+        core.outbox_cron_set(self._target, name, schedule, time_zone, queue, kind,
+                             _json_text({} if payload is None else payload, "cron payload"))
 
     def pause(self, name: str) -> None:
         """Stop workers from claiming this queue (running tasks finish)."""

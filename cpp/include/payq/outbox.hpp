@@ -147,6 +147,12 @@ struct CronEntry {
   std::string payload_json = "{}";
 };
 
+struct QueueStats {
+  std::string queue;
+  std::string state;
+  std::int64_t count = 0;
+};
+
 struct ClaimRequest {
   std::string queue;
   std::string worker_id;
@@ -187,6 +193,8 @@ class Outbox {
   std::vector<Task> tasks_list(const std::optional<std::string>& state, const std::optional<std::string>& queue,
                                std::int64_t after_id, std::int64_t limit);
   std::vector<TaskAttempt> attempts(std::int64_t task_id);
+  // Task counts per queue and state.
+  std::vector<QueueStats> stats();
 
   void queue_configure(const QueueConfig& config);
   void queue_pause(const std::string& queue, bool paused);
