@@ -452,3 +452,17 @@ TEST_F(Cron_, ANewEntryDoesNotFireSlotsFromBeforeItExisted) {
 
 }  // namespace
 }  // namespace payq
+
+namespace payq {
+namespace {
+
+TEST_F(Outbox_, AnAlertNeverRaisesAnAlert) {
+  TaskSpec s = spec("payq.alert", "payq.alerts");
+  s.attempt_max = 1;
+  enqueue(s);
+  EXPECT_EQ(complete(claim("payq.alerts").at(0), OutcomeKind::fail, "no alert handler").state, TaskState::dead);
+  EXPECT_EQ(count_tasks("payq.alert"), 1);
+}
+
+}  // namespace
+}  // namespace payq

@@ -80,7 +80,8 @@ std::vector<Task> Outbox::claim(const ClaimRequest& request) {
   std::set<std::string> partitions_busy = partitions_from(usage.text(0, "partitions_running"));
 
   const std::size_t scan = std::min(claim_scan_count_max, static_cast<std::size_t>(room) * claim_scan_factor);
-  Rows candidates = executor_.exec(outbox_sql::claim_candidates, {request.queue, std::to_string(scan)});
+  Rows candidates = executor_.exec(outbox_sql::claim_candidates,
+                                   {request.queue, std::to_string(scan), usage.text(0, "partitions_running")});
   std::vector<std::int64_t> picked;
   for (std::size_t i = 0; i < candidates.size() && static_cast<std::int64_t>(picked.size()) < room; ++i) {
     const auto partition = candidates.at(i, "partition_key");

@@ -68,9 +68,14 @@ void settle_failure(Executor& executor, const Task& task) {
   }
 }
 
+constexpr const char* alert_kind = "payq.alert";
+
 void alert(Executor& executor, const Task& task, const std::string& reason) {
+  // An alert about an alert would feed on itself (a worker without a
+  // payq.alert handler kills each one, which would raise the next).
+  if (task.kind == alert_kind) return;
   TaskSpec spec;
-  spec.kind = "payq.alert";
+  spec.kind = alert_kind;
   spec.queue = "payq.alerts";
   spec.unique_key = "alert:" + std::to_string(task.id) + ":" + std::to_string(task.attempt) + ":" + reason;
   spec.payload_json = nlohmann::json{{"task_id", task.id},       {"kind", task.kind},

@@ -83,9 +83,12 @@ SELECT (SELECT count(*) FROM @schema@.task WHERE queue = $1 AND state = 'running
        (SELECT coalesce(array_agg(DISTINCT partition_key), '{}') FROM @schema@.task
          WHERE queue = $1 AND state = 'running' AND partition_key IS NOT NULL)::text AS partitions_running)sql"};
 
+// Tasks of partitions already running are skipped here, so a long backlog
+// of one partition cannot hide the others behind the scan bound.
 inline const Statement claim_candidates{"payq_claim_candidates", R"sql(
 SELECT id, partition_key, amount_minor, currency FROM @schema@.task
 WHERE queue = $1 AND state = 'pending' AND run_at <= now()
+  AND (partition_key IS NULL OR NOT (partition_key = ANY($3::text[])))
 ORDER BY priority DESC, run_at, id
 LIMIT $2::bigint
 FOR UPDATE SKIP LOCKED)sql"};
@@ -104,11 +107,13 @@ WITH picked AS (
 )
 SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM picked t ORDER BY t.priority DESC, t.run_at, t.id)sql"};
 
-// The fast path for a queue without limits or partitions.
+// The fast path for a queue without limits or partitions. A task with a
+// partition key is never taken here: it may have been committed after the
+// queue settings were read, and only the locked path serialises partitions.
 inline const Statement claim_fast{"payq_claim_fast", R"sql(
 WITH candidates AS (
   SELECT id FROM @schema@.task
-  WHERE queue = $1 AND state = 'pending' AND run_at <= now()
+  WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND partition_key IS NULL
   ORDER BY priority DESC, run_at, id
   LIMIT $2::bigint
   FOR UPDATE SKIP LOCKED

@@ -1,0 +1,139 @@
+// Handlers: the code that performs a task's side effect, registered per task
+// kind. The worker claims a task, calls its kind's handler, and records the
+// Outcome the handler reports. Handlers know nothing of threads, leases or
+// connections beyond what TaskContext hands them.
+#pragma once
+
+#include <cstdint>
+#include <functional>
+#include <memory>
+#include <optional>
+#include <shared_mutex>
+#include <string>
+#include <unordered_map>
+#include <vector>
+
+#include "payq/backoff.hpp"
+#include "payq/outbox.hpp"
+
+namespace payq {
+
+// Bounds, named once.
+inline constexpr std::size_t task_kind_bytes_max = 200;  // as the task table's CHECK
+
+// The error recorded when no handler is registered for a task's kind.
+inline constexpr const char* unknown_task_kind_error = "unknown task kind";
+
+// What a handler may know about the attempt it runs in.
+struct TaskContext {
+  const std::string& worker_id;
+  // The fencing epoch of this attempt. A handler that completes the task
+  // itself (see HandlerResult::completed_by_handler) passes it, with
+  // worker_id, to Outbox::complete inside its own business transaction.
+  std::int64_t lease_token;
+  // True once the worker is shutting down: a long handler may cut its work
+  // short and report `retry` (if nothing was applied) rather than run past
+  // the shutdown grace.
+  std::function<bool()> stopping;
+};
+
+// What a handler returns: normally an Outcome, which the worker records with
+// Outbox::complete in a transaction of its own. A handler that must record
+// the completion atomically with its own business writes (for example a
+// ledger posting that is the side effect itself) calls Outbox::complete on
+// its own executor, commits, and returns completed_by_handler(): the worker
+// then records nothing. If such a handler's transaction never commits, the
+// task stays `running` until its lease expires and maintenance rescues the
+// attempt as `unknown`, which is safe.
+struct HandlerResult {
+  // nullopt: the handler completed the task itself.
+  std::optional<Outcome> outcome;
+
+  HandlerResult() = default;
+  // Implicit, so a handler can simply `return Outcome{...};`.
+  HandlerResult(Outcome value) : outcome(std::move(value)) {}  // NOLINT(google-explicit-constructor)
+
+  static HandlerResult completed_by_handler() { return HandlerResult(); }
+};
+
+// The handler interface: one instance per kind, called from several worker
+// threads at once, so it must be thread-safe.
+//
+// A handler that throws is treated as if it returned `retry` with the
+// exception's message as the error (payq::Error, std::exception and anything
+// else alike). A handler whose side effect may already have happened when it
+// fails must not throw: it returns `unknown`, so the attempt is retried with
+// the same idempotency key and never compensated.
+class Handler {
+ public:
+  virtual ~Handler() = default;
+  virtual HandlerResult handle(const Task& task, const TaskContext& context) = 0;
+};
+
+// A handler made from a callable, for tests and small programs.
+class FunctionHandler final : public Handler {
+ public:
+  using Function = std::function<HandlerResult(const Task&, const TaskContext&)>;
+  explicit FunctionHandler(Function function) : function_(std::move(function)) {}
+  HandlerResult handle(const Task& task, const TaskContext& context) override { return function_(task, context); }
+
+ private:
+  Function function_;
+};
+
+// Per-kind options; unset fields fall back to the registry's defaults.
+struct HandlerOptions {
+  std::optional<BackoffPolicy> backoff;
+};
+
+// A registered handler with its options resolved against the defaults.
+struct HandlerEntry {
+  std::shared_ptr<Handler> handler;
+  BackoffPolicy backoff;
+};
+
+// Maps task kind -> handler. Thread-safe: workers look kinds up while the
+// application may still register more (registration normally happens before
+// the worker starts).
+//
+// A task whose kind has no handler fails its attempt with the `fail` outcome
+// and the error "unknown task kind": it goes `dead` at once, where an
+// operator sees it (and may task_retry it once the handler is deployed),
+// rather than burning its attempts in silent retries. Its settlement's
+// failure side runs, which is correct because the side effect was certainly
+// never attempted. Mind rolling deployments: a worker that does not know a
+// new kind yet kills such tasks; deploy handlers before producers.
+class HandlerRegistry {
+ public:
+  HandlerRegistry() = default;
+  HandlerRegistry(const HandlerRegistry&) = delete;
+  HandlerRegistry& operator=(const HandlerRegistry&) = delete;
+
+  // Throws InvalidArgument for an empty or over-long kind, a null handler,
+  // or a kind that is already registered.
+  void add(const std::string& kind, std::shared_ptr<Handler> handler, HandlerOptions options = {});
+  // Convenience: wraps a callable in a FunctionHandler.
+  void add(const std::string& kind, FunctionHandler::Function function, HandlerOptions options = {});
+  // Returns whether the kind was registered.
+  bool remove(const std::string& kind);
+
+  // The backoff for kinds registered without one of their own.
+  void default_backoff_set(const BackoffPolicy& backoff);
+  BackoffPolicy default_backoff() const;
+
+  // nullopt: no handler for the kind.
+  std::optional<HandlerEntry> find(const std::string& kind) const;
+  std::vector<std::string> kinds() const;
+
+ private:
+  struct Registration {
+    std::shared_ptr<Handler> handler;
+    HandlerOptions options;
+  };
+
+  mutable std::shared_mutex mutex_;
+  std::unordered_map<std::string, Registration> registrations_;
+  BackoffPolicy default_backoff_;
+};
+
+}  // namespace payq

@@ -1,0 +1,597 @@
+// The worker's claiming threads and its lifecycle: each thread owns one
+// connection, claims a batch from a queue picked by weight in a short
+// transaction, runs the handlers one after another and records each outcome
+// in a fresh transaction. Listener and maintenance live in their own files.
+#include "payq/worker.hpp"
+
+#include <unistd.h>
+
+#include <algorithm>
+#include <random>
+#include <regex>
+#include <set>
+#include <sstream>
+#include <stdexcept>
+#include <type_traits>
+
+#include <nlohmann/json.hpp>
+
+#include "payq/error.hpp"
+
+namespace payq {
+namespace {
+
+using Clock = std::chrono::steady_clock;
+
+// After a claim or connection failure a thread waits, doubling from the
+// minimum up to the maximum, so a database outage is not hammered.
+constexpr std::chrono::milliseconds claim_error_delay_min{100};
+constexpr std::chrono::milliseconds claim_error_delay_max{10'000};
+constexpr int claim_error_doubling_count_max = 7;  // 100 ms * 2^7 > 10 s
+
+// A claimed task is started only while at least this fraction of its lease
+// remains; otherwise it is given back for a fresh claim rather than started
+// under a lease that may expire mid-call (and be rescued as `unknown`).
+constexpr int lease_headroom_divisor = 2;
+
+// A transient error (serialization failure, deadlock) re-runs a transaction
+// after a short random pause, at most the database's transient retry count.
+constexpr int transient_pause_ms_max = 50;
+
+std::chrono::milliseconds error_delay(int failure_count) {
+  const int doublings = std::clamp(failure_count - 1, 0, claim_error_doubling_count_max);
+  return std::min(claim_error_delay_max, claim_error_delay_min * (1 << doublings));
+}
+
+std::string worker_id_default() {
+  char host[256] = {};
+  if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "%s", "host");
+  std::random_device device;
+  std::ostringstream out;
+  out << host << ':' << getpid() << ':' << std::hex << (device() & 0xffffffu);
+  std::string id = out.str();
+  if (id.size() > worker_id_bytes_max) id = id.substr(id.size() - worker_id_bytes_max);
+  return id;
+}
+
+void log_to_stderr(const std::string& line) {
+  std::string out = line;
+  out.push_back('\n');
+  std::fputs(out.c_str(), stderr);
+}
+
+bool queue_name_valid(const std::string& name) {
+  static const std::regex pattern("^[A-Za-z0-9_.:-]{1,100}$");
+  return std::regex_match(name, pattern);
+}
+
+void transient_pause() {
+  thread_local std::minstd_rand random(std::random_device{}());
+  std::uniform_int_distribution<int> pick(0, transient_pause_ms_max);
+  std::this_thread::sleep_for(std::chrono::milliseconds(pick(random)));
+}
+
+// Runs `work` in a transaction on the thread's own connection and commits,
+// re-running it after a TransientError like Database::transact does; never
+// after CommitUnknown.
+template <typename Work>
+auto transact_on(Connection& connection, int transient_retry_count_max, Work&& work)
+    -> std::invoke_result_t<Work&, Transaction&> {
+  using Result = std::invoke_result_t<Work&, Transaction&>;
+  for (int attempt = 0;; ++attempt) {
+    try {
+      Transaction transaction(connection);
+      if constexpr (std::is_void_v<Result>) {
+        work(transaction);
+        transaction.commit();
+        return;
+      } else {
+        Result result = work(transaction);
+        transaction.commit();
+        return result;
+      }
+    } catch (const TransientError&) {
+      if (attempt >= transient_retry_count_max) throw;
+      transient_pause();
+    }
+  }
+}
+
+// Counts a task in flight for as long as its handler and completion run.
+class InFlight {
+ public:
+  explicit InFlight(std::atomic<std::int64_t>& counter) : counter_(counter) { ++counter_; }
+  ~InFlight() { --counter_; }
+  InFlight(const InFlight&) = delete;
+  InFlight& operator=(const InFlight&) = delete;
+
+ private:
+  std::atomic<std::int64_t>& counter_;
+};
+
+nlohmann::json task_fields(const Task& task) {
+  return {{"task_id", task.id}, {"kind", task.kind}, {"queue", task.queue}, {"attempt", task.attempt}};
+}
+
+}  // namespace
+
+// The thread's connection: acquired on first use, dropped when it broke so
+// the next use acquires a fresh one.
+class Worker::ThreadConnection {
+ public:
+  explicit ThreadConnection(Database& database) : database_(database) {}
+  Connection& get() {
+    if (lease_ && !(*lease_)->is_open()) lease_.reset();
+    if (!lease_) lease_.emplace(database_.acquire());
+    return **lease_;
+  }
+  void drop_if_broken() {
+    if (lease_ && !(*lease_)->is_open()) lease_.reset();
+  }
+
+ private:
+  Database& database_;
+  std::optional<Database::Lease> lease_;
+};
+
+// ---------------------------------------------------------------- options
+
+void worker_options_validate(const WorkerOptions& o) {
+  auto fail = [](const std::string& message) { throw InvalidArgument("worker options: " + message); };
+  if (o.queues.empty()) fail("queues is empty");
+  if (o.queues.size() > static_cast<std::size_t>(worker_queue_count_max)) {
+    fail("at most " + std::to_string(worker_queue_count_max) + " queues");
+  }
+  std::set<std::string> names;
+  for (const auto& [name, weight] : o.queues) {
+    if (!queue_name_valid(name)) fail("queue name '" + name + "' is not 1-100 of [A-Za-z0-9_.:-]");
+    if (!names.insert(name).second) fail("queue '" + name + "' is listed twice");
+    if (weight < 1 || weight > worker_queue_weight_max) {
+      fail("queue '" + name + "' weight must be 1 to " + std::to_string(worker_queue_weight_max));
+    }
+  }
+  if (o.concurrency < 1 || o.concurrency > worker_concurrency_max) {
+    fail("concurrency must be 1 to " + std::to_string(worker_concurrency_max));
+  }
+  if (o.claim_batch_count_max < 1 || o.claim_batch_count_max > claim_batch_count_max) {
+    fail("claim_batch_count_max must be 1 to " + std::to_string(claim_batch_count_max));
+  }
+  if (o.poll_interval < worker_poll_interval_min || o.poll_interval > worker_poll_interval_max) {
+    fail("poll_interval must be " + std::to_string(worker_poll_interval_min.count()) + " to " +
+         std::to_string(worker_poll_interval_max.count()) + " ms");
+  }
+  if (o.shutdown_grace.count() < 0 || o.shutdown_grace > worker_shutdown_grace_max) {
+    fail("shutdown_grace must be 0 to " + std::to_string(worker_shutdown_grace_max.count()) + " ms");
+  }
+  if (o.worker_id.size() > worker_id_bytes_max) {
+    fail("worker_id is longer than " + std::to_string(worker_id_bytes_max) + " bytes");
+  }
+  if (o.maintenance_interval < worker_maintenance_interval_min ||
+      o.maintenance_interval > worker_maintenance_interval_max) {
+    fail("maintenance_interval must be " + std::to_string(worker_maintenance_interval_min.count()) + " to " +
+         std::to_string(worker_maintenance_interval_max.count()) + " ms");
+  }
+  if (o.maintenance_batch_count_max < 1 || o.maintenance_batch_count_max > worker_maintenance_batch_count_max) {
+    fail("maintenance_batch_count_max must be 1 to " + std::to_string(worker_maintenance_batch_count_max));
+  }
+  if (o.prune_after_ms < worker_prune_after_ms_min) fail("prune_after_ms cannot be negative");
+}
+
+// ---------------------------------------------------------------- queue choice
+
+Worker::QueuePicker::QueuePicker(const std::vector<std::pair<std::string, int>>& queues) {
+  for (const auto& queue : queues) {
+    weights_.push_back(queue.second);
+    weight_total_ += queue.second;
+  }
+  current_.assign(weights_.size(), 0);
+}
+
+// Smooth weighted round-robin (as in nginx): every queue earns its weight,
+// the richest is picked and pays the total. Weights 5:1:1 give
+// a a b a c a a rather than a a a a a b c.
+std::size_t Worker::QueuePicker::next() {
+  std::size_t best = 0;
+  for (std::size_t i = 0; i < weights_.size(); ++i) {
+    current_[i] += weights_[i];
+    if (current_[i] > current_[best]) best = i;
+  }
+  current_[best] -= weight_total_;
+  return best;
+}
+
+// ---------------------------------------------------------------- lifecycle
+
+Worker::Worker(Database& database, HandlerRegistry& registry, WorkerOptions options)
+    : database_(database), registry_(registry), options_(std::move(options)) {
+  worker_options_validate(options_);
+  if (options_.worker_id.empty()) options_.worker_id = worker_id_default();
+  if (!options_.log_sink) options_.log_sink = log_to_stderr;
+}
+
+Worker::~Worker() {
+  request_stop();
+  shutdown_wait();
+}
+
+void Worker::start() {
+  std::lock_guard<std::mutex> guard(lifecycle_mutex_);
+  if (started_) throw InvalidState("worker " + options_.worker_id + " was already started");
+  started_ = true;
+  log("info", "worker_started",
+      {{"concurrency", options_.concurrency},
+       {"queues", options_.queues},
+       {"listen", options_.listen},
+       {"maintenance", options_.maintenance},
+       {"schema", database_.schema()}});
+  auto spawn = [this](auto body) {
+    ++threads_running_;
+    threads_.emplace_back([this, body] {
+      body();
+      std::lock_guard<std::mutex> exit_guard(lifecycle_mutex_);
+      --threads_running_;
+      lifecycle_cv_.notify_all();
+    });
+  };
+  for (int i = 0; i < options_.concurrency; ++i) spawn([this, i] { claimer_run(i); });
+  if (options_.listen) spawn([this] { listener_run(); });
+  if (options_.maintenance) spawn([this] { maintenance_run(); });
+}
+
+void Worker::run() {
+  start();
+  {
+    std::unique_lock<std::mutex> lock(lifecycle_mutex_);
+    lifecycle_cv_.wait(lock, [&] { return stopping_.load(); });
+  }
+  stop();
+}
+
+void Worker::request_stop() noexcept {
+  if (stopping_.exchange(true)) return;
+  // Lock and unlock each mutex before notifying, so a waiter that checked
+  // its predicate just before the store cannot miss the wakeup.
+  { std::lock_guard<std::mutex> guard(wake_mutex_); }
+  wake_cv_.notify_all();
+  { std::lock_guard<std::mutex> guard(lifecycle_mutex_); }
+  lifecycle_cv_.notify_all();
+}
+
+void Worker::stop() {
+  request_stop();
+  {
+    // A handler calling stop() would wait for its own thread forever.
+    std::lock_guard<std::mutex> guard(lifecycle_mutex_);
+    for (const auto& thread : threads_) {
+      if (thread.get_id() == std::this_thread::get_id()) {
+        throw InvalidState("Worker::stop() called from a worker thread; use request_stop()");
+      }
+    }
+  }
+  shutdown_wait();
+  std::exception_ptr fatal;
+  {
+    std::lock_guard<std::mutex> guard(lifecycle_mutex_);
+    fatal = std::exchange(fatal_error_, nullptr);
+  }
+  if (fatal) std::rethrow_exception(fatal);
+}
+
+// Waits for the threads (one caller joins, the others wait for it), logging
+// once if in-flight handlers outlive the grace period.
+void Worker::shutdown_wait() {
+  std::unique_lock<std::mutex> lock(lifecycle_mutex_);
+  if (!started_) return;
+  if (joining_) {
+    lifecycle_cv_.wait(lock, [&] { return joined_; });
+    return;
+  }
+  joining_ = true;
+  const bool within_grace =
+      lifecycle_cv_.wait_for(lock, options_.shutdown_grace, [&] { return threads_running_ == 0; });
+  if (!within_grace) {
+    lock.unlock();
+    log("warning", "shutdown_grace_exceeded",
+        {{"in_flight", counters_.in_flight.load()}, {"grace_ms", options_.shutdown_grace.count()}});
+    lock.lock();
+    lifecycle_cv_.wait(lock, [&] { return threads_running_ == 0; });
+  }
+  std::vector<std::thread> threads = std::move(threads_);
+  lock.unlock();
+  for (auto& thread : threads) thread.join();
+  lock.lock();
+  joined_ = true;
+  lifecycle_cv_.notify_all();
+  lock.unlock();
+  log("info", "worker_stopped", {{"given_back", counters_.given_back.load()}});
+}
+
+void Worker::thread_fatal(const char* thread_name) noexcept {
+  std::string message = "unknown exception";
+  try {
+    throw;
+  } catch (const std::exception& e) {
+    message = e.what();
+  } catch (...) {
+  }
+  {
+    std::lock_guard<std::mutex> guard(lifecycle_mutex_);
+    if (!fatal_error_) fatal_error_ = std::current_exception();
+  }
+  log("error", "worker_thread_failed", {{"thread", thread_name}, {"error", message}});
+  request_stop();
+}
+
+WorkerStats Worker::stats() const {
+  WorkerStats s;
+  s.claimed = counters_.claimed.load();
+  s.succeeded = counters_.succeeded.load();
+  s.retried = counters_.retried.load();
+  s.failed = counters_.failed.load();
+  s.unknown = counters_.unknown.load();
+  s.unknown_kind = counters_.unknown_kind.load();
+  s.handler_exceptions = counters_.handler_exceptions.load();
+  s.completed_by_handler = counters_.completed_by_handler.load();
+  s.lease_lost = counters_.lease_lost.load();
+  s.given_back = counters_.given_back.load();
+  s.complete_errors = counters_.complete_errors.load();
+  s.database_errors = counters_.database_errors.load();
+  s.in_flight = counters_.in_flight.load();
+  s.maintenance_ticks = counters_.maintenance_ticks.load();
+  s.maintenance_leader = counters_.maintenance_leader.load();
+  return s;
+}
+
+// ---------------------------------------------------------------- waiting
+
+void Worker::wake(int token_count) {
+  {
+    std::lock_guard<std::mutex> guard(wake_mutex_);
+    wake_tokens_ = std::min(options_.concurrency, wake_tokens_ + token_count);
+  }
+  if (token_count >= options_.concurrency) {
+    wake_cv_.notify_all();
+  } else {
+    for (int i = 0; i < token_count; ++i) wake_cv_.notify_one();
+  }
+}
+
+void Worker::idle_wait(int thread_index, std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(wake_mutex_);
+  auto woken = [&] { return stopping_.load() || wake_tokens_ > 0; };
+  if (woken()) {
+    if (wake_tokens_ > 0) --wake_tokens_;
+    return;
+  }
+  // Logged under the wake mutex: once this line is out, the thread is
+  // waiting with no token left, and only a wake() or the poll timeout ends
+  // the wait (tests rely on this to prove that NOTIFY wakes threads).
+  if (log_debug_enabled()) log("debug", "worker_idle", {{"thread", thread_index}});
+  wake_cv_.wait_for(lock, timeout, woken);
+  if (wake_tokens_ > 0) --wake_tokens_;
+}
+
+bool Worker::stop_wait_for(std::chrono::milliseconds timeout) {
+  std::unique_lock<std::mutex> lock(lifecycle_mutex_);
+  return lifecycle_cv_.wait_for(lock, timeout, [&] { return stopping_.load(); });
+}
+
+// ---------------------------------------------------------------- claiming threads
+
+void Worker::claimer_run(int index) noexcept {
+  try {
+    claimer_loop(index);
+  } catch (...) {
+    thread_fatal("claimer");
+  }
+}
+
+void Worker::claimer_loop(int index) {
+  QueuePicker picker(options_.queues);
+  // Threads start at different points of the rotation, so that with a
+  // single batch each the queues are spread over the threads.
+  for (int i = 0; i < index; ++i) picker.next();
+  ThreadConnection connection(database_);
+  int failure_count = 0;
+  // Bounded by stop: every pass either claims, idles for at most
+  // poll_interval, or waits out an error delay; each ends at stop.
+  while (!stop_requested()) {
+    std::vector<ClaimedTask> batch;
+    try {
+      batch = claim_round(connection.get(), picker);
+      failure_count = 0;
+    } catch (const Error& e) {
+      // Connection loss, a server restart, a failed claim: log, wait, retry.
+      ++counters_.database_errors;
+      failure_count = std::min(failure_count + 1, claim_error_doubling_count_max + 1);
+      connection.drop_if_broken();
+      log("error", "claim_failed", {{"thread", index}, {"error", e.what()}, {"failure_count", failure_count}});
+      stop_wait_for(error_delay(failure_count));
+      continue;
+    }
+    if (batch.empty()) {
+      idle_wait(index, options_.poll_interval);
+      continue;
+    }
+    // A full batch suggests more work is waiting: wake a colleague.
+    if (batch.size() == options_.claim_batch_count_max) wake(1);
+    batch_run(connection, batch);
+  }
+}
+
+// One claim per queue at most: the queue whose weighted turn it is first,
+// then, if it had nothing, the others in order.
+std::vector<Worker::ClaimedTask> Worker::claim_round(Connection& connection, QueuePicker& picker) {
+  const std::size_t first = picker.next();
+  const std::size_t queue_count = options_.queues.size();
+  for (std::size_t offset = 0; offset < queue_count; ++offset) {
+    const std::string& queue = options_.queues[(first + offset) % queue_count].first;
+    ClaimRequest request{queue, options_.worker_id, options_.claim_batch_count_max};
+    std::vector<Task> tasks = transact_on(connection, database_.options().transient_retry_count_max,
+                                          [&](Transaction& tx) { return Outbox(tx).claim(request); });
+    if (tasks.empty()) continue;
+    if (tasks.size() > options_.claim_batch_count_max) {
+      throw std::logic_error("claim returned " + std::to_string(tasks.size()) + " tasks, more than asked");
+    }
+    const auto claimed_at = Clock::now();
+    counters_.claimed += static_cast<std::int64_t>(tasks.size());
+    std::vector<ClaimedTask> batch;
+    batch.reserve(tasks.size());
+    for (auto& task : tasks) {
+      if (task.state != TaskState::running || !task.lease_token) {
+        throw std::logic_error("claim returned task " + std::to_string(task.id) + " not running under a lease");
+      }
+      batch.push_back(ClaimedTask{std::move(task), claimed_at});
+    }
+    return batch;
+  }
+  return {};
+}
+
+// Runs the batch in claim order. At stop, the tasks not yet started are
+// given back; a task whose lease has run too low while earlier tasks ran is
+// given back too.
+void Worker::batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch) {
+  for (std::size_t i = 0; i < batch.size(); ++i) {
+    const ClaimedTask& claimed = batch[i];
+    if (stop_requested()) {
+      for (std::size_t j = i; j < batch.size(); ++j) task_give_back(connection, batch[j].task, "shutdown");
+      return;
+    }
+    const auto lease = std::chrono::milliseconds(claimed.task.timeout_ms);
+    if (Clock::now() - claimed.claimed_at > lease / lease_headroom_divisor) {
+      task_give_back(connection, claimed.task, "lease_headroom");
+      continue;
+    }
+    task_run(connection, claimed);
+  }
+}
+
+void Worker::task_run(ThreadConnection& connection, const ClaimedTask& claimed) {
+  const Task& task = claimed.task;
+  InFlight in_flight(counters_.in_flight);
+  const auto started = Clock::now();
+  std::optional<HandlerEntry> entry = registry_.find(task.kind);
+  HandlerResult result;
+  BackoffPolicy backoff;
+  if (entry) {
+    result = handler_call(*entry->handler, task);
+    backoff = entry->backoff;
+  } else {
+    ++counters_.unknown_kind;
+    log("warning", "task_unknown_kind", task_fields(task));
+    Outcome outcome;
+    outcome.kind = OutcomeKind::fail;
+    outcome.error = unknown_task_kind_error;
+    result = outcome;
+    backoff = registry_.default_backoff();
+  }
+  const std::int64_t duration_ms =
+      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  if (!result.outcome) {
+    ++counters_.completed_by_handler;
+    nlohmann::json fields = task_fields(task);
+    fields["duration_ms"] = duration_ms;
+    log("info", "task_completed_by_handler", fields);
+    return;
+  }
+  task_complete(connection, task, *result.outcome, backoff, duration_ms);
+}
+
+// Any exception from a handler is a `retry`: the handler contract says a
+// handler that may have applied its effect returns `unknown` instead of
+// throwing.
+HandlerResult Worker::handler_call(Handler& handler, const Task& task) {
+  const TaskContext context{options_.worker_id, *task.lease_token, [this] { return stop_requested(); }};
+  std::string error;
+  try {
+    return handler.handle(task, context);
+  } catch (const std::exception& e) {
+    error = e.what();
+  } catch (...) {
+    error = "handler threw a non-standard exception";
+  }
+  ++counters_.handler_exceptions;
+  nlohmann::json fields = task_fields(task);
+  fields["error"] = error;
+  log("warning", "task_handler_exception", fields);
+  Outcome outcome;
+  outcome.kind = OutcomeKind::retry;
+  outcome.error = error.empty() ? "handler threw an exception" : error;
+  return outcome;
+}
+
+// Records the outcome in a fresh transaction. LeaseLost means this attempt
+// is a zombie (its lease expired and the task moved on): nothing is written
+// and there is nothing to undo here. Any other failure leaves the task
+// `running` until its lease expires and maintenance rescues the attempt as
+// `unknown`: safe, because an unknown attempt is retried with the same
+// idempotency key and never compensated.
+void Worker::task_complete(ThreadConnection& connection, const Task& task, const Outcome& outcome,
+                           const BackoffPolicy& backoff, std::int64_t duration_ms) {
+  CompleteRequest request;
+  request.task_id = task.id;
+  request.lease_token = *task.lease_token;
+  request.attempt = task.attempt;
+  request.outcome = outcome;
+  request.worker_id = options_.worker_id;
+  request.duration_ms = duration_ms;
+  request.backoff = backoff;
+  nlohmann::json fields = task_fields(task);
+  fields["outcome"] = outcome_kind_name(outcome.kind);
+  fields["duration_ms"] = duration_ms;
+  try {
+    const Completion completion =
+        transact_on(connection.get(), database_.options().transient_retry_count_max,
+                    [&](Transaction& tx) { return Outbox(tx).complete(request); });
+    outcome_count(outcome.kind);
+    fields["state"] = task_state_name(completion.state);
+    if (completion.next_run_in_ms) fields["next_run_in_ms"] = *completion.next_run_in_ms;
+    if (completion.alerted) fields["alerted"] = true;
+    if (!outcome.error.empty()) fields["error"] = outcome.error;
+    log(outcome.kind == OutcomeKind::success ? "info" : "warning", "task_done", fields);
+  } catch (const LeaseLost& e) {
+    ++counters_.lease_lost;
+    fields["error"] = e.what();
+    log("warning", "task_lease_lost", fields);
+  } catch (const CommitUnknown& e) {
+    ++counters_.complete_errors;
+    connection.drop_if_broken();
+    fields["error"] = e.what();
+    log("error", "task_complete_unknown", fields);
+  } catch (const Error& e) {
+    ++counters_.complete_errors;
+    connection.drop_if_broken();
+    fields["error"] = e.what();
+    log("error", "task_complete_failed", fields);
+  }
+}
+
+// A task given back was never started: it returns to `pending` without an
+// attempt counted. LeaseLost here means the lease already expired and
+// maintenance took the task over, which is fine.
+void Worker::task_give_back(ThreadConnection& connection, const Task& task, const char* reason) {
+  nlohmann::json fields = task_fields(task);
+  fields["reason"] = reason;
+  try {
+    transact_on(connection.get(), database_.options().transient_retry_count_max,
+                [&](Transaction& tx) { Outbox(tx).give_back(task.id, *task.lease_token); });
+    ++counters_.given_back;
+    log("info", "task_given_back", fields);
+  } catch (const Error& e) {
+    connection.drop_if_broken();
+    fields["error"] = e.what();
+    log("error", "task_give_back_failed", fields);
+  }
+}
+
+void Worker::outcome_count(OutcomeKind kind) {
+  switch (kind) {
+    case OutcomeKind::success: ++counters_.succeeded; return;
+    case OutcomeKind::retry: ++counters_.retried; return;
+    case OutcomeKind::fail: ++counters_.failed; return;
+    case OutcomeKind::unknown: ++counters_.unknown; return;
+  }
+}
+
+}  // namespace payq

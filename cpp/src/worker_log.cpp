@@ -1,0 +1,52 @@
+// The worker's structured log: one JSON object per line, to the configured
+// sink, so log shippers can index events without parsing prose.
+#include <time.h>
+
+#include <chrono>
+#include <cstdio>
+
+#include <nlohmann/json.hpp>
+
+#include "payq/worker.hpp"
+
+namespace payq {
+namespace {
+
+// UTC with milliseconds: 2024-05-01T12:00:00.123Z.
+std::string timestamp_now() {
+  const auto now = std::chrono::system_clock::now();
+  const std::time_t seconds = std::chrono::system_clock::to_time_t(now);
+  const auto millis =
+      std::chrono::duration_cast<std::chrono::milliseconds>(now.time_since_epoch()).count() % 1000;
+  std::tm utc{};
+  gmtime_r(&seconds, &utc);
+  char text[64];
+  std::snprintf(text, sizeof text, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", utc.tm_year + 1900, utc.tm_mon + 1,
+                utc.tm_mday, utc.tm_hour, utc.tm_min, utc.tm_sec, static_cast<int>(millis));
+  return text;
+}
+
+}  // namespace
+
+// Never throws: a failing sink (or a handler's error text that is not valid
+// UTF-8) must not take a worker thread down. The line falls back to stderr.
+void Worker::log(const char* level, const char* event, const nlohmann::json& fields) noexcept {
+  std::string line;
+  try {
+    nlohmann::json record = {{"ts", timestamp_now()}, {"level", level}, {"event", event},
+                             {"worker", options_.worker_id}};
+    if (fields.is_object()) {
+      for (auto it = fields.begin(); it != fields.end(); ++it) record[it.key()] = it.value();
+    }
+    // Invalid UTF-8 (say, a provider's raw error body) is replaced, not fatal.
+    line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    std::lock_guard<std::mutex> guard(log_mutex_);
+    options_.log_sink(line);
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "payq worker log sink failed (%s): %s\n", e.what(), line.c_str());
+  } catch (...) {
+    std::fprintf(stderr, "payq worker log sink failed: %s\n", line.c_str());
+  }
+}
+
+}  // namespace payq
