@@ -16,6 +16,7 @@ void bind_embedded(py::module_& m);
 void bind_app_executor(py::module_& m);
 void bind_ledger(py::module_& m);
 void bind_outbox(py::module_& m);
+void bind_worker(py::module_& m);
 
 // The Executor behind a Python object: an AppExecutor or a payq _core.Transaction;
 // InvalidArgument otherwise. The object must outlive the use of the reference.

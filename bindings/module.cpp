@@ -9,4 +9,5 @@ PYBIND11_MODULE(_core, m) {
   payq::bindings::bind_app_executor(m);
   payq::bindings::bind_ledger(m);
   payq::bindings::bind_outbox(m);
+  payq::bindings::bind_worker(m);
 }

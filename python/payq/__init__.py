@@ -15,6 +15,7 @@ from payq import ledger
 from payq.ledger import Account, AuditReport, Entry, Hold, Ledger, LedgerTransaction
 from payq import outbox
 from payq.outbox import Attempt, EnqueueResult, Settle, Task, TaskRequest
+from payq.worker import Fail, Retry, TaskRun, Unknown, Worker, handler
 from payq.money import (
     AmountLike,
     Currency,
@@ -50,6 +51,12 @@ __all__ = [
     "TaskRequest",
     "EnqueueResult",
     "Attempt",
+    "handler",
+    "Worker",
+    "TaskRun",
+    "Retry",
+    "Fail",
+    "Unknown",
     "Money",
     "Fee",
     "Rounding",

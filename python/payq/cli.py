@@ -212,6 +212,28 @@ def cmd_stats(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_worker(args: argparse.Namespace) -> int:
+    import importlib
+    from datetime import timedelta
+
+    from payq.worker import Worker, registry
+
+    for module in args.app:
+        importlib.import_module(module)  # registers the module's handlers
+    queues = []
+    for item in args.queues.split(","):
+        name, _, weight = item.partition(":")
+        queues.append((name.strip(), int(weight) if weight else 1))
+    db = _connect(args)
+    worker = Worker(db, queues=queues, registry=registry, concurrency=args.concurrency, batch=args.batch,
+                    poll_interval=timedelta(milliseconds=args.poll_ms),
+                    shutdown_grace=timedelta(seconds=args.grace_s), maintenance=not args.no_maintenance)
+    print(json.dumps({"event": "worker_ready", "worker": worker.worker_id, "queues": queues,
+                      "kinds": registry.kinds(), "concurrency": args.concurrency}), file=sys.stderr, flush=True)
+    worker.run()
+    return 0
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     _say(f"payq {payq.__version__}")
     return 0
@@ -283,6 +305,16 @@ def _parser() -> argparse.ArgumentParser:
     enqueue.add_argument("--unique-key", default=None)
     enqueue.add_argument("--max-attempts", type=int, default=10)
     enqueue.set_defaults(handler=cmd_enqueue)
+    worker = sub.add_parser("worker", help="run handlers for queued tasks (SIGTERM/SIGINT: graceful stop)")
+    worker.add_argument("--app", action="append", default=[], required=True,
+                        help="module that registers handlers with @payq.handler (repeatable)")
+    worker.add_argument("--queues", default="default", help="comma-separated queues, each optionally name:weight")
+    worker.add_argument("--concurrency", type=int, default=4, help="threads, one connection each")
+    worker.add_argument("--batch", type=int, default=10, help="tasks claimed at a time per thread")
+    worker.add_argument("--poll-ms", type=int, default=1000, help="poll interval when no NOTIFY arrives")
+    worker.add_argument("--grace-s", type=int, default=30, help="shutdown grace for in-flight tasks")
+    worker.add_argument("--no-maintenance", action="store_true", help="do not take part in maintenance")
+    worker.set_defaults(handler=cmd_worker)
     stats = sub.add_parser("stats", help="task counts per queue and state")
     stats.add_argument("--json", action="store_true")
     stats.set_defaults(handler=cmd_stats)

@@ -1,0 +1,138 @@
+// The worker engine for Python. A Python handler is a C++ Handler that takes
+// the GIL only for the call into Python; the engine's threads, claims and
+// completions run without it.
+#include <pybind11/functional.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+
+#include "bind.hpp"
+#include "payq/outbox.hpp"
+#include "payq/worker.hpp"
+
+namespace payq::bindings {
+namespace {
+
+// Calls `adapter(task, worker_id, lease_token)` (payq/worker.py), which runs
+// the user's function and reports (outcome, result_json, error,
+// retry_after_ms), or None when the handler completed the task itself.
+class PythonHandler final : public Handler {
+ public:
+  explicit PythonHandler(py::object adapter) : adapter_(std::move(adapter)) {}
+  ~PythonHandler() override {
+    py::gil_scoped_acquire gil;
+    adapter_ = py::object();
+  }
+
+  HandlerResult handle(const Task& task, const TaskContext& context) override {
+    py::gil_scoped_acquire gil;
+    py::object reported = adapter_(task, context.worker_id, context.lease_token);
+    if (reported.is_none()) return HandlerResult::completed_by_handler();
+    auto [kind, result_json, error, retry_after_ms] =
+        reported.cast<std::tuple<std::string, std::string, std::string, std::optional<std::int64_t>>>();
+    Outcome outcome;
+    outcome.kind = kind == "success" ? OutcomeKind::success
+                   : kind == "fail"  ? OutcomeKind::fail
+                   : kind == "unknown" ? OutcomeKind::unknown
+                                       : OutcomeKind::retry;
+    outcome.result_json = std::move(result_json);
+    outcome.error = std::move(error);
+    outcome.retry_after_ms = retry_after_ms;
+    return outcome;
+  }
+
+ private:
+  py::object adapter_;
+};
+
+}  // namespace
+
+void bind_worker(py::module_& m) {
+  py::class_<HandlerRegistry, std::shared_ptr<HandlerRegistry>>(m, "HandlerRegistry")
+      .def(py::init([] { return std::make_shared<HandlerRegistry>(); }))
+      .def("add_python",
+           [](HandlerRegistry& self, const std::string& kind, py::object adapter,
+              std::optional<std::int64_t> delay_ms_base, std::optional<std::int64_t> delay_ms_max,
+              std::optional<int> multiplier) {
+             HandlerOptions options;
+             if (delay_ms_base || delay_ms_max || multiplier) {
+               BackoffPolicy backoff;
+               if (delay_ms_base) backoff.delay_ms_base = *delay_ms_base;
+               if (delay_ms_max) backoff.delay_ms_max = *delay_ms_max;
+               if (multiplier) backoff.multiplier = *multiplier;
+               backoff_validate(backoff);
+               options.backoff = backoff;
+             }
+             self.add(kind, std::make_shared<PythonHandler>(std::move(adapter)), options);
+           })
+      .def("remove", &HandlerRegistry::remove)
+      .def("kinds", &HandlerRegistry::kinds);
+
+  py::class_<WorkerStats>(m, "WorkerStats")
+      .def_readonly("claimed", &WorkerStats::claimed)
+      .def_readonly("succeeded", &WorkerStats::succeeded)
+      .def_readonly("retried", &WorkerStats::retried)
+      .def_readonly("failed", &WorkerStats::failed)
+      .def_readonly("unknown", &WorkerStats::unknown)
+      .def_readonly("unknown_kind", &WorkerStats::unknown_kind)
+      .def_readonly("handler_exceptions", &WorkerStats::handler_exceptions)
+      .def_readonly("completed_by_handler", &WorkerStats::completed_by_handler)
+      .def_readonly("lease_lost", &WorkerStats::lease_lost)
+      .def_readonly("given_back", &WorkerStats::given_back)
+      .def_readonly("complete_errors", &WorkerStats::complete_errors)
+      .def_readonly("database_errors", &WorkerStats::database_errors)
+      .def_readonly("in_flight", &WorkerStats::in_flight)
+      .def_readonly("maintenance_ticks", &WorkerStats::maintenance_ticks)
+      .def_readonly("maintenance_leader", &WorkerStats::maintenance_leader);
+
+  // Holds the database and registry alive as long as the worker.
+  struct PyWorker {
+    std::shared_ptr<Database> database;
+    std::shared_ptr<HandlerRegistry> registry;
+    std::unique_ptr<Worker> worker;
+    PyWorker(std::shared_ptr<Database> d, std::shared_ptr<HandlerRegistry> r, std::unique_ptr<Worker> w)
+        : database(std::move(d)), registry(std::move(r)), worker(std::move(w)) {}
+    PyWorker(PyWorker&&) = default;
+    // The worker joins its threads on destruction; a handler among them may
+    // be waiting for the GIL, so it must not be held here.
+    ~PyWorker() {
+      if (!worker) return;
+      py::gil_scoped_release release;
+      worker.reset();
+    }
+  };
+  py::class_<PyWorker>(m, "Worker")
+      .def(py::init([](std::shared_ptr<Database> database, std::shared_ptr<HandlerRegistry> registry,
+                       std::vector<std::pair<std::string, int>> queues, int concurrency, std::size_t batch,
+                       std::int64_t poll_ms, std::int64_t grace_ms, std::string worker_id, bool listen,
+                       bool maintenance, std::int64_t maintenance_interval_ms, std::int64_t prune_after_ms) {
+             WorkerOptions options;
+             options.queues = std::move(queues);
+             options.concurrency = concurrency;
+             options.claim_batch_count_max = batch;
+             options.poll_interval = std::chrono::milliseconds(poll_ms);
+             options.shutdown_grace = std::chrono::milliseconds(grace_ms);
+             options.worker_id = std::move(worker_id);
+             options.listen = listen;
+             options.maintenance = maintenance;
+             options.maintenance_interval = std::chrono::milliseconds(maintenance_interval_ms);
+             options.prune_after_ms = prune_after_ms;
+             options.maintenance_extra = [](Transaction& tx) { Outbox(tx).cron_fire(); };
+             auto worker = std::make_unique<Worker>(*database, *registry, std::move(options));
+             return PyWorker{std::move(database), std::move(registry), std::move(worker)};
+           }))
+      .def("start", [](PyWorker& self) { self.worker->start(); }, py::call_guard<py::gil_scoped_release>())
+      .def("request_stop", [](PyWorker& self) { self.worker->request_stop(); },
+           py::call_guard<py::gil_scoped_release>())
+      .def("stop", [](PyWorker& self) { self.worker->stop(); }, py::call_guard<py::gil_scoped_release>())
+      .def("stats", [](PyWorker& self) { return self.worker->stats(); });
+
+  m.def(
+      "notify_queues",
+      [](std::shared_ptr<Database> database, const std::vector<std::string>& queues) {
+        for (const auto& queue : queues) notify_queue(*database, queue);
+      },
+      py::call_guard<py::gil_scoped_release>());
+}
+
+}  // namespace payq::bindings

@@ -1,0 +1,261 @@
+"""Handlers and the worker: business logic in Python, the hot loop in C++.
+
+Register handlers with a decorator; ``payq worker --app myapp.tasks`` imports
+``myapp.tasks`` and runs them::
+
+    import payq
+
+    @payq.handler("sms.send", max_delay=timedelta(minutes=10))
+    def send_sms(task: payq.TaskRun) -> dict:
+        response = provider.send(task.payload["to"], key=task.idempotency_key)
+        if response.status == 429:
+            raise payq.Retry("rate limited", after=timedelta(seconds=30))
+        if response.status == 400:
+            raise payq.Fail("invalid number")          # never applied: compensate
+        if response.timed_out_after_sending:
+            raise payq.Unknown("timeout after send")   # may be applied: same key, no compensation
+        return {"message_id": response.id}             # success: stored as the result
+
+The C++ engine claims tasks, holds the GIL only while calling the handler,
+and records the outcome (with the task's ledger settlement) in one
+transaction. Any other exception means ``retry``.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import threading
+import time
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+from payq._native import core
+from payq.errors import InvalidArgument
+from payq.outbox import Task
+
+__all__ = [
+    "Retry",
+    "Fail",
+    "Unknown",
+    "TaskRun",
+    "Registry",
+    "registry",
+    "handler",
+    "Worker",
+]
+
+Reported = Optional[Tuple[str, str, str, Optional[int]]]
+
+
+class _OutcomeSignal(Exception):
+    outcome = "retry"
+
+    def __init__(self, reason: str = "", *, after: Optional[timedelta] = None) -> None:
+        super().__init__(reason)
+        self.reason = reason
+        self.after = after
+
+
+class Retry(_OutcomeSignal):
+    """Raise from a handler: definitely not applied; try again after a
+    backoff (or ``after``)."""
+
+    outcome = "retry"
+
+
+class Fail(_OutcomeSignal):
+    """Raise from a handler: definitely not applied and never will be; the
+    task goes dead and its settlement's failure side runs."""
+
+    outcome = "fail"
+
+
+class Unknown(_OutcomeSignal):
+    """Raise from a handler: it may have been applied (a timeout after
+    sending). Retried with the same idempotency key, never compensated;
+    when attempts run out the task waits for an operator."""
+
+    outcome = "unknown"
+
+
+class TaskRun:
+    """The task a handler runs: the task's fields (``payload``,
+    ``idempotency_key``, ``attempt``, ...) plus its lease.
+
+    A handler whose side effect is itself a database write calls
+    :meth:`complete` inside its own business transaction: the completion
+    counts only while this attempt still holds the lease, so a zombie worker
+    whose lease was taken over raises :class:`payq.LeaseLost` and its
+    business transaction rolls back with it.
+    """
+
+    def __init__(self, task: Task, worker_id: str, lease_token: int) -> None:
+        self.task = task
+        self.worker_id = worker_id
+        self.lease_token = lease_token
+        self.completed = False
+        self._started = time.monotonic()
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.task, name)
+
+    def complete(self, transaction: Any, result: Any = None) -> None:
+        """Record success inside ``transaction`` (a ``payq.Transaction`` or
+        an application connection's executor from ``payq.app_executor``)."""
+        target = getattr(transaction, "_tx", transaction)
+        duration_ms = int((time.monotonic() - self._started) * 1000)
+        core.outbox_complete(target, self.task.id, self.lease_token, self.task.attempt, "success",
+                             json.dumps(result, allow_nan=False), "", None, self.worker_id, duration_ms)
+        self.completed = True
+
+
+HandlerFunction = Callable[[TaskRun], Any]
+
+
+@dataclass
+class _Registration:
+    function: HandlerFunction
+    base_delay: Optional[timedelta]
+    max_delay: Optional[timedelta]
+    multiplier: Optional[int]
+
+
+def _ms(value: Optional[timedelta]) -> Optional[int]:
+    return None if value is None else value // timedelta(milliseconds=1)
+
+
+def _adapter(function: HandlerFunction) -> Callable[[Any, str, int], Reported]:
+    """Runs ``function`` and reports its outcome as the engine expects."""
+
+    def run(core_task: Any, worker_id: str, lease_token: int) -> Reported:
+        task = TaskRun(Task._from_core(core_task), worker_id, lease_token)
+        try:
+            result = function(task)
+        except _OutcomeSignal as signal_:
+            return (signal_.outcome, "null", signal_.reason or type(signal_).__name__, _ms(signal_.after))
+        except Exception as exc:  # noqa: BLE001 - any other failure means retry
+            return ("retry", "null", f"{type(exc).__name__}: {exc}"[:4000], None)
+        if task.completed:
+            return None
+        try:
+            return ("success", json.dumps(result, allow_nan=False), "", None)
+        except (TypeError, ValueError) as exc:
+            # The side effect happened but its result cannot be stored:
+            # record success with the error text instead of retrying a payment.
+            return ("success", json.dumps({"unserialisable_result": repr(result)[:1000]}), str(exc), None)
+
+    return run
+
+
+class Registry:
+    """Handlers by task kind."""
+
+    def __init__(self) -> None:
+        self._handlers: Dict[str, _Registration] = {}
+
+    def handler(
+        self,
+        kind: str,
+        *,
+        base_delay: Optional[timedelta] = None,
+        max_delay: Optional[timedelta] = None,
+        multiplier: Optional[int] = None,
+    ) -> Callable[[HandlerFunction], HandlerFunction]:
+        """Decorator: register the function as the handler of ``kind``, with
+        an optional backoff (exponential, full jitter: a retry waits a random
+        time up to ``min(max_delay, base_delay * multiplier**(attempt-1))``)."""
+
+        def register(function: HandlerFunction) -> HandlerFunction:
+            if kind in self._handlers:
+                raise InvalidArgument(f"a handler for {kind!r} is already registered")
+            self._handlers[kind] = _Registration(function, base_delay, max_delay, multiplier)
+            return function
+
+        return register
+
+    def kinds(self) -> List[str]:
+        return sorted(self._handlers)
+
+    def _to_core(self) -> "core.HandlerRegistry":
+        registry = core.HandlerRegistry()
+        for kind, r in self._handlers.items():
+            registry.add_python(kind, _adapter(r.function), _ms(r.base_delay), _ms(r.max_delay), r.multiplier)
+        return registry
+
+
+registry = Registry()
+"""The default registry, used by ``payq.handler`` and ``payq worker``."""
+
+handler = registry.handler
+
+
+def _default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+
+
+class Worker:
+    """Runs handlers for tasks of some queues, on C++ threads, each with its
+    own connection. Use :meth:`run` (blocks; stops gracefully on SIGTERM and
+    SIGINT) or :meth:`start`/:meth:`stop`.
+    """
+
+    def __init__(
+        self,
+        db: Any,
+        *,
+        queues: Sequence[Union[str, Tuple[str, int]]] = ("default",),
+        registry: Registry = registry,
+        concurrency: int = 4,
+        batch: int = 10,
+        poll_interval: timedelta = timedelta(seconds=1),
+        shutdown_grace: timedelta = timedelta(seconds=30),
+        worker_id: Optional[str] = None,
+        listen: bool = True,
+        maintenance: bool = True,
+        maintenance_interval: timedelta = timedelta(seconds=1),
+        prune_after: timedelta = timedelta(days=7),
+    ) -> None:
+        pairs = [(q, 1) if isinstance(q, str) else (q[0], int(q[1])) for q in queues]
+        self.worker_id = worker_id or _default_worker_id()
+        self._core = core.Worker(
+            db._core, registry._to_core(), pairs, concurrency, batch, _ms(poll_interval), _ms(shutdown_grace),
+            self.worker_id, listen, maintenance, _ms(maintenance_interval), _ms(prune_after),
+        )
+        self._stop_requested = threading.Event()
+
+    def start(self) -> None:
+        """Start the worker's threads and return."""
+        self._core.start()
+
+    def stop(self) -> None:
+        """Stop claiming, let in-flight tasks finish, give back the rest."""
+        self._core.stop()
+
+    def request_stop(self) -> None:
+        """Ask the worker to stop (safe from a signal handler or a handler)."""
+        self._stop_requested.set()
+        self._core.request_stop()
+
+    def stats(self) -> Dict[str, Any]:
+        s = self._core.stats()
+        return {name: getattr(s, name) for name in dir(s) if not name.startswith("_")}
+
+    def run(self) -> None:
+        """Run until SIGTERM or SIGINT (or :meth:`request_stop`), then shut
+        down gracefully. Call from the main thread."""
+        previous = {}
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.signal(signum, lambda *_: self.request_stop())
+        try:
+            self.start()
+            # The main thread waits in Python, so signal handlers can run.
+            while not self._stop_requested.wait(0.2):
+                pass
+        finally:
+            self.stop()
+            for signum, old in previous.items():
+                signal.signal(signum, old)
