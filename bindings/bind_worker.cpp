@@ -105,7 +105,8 @@ void bind_worker(py::module_& m) {
       .def(py::init([](std::shared_ptr<Database> database, std::shared_ptr<HandlerRegistry> registry,
                        std::vector<std::pair<std::string, int>> queues, int concurrency, std::size_t batch,
                        std::int64_t poll_ms, std::int64_t grace_ms, std::string worker_id, bool listen,
-                       bool maintenance, std::int64_t maintenance_interval_ms, std::int64_t prune_after_ms) {
+                       bool maintenance, std::int64_t maintenance_interval_ms, std::int64_t prune_after_ms,
+                       bool log) {
              WorkerOptions options;
              options.queues = std::move(queues);
              options.concurrency = concurrency;
@@ -118,6 +119,7 @@ void bind_worker(py::module_& m) {
              options.maintenance_interval = std::chrono::milliseconds(maintenance_interval_ms);
              options.prune_after_ms = prune_after_ms;
              options.maintenance_extra = [](Transaction& tx) { Outbox(tx).cron_fire(); };
+             if (!log) options.log_sink = [](const std::string&) {};
              auto worker = std::make_unique<Worker>(*database, *registry, std::move(options));
              return PyWorker{std::move(database), std::move(registry), std::move(worker)};
            }))

@@ -81,10 +81,11 @@ def test_ledger_cli_lists_audits_and_shows_history(home):
         return subprocess.run([sys.executable, "-m", "payq", *args], env=env, capture_output=True, text=True,
                               timeout=300)
 
-    demo = payq_cli("demo", "--operations", "200", "--wallets", "20", "--threads", "4")
+    demo = payq_cli("demo", "--withdrawals", "200", "--wallets", "20", "--threads", "4")
     assert demo.returncode == 0, demo.stdout + demo.stderr
-    assert "conserved:               yes" in demo.stdout
-    assert "ledger audit:            clean" in demo.stdout
+    assert "conserved:                yes" in demo.stdout
+    assert "ledger audit:             clean" in demo.stdout
+    assert "OK: no money lost or paid twice" in demo.stdout
     accounts = payq_cli("ledger", "accounts", "--json", "--limit", "5")
     assert accounts.returncode == 0, accounts.stderr
     assert len(json.loads(accounts.stdout)) == 5

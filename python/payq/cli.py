@@ -70,30 +70,28 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"[2/{steps}] migrating schema {db.schema!r} ...")
     migrated = db.migrate()
     _say(f"      applied {migrated.applied or 'nothing (up to date)'}; version {migrated.version_current}")
-    report = run_demo(db, wallet_count=args.wallets, operation_count=args.operations, thread_count=args.threads,
-                      say=_say)
+    r = run_demo(db, wallet_count=args.wallets, withdrawal_count=args.withdrawals, thread_count=args.threads,
+                 say=_say)
     _say("")
     _say("payq demo report")
-    _say(f"  wallets:                 {report.wallets}")
-    _say(f"  withdrawals captured:    {report.withdrawals_captured}")
-    _say(f"  withdrawals released:    {report.withdrawals_released}")
-    _say(f"  transfers with fee:      {report.transfers}")
-    _say(f"  refused (insufficient):  {report.refused_insufficient_funds}")
-    _say(f"  unexpected errors:       {len(report.unexpected_errors)}")
-    for error in report.unexpected_errors[:5]:
-        _say(f"    {error}")
-    _say(f"  money in:                {report.money_in}")
-    _say(f"  paid out to provider:    {report.money_out_to_provider}")
-    _say(f"  fees earned:             {report.fees_earned}")
-    _say(f"  left in wallets:         {report.wallets_total}")
-    _say(f"  conserved:               {'yes' if report.conserved else 'NO'}")
-    _say(f"  ledger audit:            {'clean' if report.audit_ok else 'VIOLATIONS'}")
-    for violation in report.audit_violations[:10]:
+    _say(f"  withdrawals:              {r.withdrawals}")
+    _say(f"  paid:                     {r.paid}")
+    _say(f"  failed and refunded:      {r.failed_and_released}")
+    _say(f"  needs review:             {r.needs_review}")
+    _say(f"  retried / unknown tries:  {r.retried_attempts} / {r.unknown_attempts}")
+    _say(f"  provider: keys paid twice {r.provider_keys_paid_twice}; most calls for one key {r.provider_max_calls_per_key}")
+    _say(f"  money in:                 {r.money_in}")
+    _say(f"  paid out (ledger):        {r.paid_out}")
+    _say(f"  paid by provider:         {r.provider_paid}")
+    _say(f"  left in wallets:          {r.left_in_wallets} (held {r.held_in_wallets})")
+    _say(f"  conserved:                {'yes' if r.conserved else 'NO'}")
+    _say(f"  ledger audit:             {'clean' if r.audit_ok else 'VIOLATIONS'}")
+    for violation in r.audit_violations[:10]:
         _say(f"    {violation}")
-    _say(f"  elapsed:                 {report.elapsed_s:.1f} s")
-    _say(f"  peak memory (RSS):       {report.peak_rss_mib:.0f} MiB")
-    ok = report.audit_ok and report.conserved and not report.unexpected_errors
-    return 0 if ok else 1
+    _say(f"  elapsed:                  {r.elapsed_s:.1f} s")
+    _say(f"  peak memory (RSS):        {r.peak_rss_mib:.0f} MiB")
+    _say(f"  result:                   {'OK: no money lost or paid twice' if r.ok else 'PROBLEM'}")
+    return 0 if r.ok else 1
 
 
 def cmd_ledger_accounts(args: argparse.Namespace) -> int:
@@ -269,7 +267,7 @@ def _parser() -> argparse.ArgumentParser:
             command.add_argument("--json", action="store_true", help="print JSON")
         if name == "demo":
             command.add_argument("--wallets", type=int, default=200, help="wallets to open (default 200)")
-            command.add_argument("--operations", type=int, default=2000, help="operations to run (default 2000)")
+            command.add_argument("--withdrawals", type=int, default=2000, help="withdrawals to run (default 2000)")
             command.add_argument("--threads", type=int, default=8, help="concurrent threads (default 8)")
     tasks = sub.add_parser("tasks", help="inspect and act on outbox tasks")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)

@@ -200,7 +200,8 @@ def _default_worker_id() -> str:
 class Worker:
     """Runs handlers for tasks of some queues, on C++ threads, each with its
     own connection. Use :meth:`run` (blocks; stops gracefully on SIGTERM and
-    SIGINT) or :meth:`start`/:meth:`stop`.
+    SIGINT) or :meth:`start`/:meth:`stop`. With ``log=True`` it writes one
+    JSON object per event to stderr.
     """
 
     def __init__(
@@ -218,12 +219,13 @@ class Worker:
         maintenance: bool = True,
         maintenance_interval: timedelta = timedelta(seconds=1),
         prune_after: timedelta = timedelta(days=7),
+        log: bool = True,
     ) -> None:
         pairs = [(q, 1) if isinstance(q, str) else (q[0], int(q[1])) for q in queues]
         self.worker_id = worker_id or _default_worker_id()
         self._core = core.Worker(
             db._core, registry._to_core(), pairs, concurrency, batch, _ms(poll_interval), _ms(shutdown_grace),
-            self.worker_id, listen, maintenance, _ms(maintenance_interval), _ms(prune_after),
+            self.worker_id, listen, maintenance, _ms(maintenance_interval), _ms(prune_after), log,
         )
         self._stop_requested = threading.Event()
 
