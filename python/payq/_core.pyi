@@ -300,3 +300,43 @@ def outbox_cron_set(
     target: LedgerTarget, name: str, schedule: str, time_zone: str, queue: str, kind: str, payload_json: str
 ) -> None: ...
 def outbox_cron_fire(target: LedgerTarget) -> int: ...
+
+# ---- worker
+class HandlerRegistry:
+    def __init__(self) -> None: ...
+    def add_python(
+        self, kind: str, adapter: Any, delay_ms_base: Optional[int], delay_ms_max: Optional[int],
+        multiplier: Optional[int],
+    ) -> None: ...
+    def remove(self, kind: str) -> bool: ...
+    def kinds(self) -> List[str]: ...
+
+class WorkerStats:
+    claimed: int
+    succeeded: int
+    retried: int
+    failed: int
+    unknown: int
+    unknown_kind: int
+    handler_exceptions: int
+    completed_by_handler: int
+    lease_lost: int
+    given_back: int
+    complete_errors: int
+    database_errors: int
+    in_flight: int
+    maintenance_ticks: int
+    maintenance_leader: bool
+
+class Worker:
+    def __init__(
+        self, database: Database, registry: HandlerRegistry, queues: Sequence[Tuple[str, int]], concurrency: int,
+        batch: int, poll_ms: Optional[int], grace_ms: Optional[int], worker_id: str, listen: bool, maintenance: bool,
+        maintenance_interval_ms: Optional[int], prune_after_ms: Optional[int], log: bool,
+    ) -> None: ...
+    def start(self) -> None: ...
+    def request_stop(self) -> None: ...
+    def stop(self) -> None: ...
+    def stats(self) -> WorkerStats: ...
+
+def notify_queues(database: Database, queues: Sequence[str]) -> None: ...
