@@ -18,6 +18,9 @@ void bind_ledger(py::module_& m);
 void bind_outbox(py::module_& m);
 void bind_worker(py::module_& m);
 
+// Rows as (column names, list of tuples of str | None); call with the GIL held.
+py::tuple rows_to_python(const Rows& rows);
+
 // The Executor behind a Python object: an AppExecutor or a payq _core.Transaction;
 // InvalidArgument otherwise. The object must outlive the use of the reference.
 Executor& executor_from(py::handle obj);

@@ -444,19 +444,6 @@ class DbApiExecutor final : public Executor {
   std::size_t savepoint_depth_ = 0;
 };
 
-// Rows as (column names, list of tuples of str | None); built with the GIL held.
-py::tuple rows_to_python(const Rows& rows) {
-  py::list out;
-  for (const auto& row : rows.values()) {
-    py::tuple values(row.size());
-    for (std::size_t i = 0; i < row.size(); ++i) {
-      values[i] = row[i] ? py::object(py::str(*row[i])) : py::object(py::none());
-    }
-    out.append(std::move(values));
-  }
-  return py::make_tuple(rows.columns(), std::move(out));
-}
-
 }  // namespace
 
 Executor& executor_from(py::handle obj) {

@@ -18,7 +18,8 @@ const char* dsn_source_name(DsnSource source) {
   return "unknown";
 }
 
-// Rows as (column names, list of tuples of str | None); built with the GIL held.
+}  // namespace
+
 py::tuple rows_to_python(const Rows& rows) {
   py::list out;
   for (const auto& row : rows.values()) {
@@ -30,8 +31,6 @@ py::tuple rows_to_python(const Rows& rows) {
   }
   return py::make_tuple(rows.columns(), std::move(out));
 }
-
-}  // namespace
 
 void bind_database(py::module_& m) {
   py::class_<MigrateReport>(m, "MigrateReport")

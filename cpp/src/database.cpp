@@ -53,7 +53,7 @@ void Database::release(std::unique_ptr<Connection> connection) noexcept {
   if (pool_idle_.size() < options_.pool_idle_count_max) pool_idle_.push_back(std::move(connection));
 }
 
-void Database::transient_backoff(int attempt) {
+void transient_backoff(int attempt) {
   // Full jitter over an exponential window: 1 ms, 2 ms, 4 ms ... capped.
   constexpr int window_ms_max = 100;
   const int window_ms = std::min(window_ms_max, 1 << std::min(attempt, 7));

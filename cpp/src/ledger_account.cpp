@@ -3,6 +3,7 @@
 
 #include "ledger_internal.hpp"
 #include "ledger_statements.hpp"
+#include "text_internal.hpp"
 #include "payq/currency.hpp"
 #include "payq/error.hpp"
 
@@ -15,15 +16,6 @@ namespace {
 constexpr std::size_t owner_bytes_max = 200;
 constexpr std::size_t namespace_bytes_max = 100;
 
-void text_validate(const std::string& value, std::size_t bytes_max, const char* what) {
-  if (value.empty() || value.size() > bytes_max) {
-    throw InvalidArgument(std::string(what) + " must be 1 to " + std::to_string(bytes_max) + " bytes");
-  }
-  for (unsigned char c : value) {
-    if (c < 0x20 || c == 0x7f) throw InvalidArgument(std::string(what) + " contains a control character");
-  }
-}
-
 }  // namespace
 
 void Ledger::currency_define(const std::string& code, int exponent) {
@@ -35,8 +27,8 @@ void Ledger::currency_define(const std::string& code, int exponent) {
 }
 
 Account Ledger::account_open(const AccountOpen& request) {
-  text_validate(request.owner, owner_bytes_max, "owner");
-  text_validate(request.ns, namespace_bytes_max, "namespace");
+  detail::text_bounded(request.owner, owner_bytes_max, "owner");
+  detail::text_bounded(request.ns, namespace_bytes_max, "namespace");
   if (request.overdraft_minor < 0) throw InvalidAmount("an overdraft cannot be negative");
   if (!currency_known(request.currency)) {
     // A custom currency defined by another process lives in the database.

@@ -4,20 +4,12 @@
 
 #include "ledger_internal.hpp"
 #include "ledger_statements.hpp"
+#include "text_internal.hpp"
 #include "payq/error.hpp"
 
 namespace payq::ledger_detail {
 
-void key_validate(const std::string& key) {
-  if (key.empty()) throw InvalidArgument("idempotency key is empty");
-  if (key.size() > idempotency_key_bytes_max) {
-    throw InvalidArgument("idempotency key is " + std::to_string(key.size()) + " bytes; at most " +
-                          std::to_string(idempotency_key_bytes_max) + " are allowed");
-  }
-  for (unsigned char c : key) {
-    if (c < 0x20 || c == 0x7f) throw InvalidArgument("idempotency key contains a control character");
-  }
-}
+void key_validate(const std::string& key) { detail::text_bounded(key, idempotency_key_bytes_max, "idempotency key"); }
 
 void id_validate(std::int64_t id, const char* what) {
   if (id <= 0) throw InvalidArgument(std::string(what) + " id must be positive, got " + std::to_string(id));

@@ -33,15 +33,6 @@ TaskState task_state_parse(const std::string& name) {
 
 namespace outbox_detail {
 
-void text_bounded(const std::string& value, std::size_t bytes_max, const char* what) {
-  if (value.empty() || value.size() > bytes_max) {
-    throw InvalidArgument(std::string(what) + " must be 1 to " + std::to_string(bytes_max) + " bytes");
-  }
-  for (unsigned char c : value) {
-    if (c < 0x20 || c == 0x7f) throw InvalidArgument(std::string(what) + " contains a control character");
-  }
-}
-
 std::string json_canonical(const std::string& text, const char* what, std::size_t bytes_max) {
   if (text.size() > bytes_max) {
     throw InvalidArgument(std::string(what) + " is larger than " + std::to_string(bytes_max) + " bytes");

@@ -2,11 +2,12 @@
 #pragma once
 
 #include "payq/outbox.hpp"
+#include "text_internal.hpp"
 
 namespace payq::outbox_detail {
 
 Task task_from(const Rows& rows, std::size_t row);
-void text_bounded(const std::string& value, std::size_t bytes_max, const char* what);
+using detail::text_bounded;
 // Canonical JSON text of any JSON value; InvalidArgument if it is not JSON.
 std::string json_canonical(const std::string& text, const char* what, std::size_t bytes_max);
 

@@ -36,7 +36,6 @@ constexpr int lease_headroom_divisor = 2;
 
 // A transient error (serialization failure, deadlock) re-runs a transaction
 // after a short random pause, at most the database's transient retry count.
-constexpr int transient_pause_ms_max = 50;
 
 std::chrono::milliseconds error_delay(int failure_count) {
   const int doublings = std::clamp(failure_count - 1, 0, claim_error_doubling_count_max);
@@ -63,38 +62,6 @@ void log_to_stderr(const std::string& line) {
 bool queue_name_valid(const std::string& name) {
   static const std::regex pattern("^[A-Za-z0-9_.:-]{1,100}$");
   return std::regex_match(name, pattern);
-}
-
-void transient_pause() {
-  thread_local std::minstd_rand random(std::random_device{}());
-  std::uniform_int_distribution<int> pick(0, transient_pause_ms_max);
-  std::this_thread::sleep_for(std::chrono::milliseconds(pick(random)));
-}
-
-// Runs `work` in a transaction on the thread's own connection and commits,
-// re-running it after a TransientError like Database::transact does; never
-// after CommitUnknown.
-template <typename Work>
-auto transact_on(Connection& connection, int transient_retry_count_max, Work&& work)
-    -> std::invoke_result_t<Work&, Transaction&> {
-  using Result = std::invoke_result_t<Work&, Transaction&>;
-  for (int attempt = 0;; ++attempt) {
-    try {
-      Transaction transaction(connection);
-      if constexpr (std::is_void_v<Result>) {
-        work(transaction);
-        transaction.commit();
-        return;
-      } else {
-        Result result = work(transaction);
-        transaction.commit();
-        return result;
-      }
-    } catch (const TransientError&) {
-      if (attempt >= transient_retry_count_max) throw;
-      transient_pause();
-    }
-  }
 }
 
 // Counts a task in flight for as long as its handler and completion run.

@@ -74,7 +74,6 @@ class Database {
 
  private:
   void release(std::unique_ptr<Connection> connection) noexcept;
-  void transient_backoff(int attempt);
 
   DatabaseOptions options_;
   ResolvedDsn dsn_;
@@ -94,13 +93,20 @@ class PooledTransaction {
   Transaction transaction_;
 };
 
+// Sleeps a random time in an exponential window before re-running a
+// transaction that failed transiently (full jitter, capped).
+void transient_backoff(int attempt);
+
+// Runs `work(transaction)` on `connection` and commits, re-running it from
+// the start after a TransientError at most `transient_retry_count_max`
+// times; CommitUnknown and every other error propagate at once.
 template <typename Work>
-auto Database::transact(Work&& work) -> std::invoke_result_t<Work&, Transaction&> {
+auto transact_on(Connection& connection, int transient_retry_count_max, Work&& work)
+    -> std::invoke_result_t<Work&, Transaction&> {
   using Result = std::invoke_result_t<Work&, Transaction&>;
   for (int attempt = 0;; ++attempt) {
-    Lease lease = acquire();
     try {
-      Transaction transaction(*lease);
+      Transaction transaction(connection);
       if constexpr (std::is_void_v<Result>) {
         work(transaction);
         transaction.commit();
@@ -111,10 +117,16 @@ auto Database::transact(Work&& work) -> std::invoke_result_t<Work&, Transaction&
         return result;
       }
     } catch (const TransientError&) {
-      if (attempt >= options_.transient_retry_count_max) throw;
+      if (attempt >= transient_retry_count_max) throw;
       transient_backoff(attempt);
     }
   }
+}
+
+template <typename Work>
+auto Database::transact(Work&& work) -> std::invoke_result_t<Work&, Transaction&> {
+  Lease lease = acquire();
+  return transact_on(*lease, options_.transient_retry_count_max, std::forward<Work>(work));
 }
 
 }  // namespace payq

@@ -1,0 +1,16 @@
+#include "text_internal.hpp"
+
+#include "payq/error.hpp"
+
+namespace payq::detail {
+
+void text_bounded(const std::string& value, std::size_t bytes_max, const char* what) {
+  if (value.empty() || value.size() > bytes_max) {
+    throw InvalidArgument(std::string(what) + " must be 1 to " + std::to_string(bytes_max) + " bytes");
+  }
+  for (unsigned char c : value) {
+    if (c < 0x20 || c == 0x7f) throw InvalidArgument(std::string(what) + " contains a control character");
+  }
+}
+
+}  // namespace payq::detail
