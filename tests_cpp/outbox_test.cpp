@@ -448,6 +448,12 @@ TEST_F(Cron_, EachSlotFiresOnceAcrossConcurrentFirers) {
 TEST_F(Cron_, ANewEntryDoesNotFireSlotsFromBeforeItExisted) {
   db->transact([&](Transaction& tx) { Outbox(tx).cron_set({"yearly", "0 0 1 1 *", "UTC", "default", "y", "{}"}); });
   EXPECT_EQ(db->transact([](Transaction& tx) { return Outbox(tx).cron_fire(); }), 0);
+  // Not even the minute it was created in, which began before it existed.
+  db->transact([&](Transaction& tx) { Outbox(tx).cron_set({"minutely", "* * * * *", "UTC", "default", "m", "{}"}); });
+  db->transact([&](Transaction& tx) {
+    tx.exec_sql("UPDATE @schema@.cron_entry SET created_at = date_trunc('minute', now()) + interval '1 second'");
+  });
+  EXPECT_EQ(db->transact([](Transaction& tx) { return Outbox(tx).cron_fire(); }), 0);
 }
 
 }  // namespace

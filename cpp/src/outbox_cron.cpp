@@ -27,12 +27,14 @@ const Statement time_zone_known{"payq_time_zone_known", R"sql(
 SELECT EXISTS (SELECT 1 FROM pg_timezone_names WHERE name = $1) AS known)sql"};
 
 // Wall-clock "now" and "fired up to" per entry, in the entry's time zone.
-// An entry that never fired starts from the minute it was created, so a new
-// entry does not fire slots from before it existed.
+// An entry that never fired starts from the first minute that begins at or
+// after its creation, so a new entry never fires a slot from before it existed.
 const Statement cron_due{"payq_cron_due", R"sql(
 SELECT name, schedule, time_zone, queue, kind, payload::text AS payload,
        to_char(now() AT TIME ZONE time_zone, 'YYYY MM DD HH24 MI') AS now_local,
-       to_char(coalesce(last_slot + interval '1 minute', date_trunc('minute', created_at)) AT TIME ZONE time_zone,
+       to_char(coalesce(last_slot + interval '1 minute',
+                        date_trunc('minute', created_at - interval '1 microsecond') + interval '1 minute')
+               AT TIME ZONE time_zone,
                'YYYY MM DD HH24 MI') AS from_local
 FROM @schema@.cron_entry ORDER BY name)sql"};
 

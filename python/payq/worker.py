@@ -27,6 +27,7 @@ import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -228,6 +229,7 @@ class Worker:
             self.worker_id, listen, maintenance, _ms(maintenance_interval), _ms(prune_after), log,
         )
         self._stop_requested = threading.Event()
+        self._shutdown_grace = shutdown_grace
 
     def start(self) -> None:
         """Start the worker's threads and return."""
@@ -248,7 +250,12 @@ class Worker:
 
     def run(self) -> None:
         """Run until SIGTERM or SIGINT (or :meth:`request_stop`), then shut
-        down gracefully. Call from the main thread."""
+        down gracefully: stop claiming, give back claimed tasks not yet
+        started, and let in-flight tasks finish within ``shutdown_grace``.
+        A handler still running after the grace is abandoned: the process
+        exits (status 3), the attempt's lease expires, and maintenance
+        records it as ``unknown`` (retried with the same key, never
+        compensated). Call from the main thread."""
         previous = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, lambda *_: self.request_stop())
@@ -258,6 +265,16 @@ class Worker:
             while not self._stop_requested.wait(0.2):
                 pass
         finally:
-            self.stop()
+            self._stop_within_grace()
             for signum, old in previous.items():
                 signal.signal(signum, old)
+
+    def _stop_within_grace(self) -> None:
+        stopper = threading.Thread(target=self.stop, name="payq-worker-stop", daemon=True)
+        stopper.start()
+        # The engine gives back unstarted tasks at once; only handlers run late.
+        stopper.join(self._shutdown_grace.total_seconds() + 1.0)
+        if stopper.is_alive():
+            print(json.dumps({"event": "shutdown_grace_exceeded_exit", "worker": self.worker_id}),
+                  file=sys.stderr, flush=True)
+            os._exit(3)
