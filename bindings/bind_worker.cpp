@@ -53,8 +53,9 @@ void bind_worker(py::module_& m) {
       .def("add_python",
            [](HandlerRegistry& self, const std::string& kind, py::object adapter,
               std::optional<std::int64_t> delay_ms_base, std::optional<std::int64_t> delay_ms_max,
-              std::optional<int> multiplier) {
+              std::optional<int> multiplier, bool batched_completion) {
              HandlerOptions options;
+             options.batched_completion = batched_completion;
              if (delay_ms_base || delay_ms_max || multiplier) {
                BackoffPolicy backoff;
                if (delay_ms_base) backoff.delay_ms_base = *delay_ms_base;
@@ -77,6 +78,7 @@ void bind_worker(py::module_& m) {
       .def_readonly("unknown_kind", &WorkerStats::unknown_kind)
       .def_readonly("handler_exceptions", &WorkerStats::handler_exceptions)
       .def_readonly("completed_by_handler", &WorkerStats::completed_by_handler)
+      .def_readonly("batched_completions", &WorkerStats::batched_completions)
       .def_readonly("lease_lost", &WorkerStats::lease_lost)
       .def_readonly("given_back", &WorkerStats::given_back)
       .def_readonly("complete_errors", &WorkerStats::complete_errors)

@@ -111,3 +111,31 @@ def test_registering_a_kind_twice_is_refused():
     registry.handler("x")(lambda task: None)
     with pytest.raises(payq.InvalidArgument):
         registry.handler("x")(lambda task: None)
+
+
+def test_batched_completion_option_records_successes_together(payq_db):
+    registry = Registry()
+
+    @registry.handler("cache.warm", batched_completion=True)
+    def warm(task):
+        return {"n": task.payload["n"]}
+
+    ids = [payq_db.enqueue("cache.warm", {"n": n}).task_id for n in range(20)]
+    worker = Worker(payq_db, registry=registry, concurrency=2, batch=10,
+                    poll_interval=timedelta(milliseconds=50), maintenance=False, listen=False, log=False)
+    worker.start()
+    done = threading.Event()
+    try:
+        for _ in range(600):
+            if all(payq_db.tasks.get(i).state == "succeeded" for i in ids):
+                done.set()
+                break
+            done.wait(0.05)
+    finally:
+        worker.stop()
+    assert done.is_set()
+    assert [payq_db.tasks.get(i).result for i in ids] == [{"n": n} for n in range(20)]
+    assert all([a.outcome for a in payq_db.tasks.attempts(i)] == ["success"] for i in ids)
+    stats = worker.stats()
+    assert stats["batched_completions"] == 20
+    assert stats["succeeded"] == 20

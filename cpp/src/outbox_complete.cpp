@@ -1,5 +1,8 @@
 // Completion: the fenced state change, its attempt record, its settlement
 // against the ledger and any alert, in one transaction.
+#include <algorithm>
+#include <stdexcept>
+
 #include <nlohmann/json.hpp>
 
 #include "outbox_internal.hpp"
@@ -145,6 +148,71 @@ Completion Outbox::complete(const CompleteRequest& request) {
     }
   }
   return completion;
+}
+
+namespace {
+
+// A PostgreSQL array literal of the values, each quoted, so any text
+// (JSON with quotes and backslashes included) survives; bound, never spliced.
+std::string array_text_quoted(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) out.push_back(',');
+    out.push_back('"');
+    for (const char c : values[i]) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    out.push_back('"');
+  }
+  out.push_back('}');
+  return out;
+}
+
+std::string array_text_i64(const std::vector<std::int64_t>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) out += (i ? "," : "") + std::to_string(values[i]);
+  out.push_back('}');
+  return out;
+}
+
+}  // namespace
+
+std::vector<std::int64_t> Outbox::complete_success_batch(const std::vector<BatchSuccess>& items,
+                                                         const std::string& worker_id) {
+  if (items.empty()) return {};
+  if (items.size() > complete_batch_count_max) {
+    throw InvalidArgument("a batch completion holds at most " + std::to_string(complete_batch_count_max) +
+                          " tasks, not " + std::to_string(items.size()));
+  }
+  std::vector<const BatchSuccess*> sorted;
+  sorted.reserve(items.size());
+  for (const auto& item : items) sorted.push_back(&item);
+  // Ascending ids: concurrent batches lock their rows in one order.
+  std::sort(sorted.begin(), sorted.end(), [](auto a, auto b) { return a->task_id < b->task_id; });
+  std::vector<std::int64_t> ids, tokens, durations;
+  std::vector<std::string> results;
+  for (const BatchSuccess* item : sorted) {
+    if (!ids.empty() && ids.back() == item->task_id) {
+      throw InvalidArgument("task " + std::to_string(item->task_id) + " appears twice in a batch completion");
+    }
+    if (item->duration_ms < 0) throw InvalidArgument("duration_ms cannot be negative");
+    ids.push_back(item->task_id);
+    tokens.push_back(item->lease_token);
+    durations.push_back(item->duration_ms);
+    results.push_back(json_canonical(item->result_json.empty() ? "null" : item->result_json, "task result",
+                                     task_payload_bytes_max));
+  }
+  Rows done = executor_.exec(outbox_sql::complete_success_batch,
+                             {array_text_i64(ids), array_text_i64(tokens), array_text_quoted(results),
+                              array_text_i64(durations), worker_id});
+  std::vector<std::int64_t> completed;
+  completed.reserve(done.size());
+  for (std::size_t i = 0; i < done.size(); ++i) completed.push_back(done.i64(i, "id"));
+  if (completed.size() > items.size()) {
+    throw std::logic_error("batch completion returned more tasks than it was given");
+  }
+  return completed;
 }
 
 std::int64_t Outbox::leases_rescue(std::int64_t count_max) {

@@ -156,6 +156,33 @@ WITH done AS (
 )
 SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM done t)sql"};
 
+// The fenced completion of many successes at once (tasks without a
+// settlement only): each item moves its task on only while the task is
+// still running under the item's lease token, and its attempt record is
+// written with it. A task with a settlement is left alone: its success
+// side must run, which only the per-task completion does.
+inline const Statement complete_success_batch{"payq_task_complete_success_batch", R"sql(
+WITH input AS (
+  SELECT * FROM unnest($1::bigint[], $2::bigint[], $3::jsonb[], $4::bigint[])
+    AS x(task_id, lease_token, result, duration_ms)
+), done AS (
+  UPDATE @schema@.task t
+  SET state = 'succeeded', result = input.result, error = NULL, lease_token = NULL, lease_until = NULL,
+      updated_at = now(), finished_at = now()
+  FROM input
+  WHERE t.id = input.task_id AND t.state = 'running' AND t.lease_token = input.lease_token
+    AND t.settle_hold_id IS NULL AND t.settle_reverse_transaction_id IS NULL AND t.followup IS NULL
+  RETURNING t.id, t.attempt, t.kind, input.lease_token AS attempt_lease_token,
+            input.duration_ms AS attempt_duration_ms
+), attempt AS (
+  INSERT INTO @schema@.task_attempt (task_id, attempt, lease_token, worker_id, kind, started_at, outcome, error,
+                                     duration_ms)
+  SELECT id, attempt, attempt_lease_token, $5, kind, now() - attempt_duration_ms * interval '1 millisecond',
+         'success', NULL, attempt_duration_ms
+  FROM done
+)
+SELECT id FROM done ORDER BY id)sql"};
+
 inline const Statement give_back{"payq_task_give_back", R"sql(
 WITH back AS (
   UPDATE @schema@.task

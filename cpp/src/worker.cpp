@@ -76,6 +76,13 @@ class InFlight {
   std::atomic<std::int64_t>& counter_;
 };
 
+// A success may wait for the batch's flush only if nothing but the state
+// change is due: no hold to capture, no reversal or follow-up waiting.
+bool success_batchable(const Task& task, const Outcome& outcome) {
+  const Settlement& s = task.settlement;
+  return outcome.kind == OutcomeKind::success && !s.hold_id && !s.reverse_transaction_id && !s.followup_json;
+}
+
 nlohmann::json task_fields(const Task& task) {
   return {{"task_id", task.id}, {"kind", task.kind}, {"queue", task.queue}, {"attempt", task.attempt}};
 }
@@ -299,6 +306,7 @@ WorkerStats Worker::stats() const {
   s.unknown_kind = counters_.unknown_kind.load();
   s.handler_exceptions = counters_.handler_exceptions.load();
   s.completed_by_handler = counters_.completed_by_handler.load();
+  s.batched_completions = counters_.batched_completions.load();
   s.lease_lost = counters_.lease_lost.load();
   s.given_back = counters_.given_back.load();
   s.complete_errors = counters_.complete_errors.load();
@@ -417,33 +425,42 @@ std::vector<Worker::ClaimedTask> Worker::claim_round(Connection& connection, Que
 
 // Runs the batch in claim order. At stop, the tasks not yet started are
 // given back; a task whose lease has run too low while earlier tasks ran is
-// given back too.
+// given back too. Successes of batched_completion kinds are queued and
+// recorded together at the end, and before any give-back, since the leases
+// of the queued tasks run as low as the given-back task's.
 void Worker::batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch) {
+  std::vector<QueuedSuccess> queued;
+  queued.reserve(batch.size());
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const ClaimedTask& claimed = batch[i];
     if (stop_requested()) {
+      successes_flush(connection, queued);
       for (std::size_t j = i; j < batch.size(); ++j) task_give_back(connection, batch[j].task, "shutdown");
       return;
     }
     const auto lease = std::chrono::milliseconds(claimed.task.timeout_ms);
     if (Clock::now() - claimed.claimed_at > lease / lease_headroom_divisor) {
+      successes_flush(connection, queued);
       task_give_back(connection, claimed.task, "lease_headroom");
       continue;
     }
-    task_run(connection, claimed);
+    task_run(connection, claimed, queued);
   }
+  successes_flush(connection, queued);
 }
 
-void Worker::task_run(ThreadConnection& connection, const ClaimedTask& claimed) {
+void Worker::task_run(ThreadConnection& connection, const ClaimedTask& claimed, std::vector<QueuedSuccess>& queued) {
   const Task& task = claimed.task;
   InFlight in_flight(counters_.in_flight);
   const auto started = Clock::now();
   std::optional<HandlerEntry> entry = registry_.find(task.kind);
   HandlerResult result;
   BackoffPolicy backoff;
+  bool batched = false;
   if (entry) {
     result = handler_call(*entry->handler, task);
     backoff = entry->backoff;
+    batched = entry->batched_completion;
   } else {
     ++counters_.unknown_kind;
     log("warning", "task_unknown_kind", task_fields(task));
@@ -462,7 +479,70 @@ void Worker::task_run(ThreadConnection& connection, const ClaimedTask& claimed) 
     log("info", "task_completed_by_handler", fields);
     return;
   }
+  if (batched && success_batchable(task, *result.outcome)) {
+    if (queued.size() >= complete_batch_count_max) {
+      throw std::logic_error("more successes queued than one batch completion holds");
+    }
+    queued.push_back(QueuedSuccess{&task, result.outcome->result_json, duration_ms});
+    return;
+  }
   task_complete(connection, task, *result.outcome, backoff, duration_ms);
+}
+
+// Records the queued successes in one transaction and empties the queue.
+// A task not completed lost its lease (a zombie attempt): nothing was
+// written for it. A result that is not JSON refuses the whole batch, so
+// then each success is recorded on its own, where only the bad one fails.
+// Any other failure leaves the tasks `running` until their leases expire and
+// maintenance rescues them as `unknown`: safe for idempotent handlers.
+void Worker::successes_flush(ThreadConnection& connection, std::vector<QueuedSuccess>& queued) {
+  if (queued.empty()) return;
+  std::vector<QueuedSuccess> flushing = std::move(queued);
+  queued.clear();
+  std::vector<BatchSuccess> items;
+  items.reserve(flushing.size());
+  for (const auto& q : flushing) {
+    items.push_back(BatchSuccess{q.task->id, *q.task->lease_token, q.result_json, q.duration_ms});
+  }
+  std::vector<std::int64_t> completed;
+  try {
+    completed = transact_on(connection.get(), database_.options().transient_retry_count_max, [&](Transaction& tx) {
+      return Outbox(tx).complete_success_batch(items, options_.worker_id);
+    });
+  } catch (const InvalidArgument& e) {
+    log("warning", "task_batch_complete_refused", {{"count", flushing.size()}, {"error", e.what()}});
+    for (const auto& q : flushing) {
+      Outcome outcome;
+      outcome.result_json = q.result_json;
+      task_complete(connection, *q.task, outcome, registry_.default_backoff(), q.duration_ms);
+    }
+    return;
+  } catch (const Error& e) {
+    counters_.complete_errors += static_cast<std::int64_t>(flushing.size());
+    connection.drop_if_broken();
+    const bool unknown = dynamic_cast<const CommitUnknown*>(&e) != nullptr;
+    log("error", unknown ? "task_batch_complete_unknown" : "task_batch_complete_failed",
+        {{"count", flushing.size()}, {"error", e.what()}});
+    return;
+  }
+  const std::set<std::int64_t> done(completed.begin(), completed.end());
+  for (const auto& q : flushing) {
+    nlohmann::json fields = task_fields(*q.task);
+    fields["outcome"] = outcome_kind_name(OutcomeKind::success);
+    fields["duration_ms"] = q.duration_ms;
+    fields["batched"] = true;
+    if (done.count(q.task->id) != 0) {
+      ++counters_.succeeded;
+      ++counters_.batched_completions;
+      fields["state"] = task_state_name(TaskState::succeeded);
+      log("info", "task_done", fields);
+    } else {
+      ++counters_.lease_lost;
+      fields["error"] = "task " + std::to_string(q.task->id) + " is no longer running under lease " +
+                        std::to_string(*q.task->lease_token);
+      log("warning", "task_lease_lost", fields);
+    }
+  }
 }
 
 // Any exception from a handler is a `retry`: the handler contract says a

@@ -43,7 +43,8 @@ std::optional<HandlerEntry> HandlerRegistry::find(const std::string& kind) const
   std::shared_lock<std::shared_mutex> guard(mutex_);
   auto found = registrations_.find(kind);
   if (found == registrations_.end()) return std::nullopt;
-  return HandlerEntry{found->second.handler, found->second.options.backoff.value_or(default_backoff_)};
+  const HandlerOptions& options = found->second.options;
+  return HandlerEntry{found->second.handler, options.backoff.value_or(default_backoff_), options.batched_completion};
 }
 
 std::vector<std::string> HandlerRegistry::kinds() const {

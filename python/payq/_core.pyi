@@ -306,7 +306,7 @@ class HandlerRegistry:
     def __init__(self) -> None: ...
     def add_python(
         self, kind: str, adapter: Any, delay_ms_base: Optional[int], delay_ms_max: Optional[int],
-        multiplier: Optional[int],
+        multiplier: Optional[int], batched_completion: bool,
     ) -> None: ...
     def remove(self, kind: str) -> bool: ...
     def kinds(self) -> List[str]: ...
@@ -320,6 +320,7 @@ class WorkerStats:
     unknown_kind: int
     handler_exceptions: int
     completed_by_handler: int
+    batched_completions: int
     lease_lost: int
     given_back: int
     complete_errors: int

@@ -123,6 +123,7 @@ class _Registration:
     base_delay: Optional[timedelta]
     max_delay: Optional[timedelta]
     multiplier: Optional[int]
+    batched_completion: bool = False
 
 
 def _ms(value: Optional[timedelta]) -> Optional[int]:
@@ -165,15 +166,23 @@ class Registry:
         base_delay: Optional[timedelta] = None,
         max_delay: Optional[timedelta] = None,
         multiplier: Optional[int] = None,
+        batched_completion: bool = False,
     ) -> Callable[[HandlerFunction], HandlerFunction]:
         """Decorator: register the function as the handler of ``kind``, with
         an optional backoff (exponential, full jitter: a retry waits a random
-        time up to ``min(max_delay, base_delay * multiplier**(attempt-1))``)."""
+        time up to ``min(max_delay, base_delay * multiplier**(attempt-1))``).
+
+        ``batched_completion=True`` records the successes of a claimed batch
+        together in one transaction instead of one transaction per task.
+        Only for idempotent handlers of tasks without a settlement: a success
+        waits for the end of its batch, so if the worker dies first the
+        handler runs again. A task with a settlement, and any outcome other
+        than success, still completes on its own."""
 
         def register(function: HandlerFunction) -> HandlerFunction:
             if kind in self._handlers:
                 raise InvalidArgument(f"a handler for {kind!r} is already registered")
-            self._handlers[kind] = _Registration(function, base_delay, max_delay, multiplier)
+            self._handlers[kind] = _Registration(function, base_delay, max_delay, multiplier, batched_completion)
             return function
 
         return register
@@ -184,7 +193,8 @@ class Registry:
     def _to_core(self) -> "core.HandlerRegistry":
         registry = core.HandlerRegistry()
         for kind, r in self._handlers.items():
-            registry.add_python(kind, _adapter(r.function), _ms(r.base_delay), _ms(r.max_delay), r.multiplier)
+            registry.add_python(kind, _adapter(r.function), _ms(r.base_delay), _ms(r.max_delay), r.multiplier,
+                                r.batched_completion)
         return registry
 
 

@@ -84,12 +84,24 @@ class FunctionHandler final : public Handler {
 // Per-kind options; unset fields fall back to the registry's defaults.
 struct HandlerOptions {
   std::optional<BackoffPolicy> backoff;
+  // Record this kind's successes together: the worker queues each success
+  // of a claimed batch and completes them all in one transaction at the end
+  // of the batch (or before it gives tasks back), instead of one transaction
+  // per task. Only for kinds whose handlers are idempotent, because a
+  // success queued this way is not yet recorded: if the lease runs out (or
+  // the process dies) before the flush, the attempt is rescued as `unknown`
+  // and the handler runs again. And only for tasks that carry no
+  // settlement: a task with a hold, reversal or follow-up, and any outcome
+  // other than success, still completes one by one through the fenced
+  // Outbox::complete, as without this option.
+  bool batched_completion = false;
 };
 
 // A registered handler with its options resolved against the defaults.
 struct HandlerEntry {
   std::shared_ptr<Handler> handler;
   BackoffPolicy backoff;
+  bool batched_completion = false;
 };
 
 // Maps task kind -> handler. Thread-safe: workers look kinds up while the

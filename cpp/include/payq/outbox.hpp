@@ -20,6 +20,8 @@ inline constexpr std::int64_t task_delay_ms_max = 366LL * 24 * 3600 * 1000;
 inline constexpr int task_attempt_max_limit = 1000;
 inline constexpr std::int64_t task_timeout_ms_max = 24LL * 3600 * 1000;
 inline constexpr std::size_t claim_batch_count_max = 1000;
+// Successes recorded by one Outbox::complete_success_batch call.
+inline constexpr std::size_t complete_batch_count_max = claim_batch_count_max;
 
 enum class TaskState { held, pending, running, succeeded, dead, needs_review, cancelled };
 const char* task_state_name(TaskState state);
@@ -125,6 +127,14 @@ struct CompleteRequest {
   BackoffPolicy backoff;  // for retry and unknown without retry_after_ms
 };
 
+// One success for Outbox::complete_success_batch.
+struct BatchSuccess {
+  std::int64_t task_id = 0;
+  std::int64_t lease_token = 0;
+  std::string result_json = "null";
+  std::int64_t duration_ms = 0;
+};
+
 struct QueueConfig {
   std::string name;
   std::optional<int> concurrency_max;
@@ -177,6 +187,21 @@ class Outbox {
   // all in the executor's transaction; only while the task is still running
   // under `lease_token` (else LeaseLost and nothing is written).
   Completion complete(const CompleteRequest& request);
+  // Records many successes in one statement, in the executor's transaction:
+  // every item whose task is still running under its lease token becomes
+  // `succeeded` with its result and an attempt record. Returns the ids
+  // actually completed, ascending; the others lost their lease (the caller
+  // counts them as lease lost; nothing was written for them).
+  //
+  // Only for tasks without a settlement: nothing here captures, releases or
+  // reverses. The settlement is checked in the statement itself (no hold,
+  // no reversal, no follow-up), so an item whose task carries one is
+  // silently not completed and not returned, exactly like a lost lease;
+  // such a task must go through complete(). InvalidArgument (nothing
+  // written) for more than complete_batch_count_max items, a repeated task
+  // id, a negative duration or a result that is not JSON.
+  std::vector<std::int64_t> complete_success_batch(const std::vector<BatchSuccess>& items,
+                                                   const std::string& worker_id);
   // Hands back a claimed task that was never started (shutdown).
   void give_back(std::int64_t task_id, std::int64_t lease_token);
   // Marks expired leases as `unknown` attempts (the worker died mid-call).

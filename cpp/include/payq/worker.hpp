@@ -93,6 +93,7 @@ struct WorkerStats {
   std::int64_t unknown_kind = 0;
   std::int64_t handler_exceptions = 0;
   std::int64_t completed_by_handler = 0;
+  std::int64_t batched_completions = 0;  // successes recorded by a batch completion (also in `succeeded`)
   std::int64_t lease_lost = 0;
   std::int64_t given_back = 0;
   std::int64_t complete_errors = 0;  // completion not recorded (database error)
@@ -139,14 +140,22 @@ class Worker {
  private:
   struct Counters {
     std::atomic<std::int64_t> claimed{0}, succeeded{0}, retried{0}, failed{0}, unknown{0}, unknown_kind{0},
-        handler_exceptions{0}, completed_by_handler{0}, lease_lost{0}, given_back{0}, complete_errors{0},
-        database_errors{0}, in_flight{0}, maintenance_ticks{0};
+        handler_exceptions{0}, completed_by_handler{0}, batched_completions{0}, lease_lost{0}, given_back{0},
+        complete_errors{0}, database_errors{0}, in_flight{0}, maintenance_ticks{0};
     std::atomic<bool> maintenance_leader{false};
   };
 
   struct ClaimedTask {
     Task task;
     std::chrono::steady_clock::time_point claimed_at;
+  };
+
+  // A success of a batched_completion kind, waiting for the batch's flush.
+  // `task` points into the batch being run, which outlives the queue.
+  struct QueuedSuccess {
+    const Task* task;
+    std::string result_json;
+    std::int64_t duration_ms;
   };
 
   // Smooth weighted round-robin over the served queues (one per thread).
@@ -169,7 +178,8 @@ class Worker {
   void claimer_loop(int index);
   std::vector<ClaimedTask> claim_round(Connection& connection, QueuePicker& picker);
   void batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch);
-  void task_run(ThreadConnection& connection, const ClaimedTask& claimed);
+  void task_run(ThreadConnection& connection, const ClaimedTask& claimed, std::vector<QueuedSuccess>& queued);
+  void successes_flush(ThreadConnection& connection, std::vector<QueuedSuccess>& queued);
   HandlerResult handler_call(Handler& handler, const Task& task);
   void task_complete(ThreadConnection& connection, const Task& task, const Outcome& outcome,
                      const BackoffPolicy& backoff, std::int64_t duration_ms);
