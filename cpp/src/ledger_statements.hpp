@@ -267,7 +267,8 @@ RETURNING account.id)sql"};
 inline const Statement pending_fold{"payq_pending_fold", R"sql(
 WITH d AS (
   DELETE FROM @schema@.pending_credit
-  WHERE id IN (SELECT id FROM @schema@.pending_credit WHERE account_id = $1::bigint ORDER BY id LIMIT $2::bigint)
+  WHERE id = ANY (ARRAY(SELECT id FROM @schema@.pending_credit WHERE account_id = $1::bigint ORDER BY id
+                        LIMIT $2::bigint))
   RETURNING id, transaction_id, leg, amount, created_at
 ), o AS (
   SELECT d.*, row_number() OVER (ORDER BY id) AS rn, sum(amount) OVER (ORDER BY id) AS cum FROM d

@@ -121,7 +121,9 @@ WITH candidates AS (
   UPDATE @schema@.task t
   SET state = 'running', attempt = t.attempt + 1, lease_token = nextval('@schema@.lease_token_seq'),
       lease_until = now() + t.timeout_ms * interval '1 millisecond', worker_id = $3, updated_at = now()
-  FROM candidates c WHERE t.id = c.id
+  -- ARRAY(...) keeps the generic plan on the primary key: a join with the
+  -- LIMIT-ed candidates is planned for 10% of the table and hashes all of it.
+  WHERE t.id = ANY (ARRAY(SELECT id FROM candidates))
   RETURNING t.*
 )
 SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM picked t ORDER BY t.priority DESC, t.run_at, t.id)sql"};
@@ -258,10 +260,10 @@ SET paused_until = greatest(coalesce(@schema@.queue.paused_until, now()), EXCLUD
 inline const Statement prune_tasks{"payq_prune_tasks", R"sql(
 WITH gone AS (
   DELETE FROM @schema@.task
-  WHERE id IN (SELECT id FROM @schema@.task
-               WHERE state IN ('succeeded', 'dead', 'cancelled')
-                 AND finished_at < now() - $1::bigint * interval '1 millisecond'
-               ORDER BY finished_at LIMIT $2::bigint)
+  WHERE id = ANY (ARRAY(SELECT id FROM @schema@.task
+                        WHERE state IN ('succeeded', 'dead', 'cancelled')
+                          AND finished_at < now() - $1::bigint * interval '1 millisecond'
+                        ORDER BY finished_at LIMIT $2::bigint))
   RETURNING id
 ), starts AS (
   DELETE FROM @schema@.queue_start WHERE started_at < now() - interval '2 days'
