@@ -749,7 +749,7 @@ json burndown_section(Database& db, const Options& o) {
           {"figure", "the faster round of each side; rounds alternate raw, payq"},
           {"handler", "C++ FunctionHandler returning Outcome{success}"},
           {"completion_mode", "default: synchronous fenced completion (Outbox::complete), one transaction per task"},
-          {"batched_completion_for_idempotent_kinds", "not implemented in payq"},
+          {"batched_completion_for_idempotent_kinds", "not measured here yet (HandlerOptions::batched_completion)"},
           {"worker_options", "listen on, maintenance on, poll_interval 1000 ms, log lines written to /dev/null"},
           {"raw_sql",
            "bench_raw.task (id PK, kind, payload jsonb, state) + partial index (id) WHERE state='pending'; "
