@@ -13,6 +13,7 @@
 #include <nlohmann/json.hpp>
 
 #include "ledger_test_support.hpp"
+#include "worker_test_support.hpp"
 #include "payq/error.hpp"
 #include "payq/outbox.hpp"
 #include "payq/worker.hpp"
@@ -20,35 +21,13 @@
 namespace payq {
 namespace {
 
+using testing::LogCollector;
+
 using namespace std::chrono_literals;
 using Json = nlohmann::json;
 
 // Every wait in this file ends after this long, failing the test.
 constexpr auto wait_bound = 60s;
-
-// Counts the worker's log events by name and lets a test wait on a count.
-class EventCounter {
- public:
-  std::function<void(const std::string&)> sink() {
-    return [this](const std::string& line) {
-      const Json event = Json::parse(line);
-      {
-        std::lock_guard<std::mutex> guard(mutex_);
-        ++counts_[event.at("event").get<std::string>()];
-      }
-      cv_.notify_all();
-    };
-  }
-  bool wait_count(const std::string& event, std::size_t count) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    return cv_.wait_for(lock, wait_bound, [&] { return counts_[event] >= count; });
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::map<std::string, std::size_t> counts_;
-};
 
 class WorkerBatched : public testing::LedgerTest {
  protected:
@@ -97,7 +76,7 @@ class WorkerBatched : public testing::LedgerTest {
     return db->transact([&](Transaction& tx) { return Outbox(tx).attempts(id); });
   }
 
-  EventCounter events;
+  LogCollector events;
   HandlerRegistry registry;
 };
 

@@ -17,6 +17,7 @@
 #include <nlohmann/json.hpp>
 
 #include "harness.hpp"
+#include "worker_test_support.hpp"
 #include "payq/error.hpp"
 #include "payq/outbox.hpp"
 #include "payq/worker.hpp"
@@ -24,54 +25,13 @@
 namespace payq {
 namespace {
 
+using testing::LogCollector;
+
 using namespace std::chrono_literals;
 using Json = nlohmann::json;
 
 // Every wait in this file ends after this long, failing the test.
 constexpr auto wait_bound = 60s;
-
-// Collects the worker's log lines and lets a test wait for a condition on
-// them.
-class LogCollector {
- public:
-  std::function<void(const std::string&)> sink() {
-    return [this](const std::string& line) {
-      Json event = Json::parse(line);
-      {
-        std::lock_guard<std::mutex> guard(mutex_);
-        events_.push_back(std::move(event));
-      }
-      cv_.notify_all();
-    };
-  }
-
-  // Waits until `predicate(events)` holds; false after the bound.
-  bool wait_for(const std::function<bool(const std::vector<Json>&)>& predicate,
-                std::chrono::milliseconds bound = wait_bound) {
-    std::unique_lock<std::mutex> lock(mutex_);
-    return cv_.wait_for(lock, bound, [&] { return predicate(events_); });
-  }
-
-  bool wait_count(const std::string& event, std::size_t count, std::chrono::milliseconds bound = wait_bound) {
-    return wait_for([&](const std::vector<Json>& events) { return count_of(events, event) >= count; }, bound);
-  }
-
-  std::vector<Json> events() {
-    std::lock_guard<std::mutex> guard(mutex_);
-    return events_;
-  }
-
-  static std::size_t count_of(const std::vector<Json>& events, const std::string& event) {
-    std::size_t n = 0;
-    for (const auto& e : events) n += e.at("event") == event ? 1 : 0;
-    return n;
-  }
-
- private:
-  std::mutex mutex_;
-  std::condition_variable cv_;
-  std::vector<Json> events_;
-};
 
 // A latch a test opens and a handler waits on (with the bound).
 class Gate {
