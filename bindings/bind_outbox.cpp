@@ -32,6 +32,25 @@ void bind_values(py::module_& m) {
       .def_readwrite("currency", &TaskSpec::currency)
       .def_readwrite("held", &TaskSpec::held)
       .def_readwrite("settlement", &TaskSpec::settlement);
+  py::class_<QueueOverview>(m, "QueueOverview")
+      .def_readonly("name", &QueueOverview::name)
+      .def_readonly("paused", &QueueOverview::paused)
+      .def_readonly("paused_until", &QueueOverview::paused_until)
+      .def_readonly("concurrency_max", &QueueOverview::concurrency_max)
+      .def_readonly("rate_count_max", &QueueOverview::rate_count_max)
+      .def_readonly("rate_window_ms", &QueueOverview::rate_window_ms)
+      .def_readonly("amount_max_minor", &QueueOverview::amount_max_minor)
+      .def_readonly("amount_currency", &QueueOverview::amount_currency)
+      .def_readonly("amount_window_ms", &QueueOverview::amount_window_ms)
+      .def_readonly("weight", &QueueOverview::weight)
+      .def_readonly("pending", &QueueOverview::pending)
+      .def_readonly("runnable", &QueueOverview::runnable)
+      .def_readonly("running", &QueueOverview::running)
+      .def_readonly("held", &QueueOverview::held)
+      .def_readonly("dead", &QueueOverview::dead)
+      .def_readonly("needs_review", &QueueOverview::needs_review)
+      .def_readonly("oldest_runnable_age_ms", &QueueOverview::oldest_runnable_age_ms)
+      .def_readonly("started_last_minute", &QueueOverview::started_last_minute);
   py::class_<EnqueueResult>(m, "EnqueueResult")
       .def_readonly("task_id", &EnqueueResult::task_id)
       .def_readonly("created", &EnqueueResult::created);
@@ -114,8 +133,14 @@ void bind_outbox(py::module_& m) {
     return on_target(target, [&](Executor& e) { return Outbox(e).task_get(id); });
   });
   m.def("outbox_tasks_list", [](py::handle target, OptText state, OptText queue, std::int64_t after_id,
-                                std::int64_t limit) {
-    return on_target(target, [&](Executor& e) { return Outbox(e).tasks_list(state, queue, after_id, limit); });
+                                std::int64_t limit, OptText kind, OptText key,
+                                std::optional<std::int64_t> created_before_ms_ago) {
+    TaskFilter filter{std::move(state), std::move(queue), std::move(kind), std::move(key), created_before_ms_ago,
+                      after_id, limit};
+    return on_target(target, [&](Executor& e) { return Outbox(e).tasks_list(filter); });
+  });
+  m.def("outbox_queues_overview", [](py::handle target) {
+    return on_target(target, [&](Executor& e) { return Outbox(e).queues_overview(); });
   });
   m.def("outbox_stats", [](py::handle target) {
     auto stats = on_target(target, [&](Executor& e) { return Outbox(e).stats(); });

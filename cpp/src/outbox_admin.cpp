@@ -165,14 +165,32 @@ Task Outbox::task_get(std::int64_t task_id) {
   return task_from(rows, 0);
 }
 
-std::vector<Task> Outbox::tasks_list(const std::optional<std::string>& state, const std::optional<std::string>& queue,
-                                     std::int64_t after_id, std::int64_t limit) {
-  if (state) task_state_parse(*state);
-  if (limit <= 0 || limit > 1000) throw InvalidArgument("a page holds 1 to 1000 tasks");
-  Rows rows = executor_.exec(outbox_sql::tasks_list, {state, queue, std::to_string(after_id), std::to_string(limit)});
+std::vector<Task> Outbox::tasks_list(const TaskFilter& filter) {
+  if (filter.state) task_state_parse(*filter.state);
+  if (filter.limit <= 0 || filter.limit > 1000) throw InvalidArgument("a page holds 1 to 1000 tasks");
+  if (filter.after_id < 0) throw InvalidArgument("after_id cannot be negative");
+  if (filter.created_before_ms_ago && *filter.created_before_ms_ago < 0) {
+    throw InvalidArgument("created_before_ms_ago cannot be negative");
+  }
+  if (filter.kind) text_bounded(*filter.kind, kind_bytes_max, "task kind");
+  if (filter.key) text_bounded(*filter.key, key_bytes_max, "task key");
+  Value older;
+  if (filter.created_before_ms_ago) older = std::to_string(*filter.created_before_ms_ago);
+  Rows rows = executor_.exec(outbox_sql::tasks_list, {filter.state, filter.queue, std::to_string(filter.after_id),
+                                                      std::to_string(filter.limit), filter.kind, filter.key, older});
   std::vector<Task> tasks;
   for (std::size_t i = 0; i < rows.size(); ++i) tasks.push_back(task_from(rows, i));
   return tasks;
+}
+
+std::vector<Task> Outbox::tasks_list(const std::optional<std::string>& state, const std::optional<std::string>& queue,
+                                     std::int64_t after_id, std::int64_t limit) {
+  TaskFilter filter;
+  filter.state = state;
+  filter.queue = queue;
+  filter.after_id = after_id;
+  filter.limit = limit;
+  return tasks_list(filter);
 }
 
 std::vector<TaskAttempt> Outbox::attempts(std::int64_t task_id) {
@@ -203,8 +221,40 @@ std::vector<QueueStats> Outbox::stats() {
   return out;
 }
 
+std::vector<QueueOverview> Outbox::queues_overview() {
+  Rows rows = executor_.exec(outbox_sql::queues_overview, {});
+  auto optional_int = [&](std::size_t i, const char* column) -> std::optional<int> {
+    if (rows.is_null(i, column)) return std::nullopt;
+    return static_cast<int>(rows.i64(i, column));
+  };
+  std::vector<QueueOverview> out;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    QueueOverview q;
+    q.name = rows.text(i, "name");
+    q.paused = rows.boolean(i, "paused");
+    q.paused_until = rows.at(i, "paused_until");
+    q.concurrency_max = optional_int(i, "concurrency_max");
+    q.rate_count_max = optional_int(i, "rate_count_max");
+    q.rate_window_ms = optional_int(i, "rate_window_ms");
+    q.amount_max_minor = rows.i64_or_null(i, "amount_max_minor");
+    q.amount_currency = rows.at(i, "amount_currency");
+    q.amount_window_ms = optional_int(i, "amount_window_ms");
+    q.weight = static_cast<int>(rows.i64(i, "weight"));
+    q.pending = rows.i64(i, "pending");
+    q.runnable = rows.i64(i, "runnable");
+    q.running = rows.i64(i, "running");
+    q.held = rows.i64(i, "held");
+    q.dead = rows.i64(i, "dead");
+    q.needs_review = rows.i64(i, "needs_review");
+    q.oldest_runnable_age_ms = rows.i64_or_null(i, "oldest_runnable_age_ms");
+    q.started_last_minute = rows.i64(i, "started_last_minute");
+    out.push_back(std::move(q));
+  }
+  return out;
+}
+
 void Outbox::queue_configure(const QueueConfig& c) {
-  text_bounded(c.name, 100, "queue name");
+  text_bounded(c.name, queue_bytes_max, "queue name");
   auto positive = [](const auto& v, const char* what) {
     if (v && *v <= 0) throw InvalidArgument(std::string(what) + " must be positive");
   };

@@ -14,10 +14,6 @@ using namespace outbox_detail;
 
 namespace {
 
-constexpr std::size_t kind_bytes_max = 200;
-constexpr std::size_t queue_bytes_max = 100;
-constexpr std::size_t key_bytes_max = 255;
-
 void queue_name_validate(const std::string& queue) {
   text_bounded(queue, queue_bytes_max, "queue name");
   for (char c : queue) {

@@ -6,6 +6,11 @@
 
 namespace payq::outbox_detail {
 
+// Bounds of task text columns, as the task table's CHECKs.
+inline constexpr std::size_t kind_bytes_max = 200;
+inline constexpr std::size_t queue_bytes_max = 100;
+inline constexpr std::size_t key_bytes_max = 255;
+
 Task task_from(const Rows& rows, std::size_t row);
 using detail::text_bounded;
 // Canonical JSON text of any JSON value; InvalidArgument if it is not JSON.

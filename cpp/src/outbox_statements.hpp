@@ -214,6 +214,9 @@ SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM @schema@.task t WHERE t.id = $1::bigi
 inline const Statement tasks_list{"payq_tasks_list", R"sql(
 SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM @schema@.task t
 WHERE t.id > $3::bigint AND ($1::text IS NULL OR t.state = $1::text) AND ($2::text IS NULL OR t.queue = $2::text)
+  AND ($5::text IS NULL OR t.kind = $5::text)
+  AND ($6::text IS NULL OR t.unique_key = $6::text OR t.idempotency_key = $6::text)
+  AND ($7::bigint IS NULL OR t.created_at <= now() - $7::bigint * interval '1 millisecond')
 ORDER BY t.id LIMIT $4::bigint)sql"};
 
 inline const Statement task_set_state{"payq_task_set_state", R"sql(
@@ -236,6 +239,32 @@ FROM @schema@.task_attempt WHERE task_id = $1::bigint ORDER BY attempt)sql"};
 
 inline const Statement stats{"payq_outbox_stats", R"sql(
 SELECT queue, state, count(*) AS n FROM @schema@.task GROUP BY queue, state ORDER BY queue, state)sql"};
+
+// Finished tasks are left out: the (state, queue) index then reads only
+// what is live or waits for an operator.
+inline const Statement queues_overview{"payq_queues_overview", R"sql(
+SELECT q.name, q.paused,
+       CASE WHEN q.paused_until > now() THEN )sql" PAYQ_TS("q.paused_until") R"sql( END AS paused_until,
+       q.concurrency_max, q.rate_count_max, q.rate_window_ms, q.amount_max_minor, q.amount_currency,
+       q.amount_window_ms, q.weight,
+       coalesce(c.pending, 0) AS pending, coalesce(c.runnable, 0) AS runnable, coalesce(c.running, 0) AS running,
+       coalesce(c.held, 0) AS held, coalesce(c.dead, 0) AS dead, coalesce(c.needs_review, 0) AS needs_review,
+       (extract(epoch FROM now() - c.oldest_runnable_at) * 1000)::bigint AS oldest_runnable_age_ms,
+       (SELECT count(*) FROM @schema@.queue_start s
+        WHERE s.queue = q.name AND s.started_at > now() - interval '1 minute') AS started_last_minute
+FROM @schema@.queue q
+LEFT JOIN LATERAL (
+  SELECT count(*) FILTER (WHERE t.state = 'pending') AS pending,
+         count(*) FILTER (WHERE t.state = 'pending' AND t.run_at <= now()) AS runnable,
+         count(*) FILTER (WHERE t.state = 'running') AS running,
+         count(*) FILTER (WHERE t.state = 'held') AS held,
+         count(*) FILTER (WHERE t.state = 'dead') AS dead,
+         count(*) FILTER (WHERE t.state = 'needs_review') AS needs_review,
+         min(t.run_at) FILTER (WHERE t.state = 'pending' AND t.run_at <= now()) AS oldest_runnable_at
+  FROM @schema@.task t
+  WHERE t.queue = q.name AND t.state IN ('pending', 'running', 'held', 'dead', 'needs_review')
+) c ON true
+ORDER BY q.name)sql"};
 
 inline const Statement queue_configure{"payq_queue_configure", R"sql(
 INSERT INTO @schema@.queue (name, concurrency_max, rate_count_max, rate_window_ms, amount_max_minor,

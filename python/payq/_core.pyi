@@ -233,6 +233,26 @@ class EnqueueResult:
     task_id: int
     created: bool
 
+class QueueOverview:
+    name: str
+    paused: bool
+    paused_until: Optional[str]
+    concurrency_max: Optional[int]
+    rate_count_max: Optional[int]
+    rate_window_ms: Optional[int]
+    amount_max_minor: Optional[int]
+    amount_currency: Optional[str]
+    amount_window_ms: Optional[int]
+    weight: int
+    pending: int
+    runnable: int
+    running: int
+    held: int
+    dead: int
+    needs_review: int
+    oldest_runnable_age_ms: Optional[int]
+    started_last_minute: int
+
 class Task:
     id: int
     queue: str
@@ -282,8 +302,10 @@ def outbox_complete(
 ) -> Completion: ...
 def outbox_task_get(target: LedgerTarget, id: int) -> Task: ...
 def outbox_tasks_list(
-    target: LedgerTarget, state: Optional[str], queue: Optional[str], after_id: int, limit: int
+    target: LedgerTarget, state: Optional[str], queue: Optional[str], after_id: int, limit: int,
+    kind: Optional[str], key: Optional[str], created_before_ms_ago: Optional[int],
 ) -> List[Task]: ...
+def outbox_queues_overview(target: LedgerTarget) -> List[QueueOverview]: ...
 def outbox_attempts(target: LedgerTarget, id: int) -> List[TaskAttempt]: ...
 def outbox_stats(target: LedgerTarget) -> List[Tuple[str, str, int]]: ...
 def outbox_task_action(target: LedgerTarget, id: int, action: str, actor: str, note: str) -> None: ...

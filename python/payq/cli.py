@@ -1,17 +1,67 @@
-"""The ``payq`` command line."""
+"""The ``payq`` command line.
+
+Exit status: 0 done; 1 a check found a problem (``ledger audit``); 2 payq
+refused the request (a typed ``payq.Error``: bad input, wrong state, unknown
+task); 3 the embedded server is not running (``status``); 64 bad usage;
+69 the database cannot be reached. Every listing prints a table, or JSON
+with ``--json``.
+"""
 
 from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
-import time
-from typing import Callable, Dict, List, Optional
+from datetime import timedelta
+from typing import Any, Callable, Dict, List, NoReturn, Optional
 
 import payq
 from payq.embedded import EmbeddedServer
 
 __all__ = ["main"]
+
+EXIT_PROBLEM_FOUND = 1
+EXIT_REFUSED = 2
+EXIT_NOT_RUNNING = 3
+EXIT_USAGE = 64
+EXIT_UNAVAILABLE = 69
+
+_DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
+_DURATION_UNITS = {"ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1),
+                   "h": timedelta(hours=1), "d": timedelta(days=1)}
+
+
+def _duration(text: str) -> timedelta:
+    """``500ms``, ``30s``, ``10m``, ``2h``, ``7d``."""
+    match = _DURATION.match(text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration like 500ms, 30s, 10m, 2h or 7d")
+    return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
+
+
+def _rate(text: str) -> tuple:
+    """``10/1s``: at most 10 starts per second."""
+    count, _, window = text.partition("/")
+    if not count.isdigit() or not window:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a rate like 10/1s or 600/1h")
+    return int(count), _duration(window)
+
+
+def _amount_limit(text: str) -> tuple:
+    """``50000.00CNY/1h``: at most that much money started per window."""
+    money, _, window = text.partition("/")
+    match = re.match(r"^([0-9]+(?:\.[0-9]+)?)([A-Z][A-Z0-9_]{2,11})$", money.strip())
+    if not match or not window:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an amount limit like 50000.00CNY/1h")
+    try:
+        return payq.Money(match.group(1), match.group(2)), _duration(window)
+    except payq.Error as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _json_out(value: Any) -> None:
+    _say(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def _say(text: str) -> None:
@@ -47,7 +97,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say(f"  home:        {status.home}")
         _say(f"  dsn:         {status.dsn}")
         _say(f"  server user: {status.server_user}")
-    return 0 if status.running else 3
+    return 0 if status.running else EXIT_NOT_RUNNING
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
@@ -124,6 +174,15 @@ def _account_json(a: "payq.Account") -> dict:
 def cmd_ledger_history(args: argparse.Namespace) -> int:
     db = _connect(args)
     entries = db.ledger.history(args.account_id, after_seq=args.after_seq, limit=args.limit)
+    if args.json:
+        def decimal_text(money: Optional["payq.Money"]) -> Optional[str]:
+            return None if money is None else str(money.decimal)
+
+        _json_out([{"seq": e.seq, "transaction_id": e.transaction_id, "amount": str(e.amount.decimal),
+                    "currency": e.amount.currency, "balance_before": decimal_text(e.balance_before),
+                    "balance_after": decimal_text(e.balance_after), "created_at": e.created_at.isoformat()}
+                   for e in entries])
+        return 0
     _say(f"{'seq':>6}  {'transaction':>11}  {'before':>18} {'amount':>18} {'after':>18}  at")
     for e in entries:
         _say(f"{e.seq:>6}  {e.transaction_id:>11}  {str(e.balance_before):>18} {str(e.amount):>18} "
@@ -134,11 +193,15 @@ def cmd_ledger_history(args: argparse.Namespace) -> int:
 def cmd_ledger_audit(args: argparse.Namespace) -> int:
     db = _connect(args)
     report = db.ledger.audit()
+    if args.json:
+        _json_out({"ok": report.ok, "accounts_checked": report.accounts_checked,
+                   "entries_checked": report.entries_checked, "violations": [str(v) for v in report.violations]})
+        return 0 if report.ok else EXIT_PROBLEM_FOUND
     _say(f"checked {report.accounts_checked} accounts and {report.entries_checked} entries")
     for violation in report.violations:
         _say(f"  VIOLATION {violation}")
     _say("ledger audit: clean" if report.ok else f"ledger audit: {len(report.violations)} violation(s)")
-    return 0 if report.ok else 1
+    return 0 if report.ok else EXIT_PROBLEM_FOUND
 
 
 def _task_line(t: "payq.Task") -> str:
@@ -146,28 +209,44 @@ def _task_line(t: "payq.Task") -> str:
             f"{t.attempt:>3}/{t.max_attempts:<3} {(t.error or '')[:40]}")
 
 
-def cmd_tasks_list(args: argparse.Namespace) -> int:
-    db = _connect(args)
-    tasks = db.tasks.list(state=args.state, queue=args.queue, after_id=args.after_id, limit=args.limit)
-    _say(f"{'id':>8}  {'state':<12} {'queue':<16} {'kind':<24} {'try':>7}  error")
-    for t in tasks:
-        _say(_task_line(t))
-    return 0
-
-
-def cmd_tasks_show(args: argparse.Namespace) -> int:
-    db = _connect(args)
-    t = db.tasks.get(args.task_id)
-    _say(json.dumps({
+def _task_json(t: "payq.Task") -> dict:
+    return {
         "id": t.id, "queue": t.queue, "kind": t.kind, "state": t.state, "attempt": t.attempt,
         "max_attempts": t.max_attempts, "idempotency_key": t.idempotency_key, "unique_key": t.unique_key,
         "partition_key": t.partition_key, "amount": None if t.amount is None else str(t.amount),
         "payload": t.payload, "result": t.result, "error": t.error, "worker_id": t.worker_id,
         "run_at": t.run_at.isoformat(), "created_at": t.created_at.isoformat(),
         "finished_at": None if t.finished_at is None else t.finished_at.isoformat(),
-    }, indent=2))
+    }
+
+
+def cmd_tasks_list(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    tasks = db.tasks.list(state=args.state, queue=args.queue, kind=args.kind, key=args.key,
+                          older_than=args.older_than, after_id=args.after_id, limit=args.limit)
+    if args.json:
+        _json_out([_task_json(t) for t in tasks])
+        return 0
+    _say(f"{'id':>8}  {'state':<12} {'queue':<16} {'kind':<24} {'try':>7}  error")
+    for t in tasks:
+        _say(_task_line(t))
+    if len(tasks) == args.limit:
+        _say(f"(more: --after-id {tasks[-1].id})")
+    return 0
+
+
+def cmd_tasks_show(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    t = db.tasks.get(args.task_id)
+    attempts = db.tasks.attempts(args.task_id)
+    if args.json:
+        _json_out({**_task_json(t), "attempts": [
+            {"attempt": a.attempt, "outcome": a.outcome, "duration_ms": a.duration_ms, "worker_id": a.worker_id,
+             "started_at": a.started_at.isoformat(), "error": a.error} for a in attempts]})
+        return 0
+    _say(json.dumps(_task_json(t), indent=2))
     _say("attempts:")
-    for a in db.tasks.attempts(args.task_id):
+    for a in attempts:
         _say(f"  #{a.attempt} {a.outcome:<8} {a.duration_ms:>6} ms  {a.worker_id}  {a.started_at.isoformat()}"
              f"  {a.error or ''}")
     return 0
@@ -197,8 +276,70 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _queue_json(q: Any) -> dict:
+    return {
+        "name": q.name, "paused": q.paused,
+        "paused_until": None if q.paused_until is None else q.paused_until.isoformat(),
+        "concurrency": q.concurrency,
+        "rate": None if q.rate is None else {"count": q.rate[0], "window_s": q.rate[1].total_seconds()},
+        "amount": None if q.amount is None else {"amount": str(q.amount[0]), "window_s": q.amount[1].total_seconds()},
+        "weight": q.weight, "pending": q.pending, "runnable": q.runnable, "running": q.running, "held": q.held,
+        "dead": q.dead, "needs_review": q.needs_review,
+        "oldest_runnable_age_s": None if q.oldest_runnable_age is None else q.oldest_runnable_age.total_seconds(),
+        "started_last_minute": q.started_last_minute,
+    }
+
+
+def cmd_queues_list(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    queues = db.queues.list()
+    if args.json:
+        _json_out([_queue_json(q) for q in queues])
+        return 0
+    _say(f"{'queue':<20} {'state':<8} {'pending':>8} {'due':>7} {'running':>8} {'held':>6} {'dead':>6} "
+         f"{'review':>7} {'lag':>9} {'/min':>6}  limits")
+    for q in queues:
+        state = "paused" if q.paused else ("backoff" if q.paused_until is not None else "active")
+        lag = "-" if q.oldest_runnable_age is None else f"{q.oldest_runnable_age.total_seconds():.1f}s"
+        limits = []
+        if q.concurrency is not None:
+            limits.append(f"concurrency {q.concurrency}")
+        if q.rate is not None:
+            limits.append(f"rate {q.rate[0]}/{q.rate[1].total_seconds():g}s")
+        if q.amount is not None:
+            limits.append(f"amount {q.amount[0]}/{q.amount[1].total_seconds():g}s")
+        if q.weight != 1:
+            limits.append(f"weight {q.weight}")
+        _say(f"{q.name[:20]:<20} {state:<8} {q.pending:>8} {q.runnable:>7} {q.running:>8} {q.held:>6} "
+             f"{q.dead:>6} {q.needs_review:>7} {lag:>9} {q.started_last_minute:>6}  {', '.join(limits) or '-'}")
+    return 0
+
+
+def cmd_queues_pause(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    if args.pause_action == "pause":
+        db.queues.pause(args.name)
+    else:
+        db.queues.resume(args.name)
+    _say(f"queue {args.name}: {'paused' if args.pause_action == 'pause' else 'resumed'}")
+    return 0
+
+
+def cmd_queues_set(args: argparse.Namespace) -> int:
+    db = _connect(args)
+    db.queues.configure(args.name, concurrency=args.concurrency, rate=args.rate, amount=args.amount,
+                        weight=args.weight)
+    _say(f"queue {args.name}: limits set")
+    return 0
+
+
 def cmd_stats(args: argparse.Namespace) -> int:
     db = _connect(args)
+    if args.prometheus:
+        from payq.metrics import render
+
+        sys.stdout.write(render(db))
+        return 0
     stats = db.tasks.stats()
     if args.json:
         _say(json.dumps(stats, indent=2, sort_keys=True))
@@ -226,9 +367,20 @@ def cmd_worker(args: argparse.Namespace) -> int:
     worker = Worker(db, queues=queues, registry=registry, concurrency=args.concurrency, batch=args.batch,
                     poll_interval=timedelta(milliseconds=args.poll_ms),
                     shutdown_grace=timedelta(seconds=args.grace_s), maintenance=not args.no_maintenance)
+    metrics = None
+    if args.metrics_port is not None:
+        from payq.metrics import MetricsServer, render
+
+        metrics = MetricsServer(lambda: render(db, worker_stats=worker.stats(), worker_id=worker.worker_id),
+                                host=args.metrics_host, port=args.metrics_port).start()
     print(json.dumps({"event": "worker_ready", "worker": worker.worker_id, "queues": queues,
-                      "kinds": registry.kinds(), "concurrency": args.concurrency}), file=sys.stderr, flush=True)
-    worker.run()
+                      "kinds": registry.kinds(), "concurrency": args.concurrency,
+                      "metrics": None if metrics is None else metrics.url}), file=sys.stderr, flush=True)
+    try:
+        worker.run()
+    finally:
+        if metrics is not None:
+            metrics.stop()
     return 0
 
 
@@ -237,8 +389,18 @@ def cmd_version(args: argparse.Namespace) -> int:
     return 0
 
 
+class _Parser(argparse.ArgumentParser):
+    """Usage errors exit with 64 (EX_USAGE), apart from payq's refusals (2)."""
+
+    def error(self, message: str) -> NoReturn:
+        self.print_usage(sys.stderr)
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
+
+
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="payq", description="payq: safe money-moving side effects on PostgreSQL")
+    parser = _Parser(prog="payq", description="payq: safe money-moving side effects on PostgreSQL",
+                     epilog="exit status: 0 done, 1 problem found, 2 refused (payq error), 3 server not running, "
+                            "64 usage, 69 database unreachable")
     parser.add_argument("--dsn", default=None, help="libpq DSN (default: PAYQ_DSN, else the embedded server)")
     parser.add_argument("--schema", default="payq", help="schema holding payq's tables (default: payq)")
     parser.add_argument("--home", default=None, help="embedded server home (default: PAYQ_HOME)")
@@ -274,12 +436,18 @@ def _parser() -> argparse.ArgumentParser:
     listing = tasks_sub.add_parser("list", help="list tasks")
     listing.add_argument("--state", choices=["held", "pending", "running", "succeeded", "dead", "needs_review",
                                              "cancelled"])
-    listing.add_argument("--queue")
-    listing.add_argument("--after-id", type=int, default=0)
-    listing.add_argument("--limit", type=int, default=100)
+    listing.add_argument("--queue", help="only this queue")
+    listing.add_argument("--kind", help="only this task kind")
+    listing.add_argument("--key", help="the task with this unique or idempotency key")
+    listing.add_argument("--older-than", type=_duration, default=None,
+                         help="created at least this long ago, e.g. 30m or 2d (stuck work)")
+    listing.add_argument("--after-id", type=int, default=0, help="page: tasks with a larger id")
+    listing.add_argument("--limit", type=int, default=100, help="page size (<= 1000)")
+    listing.add_argument("--json", action="store_true", help="print JSON")
     listing.set_defaults(handler=cmd_tasks_list)
     show = tasks_sub.add_parser("show", help="one task and its attempt history")
     show.add_argument("task_id", type=int)
+    show.add_argument("--json", action="store_true", help="print JSON (the task with its attempts)")
     show.set_defaults(handler=cmd_tasks_show)
     for action, text in (("retry", "send a dead or cancelled task again"),
                          ("cancel", "cancel a task that never ran (its hold is released)"),
@@ -312,10 +480,34 @@ def _parser() -> argparse.ArgumentParser:
     worker.add_argument("--poll-ms", type=int, default=1000, help="poll interval when no NOTIFY arrives")
     worker.add_argument("--grace-s", type=int, default=30, help="shutdown grace for in-flight tasks")
     worker.add_argument("--no-maintenance", action="store_true", help="do not take part in maintenance")
+    worker.add_argument("--metrics-port", type=int, default=None,
+                        help="serve Prometheus metrics on http://HOST:PORT/metrics")
+    worker.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     worker.set_defaults(handler=cmd_worker)
     stats = sub.add_parser("stats", help="task counts per queue and state")
-    stats.add_argument("--json", action="store_true")
+    output = stats.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print JSON")
+    output.add_argument("--prometheus", action="store_true", help="print the metrics in Prometheus text format")
     stats.set_defaults(handler=cmd_stats)
+    queues = sub.add_parser("queues", help="queues: depth, lag, limits; pause, resume, set limits")
+    queues.set_defaults(handler=cmd_queues_list, json=False)
+    queues_sub = queues.add_subparsers(dest="queues_command")
+    queues_list = queues_sub.add_parser("list", help="every queue with depth, lag and limits (the default)")
+    queues_list.add_argument("--json", action="store_true", help="print JSON")
+    queues_list.set_defaults(handler=cmd_queues_list)
+    for action, text in (("pause", "stop claims from a queue (running tasks finish)"),
+                         ("resume", "let workers claim from a queue again")):
+        command = queues_sub.add_parser(action, help=text)
+        command.add_argument("name")
+        command.set_defaults(handler=cmd_queues_pause, pause_action=action)
+    limits = queues_sub.add_parser("set", help="set a queue's limits (unset options mean unlimited)")
+    limits.add_argument("name")
+    limits.add_argument("--concurrency", type=int, default=None, help="running tasks at most")
+    limits.add_argument("--rate", type=_rate, default=None, help="starts per window, e.g. 10/1s")
+    limits.add_argument("--amount", type=_amount_limit, default=None,
+                        help="money started per window, e.g. 50000.00CNY/1h")
+    limits.add_argument("--weight", type=int, default=1, help="share for workers serving several queues")
+    limits.set_defaults(handler=cmd_queues_set)
     ledger = sub.add_parser("ledger", help=helps["ledger"])
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     accounts = ledger_sub.add_parser("accounts", help="list accounts with balances")
@@ -328,8 +520,10 @@ def _parser() -> argparse.ArgumentParser:
     history.add_argument("account_id", type=int)
     history.add_argument("--after-seq", type=int, default=0, help="page: entries with a larger seq")
     history.add_argument("--limit", type=int, default=100, help="page size (<= 1000)")
+    history.add_argument("--json", action="store_true", help="print JSON")
     history.set_defaults(handler=cmd_ledger_history)
     audit = ledger_sub.add_parser("audit", help="check every ledger invariant (exit 1 on a violation)")
+    audit.add_argument("--json", action="store_true", help="print JSON")
     audit.set_defaults(handler=cmd_ledger_audit)
     return parser
 
@@ -338,9 +532,13 @@ def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.handler(args))
+    except payq.DatabaseError as exc:
+        print(f"payq: {type(exc).__name__}: {exc}", file=sys.stderr)
+        unreachable = (exc.sqlstate or "").startswith("08")
+        return EXIT_UNAVAILABLE if unreachable else EXIT_REFUSED
     except payq.Error as exc:
         print(f"payq: {type(exc).__name__}: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_REFUSED
     except KeyboardInterrupt:
         print("payq: interrupted", file=sys.stderr)
         return 130

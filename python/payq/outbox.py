@@ -33,6 +33,7 @@ __all__ = [
     "Attempt",
     "Tasks",
     "Queues",
+    "QueueInfo",
     "enqueue",
     "enqueue_many",
 ]
@@ -248,10 +249,17 @@ class Tasks:
         """One task (raises :class:`payq.UnknownTask`)."""
         return Task._from_core(core.outbox_task_get(self._target, task_id))
 
-    def list(self, *, state: Optional[str] = None, queue: Optional[str] = None, after_id: int = 0,
+    def list(self, *, state: Optional[str] = None, queue: Optional[str] = None, kind: Optional[str] = None,
+             key: Optional[str] = None, older_than: Optional[timedelta] = None, after_id: int = 0,
              limit: int = 100) -> List[Task]:
-        """A page of tasks by id, optionally of one state and queue."""
-        return [Task._from_core(t) for t in core.outbox_tasks_list(self._target, state, queue, after_id, limit)]
+        """A page of tasks by id (``after_id`` pages on), narrowed by every
+        filter given: ``state``, ``queue``, ``kind``, ``key`` (the unique or
+        idempotency key, exact) and ``older_than`` (created at least that
+        long ago: stuck work)."""
+        if state is not None and state not in TASK_STATES:
+            raise InvalidArgument(f"unknown task state {state!r}; one of {', '.join(TASK_STATES)}")
+        return [Task._from_core(t) for t in core.outbox_tasks_list(
+            self._target, state, queue, after_id, limit, kind, key, _ms(older_than, "older_than"))]
 
     def stats(self) -> Dict[str, Dict[str, int]]:
         """Task counts: ``{queue: {state: count}}``."""
@@ -284,12 +292,66 @@ class Tasks:
                                 actor, note)
 
 
+@dataclass(frozen=True)
+class QueueInfo:
+    """One queue as an operator sees it (:meth:`Queues.list`): settings,
+    depth and lag. ``paused_until`` is set only while back-pressure from a
+    provider is in force; ``oldest_runnable_age`` is how long the oldest
+    due task has waited (None: nothing due)."""
+
+    name: str
+    paused: bool
+    paused_until: Optional[datetime]
+    concurrency: Optional[int]
+    rate: Optional[tuple]  # (count, timedelta)
+    amount: Optional[tuple]  # (Money, timedelta)
+    weight: int
+    pending: int
+    runnable: int
+    running: int
+    held: int
+    dead: int
+    needs_review: int
+    oldest_runnable_age: Optional[timedelta]
+    started_last_minute: int
+
+    @classmethod
+    def _from_core(cls, q: Any) -> "QueueInfo":
+        rate = None
+        if q.rate_count_max is not None:
+            rate = (q.rate_count_max, timedelta(milliseconds=q.rate_window_ms))
+        amount = None
+        if q.amount_max_minor is not None:
+            amount = (Money(q.amount_max_minor, q.amount_currency), timedelta(milliseconds=q.amount_window_ms))
+        age = q.oldest_runnable_age_ms
+        return cls(
+            name=q.name, paused=q.paused,
+            paused_until=None if q.paused_until is None else _timestamp(q.paused_until),
+            concurrency=q.concurrency_max, rate=rate, amount=amount, weight=q.weight,
+            pending=q.pending, runnable=q.runnable, running=q.running, held=q.held, dead=q.dead,
+            needs_review=q.needs_review,
+            oldest_runnable_age=None if age is None else timedelta(milliseconds=max(0, age)),
+            started_last_minute=q.started_last_minute,
+        )
+
+
 class Queues:
     """Queue settings (``db.queues``). Limits hold across every worker on
     every machine: the database coordinates them."""
 
     def __init__(self, target: Any) -> None:
         self._target = target
+
+    def list(self) -> List[QueueInfo]:
+        """Every queue with its settings, depth and lag, by name."""
+        return [QueueInfo._from_core(q) for q in core.outbox_queues_overview(self._target)]
+
+    def get(self, name: str) -> QueueInfo:
+        """One queue (raises :class:`payq.InvalidArgument` if it never existed)."""
+        for info in self.list():
+            if info.name == name:
+                return info
+        raise InvalidArgument(f"no queue named {name!r}")
 
     def configure(
         self,

@@ -163,6 +163,42 @@ struct QueueStats {
   std::int64_t count = 0;
 };
 
+// One queue as an operator sees it: its settings and what waits in it.
+struct QueueOverview {
+  std::string name;
+  bool paused = false;                      // by an operator
+  std::optional<std::string> paused_until;  // back-pressure still in force (UTC, ISO 8601)
+  std::optional<int> concurrency_max;
+  std::optional<int> rate_count_max;
+  std::optional<int> rate_window_ms;
+  std::optional<std::int64_t> amount_max_minor;
+  std::optional<std::string> amount_currency;
+  std::optional<int> amount_window_ms;
+  int weight = 1;
+  std::int64_t pending = 0;   // waiting, including those scheduled for later
+  std::int64_t runnable = 0;  // pending and due now
+  std::int64_t running = 0;
+  std::int64_t held = 0;
+  std::int64_t dead = 0;
+  std::int64_t needs_review = 0;
+  // How long the oldest due task has waited: the queue's lag.
+  std::optional<std::int64_t> oldest_runnable_age_ms;
+  // Claims within the last minute (recorded for queues with rate or amount limits only).
+  std::int64_t started_last_minute = 0;
+};
+
+// Which tasks Outbox::tasks_list returns: every set field narrows the list.
+struct TaskFilter {
+  std::optional<std::string> state;
+  std::optional<std::string> queue;
+  std::optional<std::string> kind;
+  std::optional<std::string> key;  // unique key or idempotency key, exact
+  // Only tasks created at least this long ago (stuck work).
+  std::optional<std::int64_t> created_before_ms_ago;
+  std::int64_t after_id = 0;  // paging: tasks with a larger id
+  std::int64_t limit = 100;   // 1..1000
+};
+
 struct ClaimRequest {
   std::string queue;
   std::string worker_id;
@@ -215,11 +251,14 @@ class Outbox {
   void task_resolve(std::int64_t task_id, bool applied, const std::string& actor, const std::string& note);
 
   Task task_get(std::int64_t task_id);
+  std::vector<Task> tasks_list(const TaskFilter& filter);
   std::vector<Task> tasks_list(const std::optional<std::string>& state, const std::optional<std::string>& queue,
                                std::int64_t after_id, std::int64_t limit);
   std::vector<TaskAttempt> attempts(std::int64_t task_id);
   // Task counts per queue and state.
   std::vector<QueueStats> stats();
+  // Every queue with its settings, depth and lag, by name.
+  std::vector<QueueOverview> queues_overview();
 
   void queue_configure(const QueueConfig& config);
   void queue_pause(const std::string& queue, bool paused);
