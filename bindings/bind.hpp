@@ -16,6 +16,7 @@ void bind_embedded(py::module_& m);
 void bind_app_executor(py::module_& m);
 void bind_ledger(py::module_& m);
 void bind_outbox(py::module_& m);
+void bind_inbox(py::module_& m);
 void bind_worker(py::module_& m);
 
 // Rows as (column names, list of tuples of str | None); call with the GIL held.

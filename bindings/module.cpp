@@ -9,5 +9,6 @@ PYBIND11_MODULE(_core, m) {
   payq::bindings::bind_app_executor(m);
   payq::bindings::bind_ledger(m);
   payq::bindings::bind_outbox(m);
+  payq::bindings::bind_inbox(m);
   payq::bindings::bind_worker(m);
 }

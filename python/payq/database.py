@@ -12,6 +12,7 @@ from payq._native import core
 from payq.errors import InvalidArgument
 
 if TYPE_CHECKING:
+    from payq.inbox import Inbox
     from payq.ledger import Ledger
     from payq.outbox import EnqueueResult, Queues, TaskRequest, Tasks
 
@@ -143,6 +144,13 @@ class Transaction:
         return Tasks(self._tx)
 
     @property
+    def inbox(self) -> "Inbox":
+        """Provider callbacks, settled inside this transaction."""
+        from payq.inbox import Inbox
+
+        return Inbox(self._tx)
+
+    @property
     def ledger(self) -> "Ledger":
         """The ledger inside this transaction (savepoints included)."""
         from payq.ledger import Ledger
@@ -237,6 +245,13 @@ class Database:
         from payq.outbox import Queues
 
         return Queues(self._core)
+
+    @property
+    def inbox(self) -> "Inbox":
+        """Provider callbacks: each event once, settling its task (see :mod:`payq.inbox`)."""
+        from payq.inbox import Inbox
+
+        return Inbox(self._core)
 
     def __repr__(self) -> str:
         return f"<payq.Database schema={self.schema!r} source={self.dsn_source}>"

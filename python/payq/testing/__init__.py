@@ -12,8 +12,9 @@ from typing import Iterator
 
 import payq
 from payq.embedded import EmbeddedServer
+from payq.testing.fake_provider import FakeProvider
 
-__all__ = ["throwaway_cluster", "fresh_schema"]
+__all__ = ["throwaway_cluster", "fresh_schema", "FakeProvider"]
 
 _schema_counter = itertools.count()
 
