@@ -51,6 +51,19 @@ void bind_values(py::module_& m) {
       .def_readonly("needs_review", &QueueOverview::needs_review)
       .def_readonly("oldest_runnable_age_ms", &QueueOverview::oldest_runnable_age_ms)
       .def_readonly("started_last_minute", &QueueOverview::started_last_minute);
+  py::class_<TaskAction>(m, "TaskAction")
+      .def_readonly("task_id", &TaskAction::task_id)
+      .def_readonly("action", &TaskAction::action)
+      .def_readonly("actor", &TaskAction::actor)
+      .def_readonly("note", &TaskAction::note)
+      .def_readonly("created_at", &TaskAction::created_at);
+  py::class_<CronEntry>(m, "CronEntry")
+      .def_readonly("name", &CronEntry::name)
+      .def_readonly("schedule", &CronEntry::schedule)
+      .def_readonly("time_zone", &CronEntry::time_zone)
+      .def_readonly("queue", &CronEntry::queue)
+      .def_readonly("kind", &CronEntry::kind)
+      .def_readonly("payload_json", &CronEntry::payload_json);
   py::class_<EnqueueResult>(m, "EnqueueResult")
       .def_readonly("task_id", &EnqueueResult::task_id)
       .def_readonly("created", &EnqueueResult::created);
@@ -138,6 +151,18 @@ void bind_outbox(py::module_& m) {
     TaskFilter filter{std::move(state), std::move(queue), std::move(kind), std::move(key), created_before_ms_ago,
                       after_id, limit};
     return on_target(target, [&](Executor& e) { return Outbox(e).tasks_list(filter); });
+  });
+  m.def("outbox_actions", [](py::handle target, std::int64_t task_id) {
+    return on_target(target, [&](Executor& e) { return Outbox(e).actions(task_id); });
+  });
+  m.def("outbox_cron_list", [](py::handle target) {
+    return on_target(target, [&](Executor& e) { return Outbox(e).cron_list(); });
+  });
+  m.def("outbox_cron_remove", [](py::handle target, const std::string& name) {
+    on_target(target, [&](Executor& e) {
+      Outbox(e).cron_remove(name);
+      return 0;
+    });
   });
   m.def("outbox_queues_overview", [](py::handle target) {
     return on_target(target, [&](Executor& e) { return Outbox(e).queues_overview(); });

@@ -142,3 +142,21 @@ def test_enqueue_joins_the_applications_transaction(payq_db, payq_dsn):
         assert [t.payload for t in payq_db.tasks.list()] == [{"n": 2}]
     finally:
         conn.close()
+
+
+def test_actions_and_crons_are_listed(payq_db):
+    task = payq_db.enqueue("sms.send", {"to": "a"}, held=True)
+    payq_db.tasks.release(task.task_id, actor="ops:lin", note="approved by phone")
+    payq_db.tasks.cancel(task.task_id, actor="ops:mo", note="customer withdrew")
+    actions = payq_db.tasks.actions(task.task_id)
+    assert [(a.action, a.actor, a.note) for a in actions] == [
+        ("release", "ops:lin", "approved by phone"), ("cancel", "ops:mo", "customer withdrew")]
+    assert payq_db.tasks.actions(999999) == []
+
+    payq_db.queues.cron("nightly-report", "0 2 * * *", "report.send", {"to": "finance"}, queue="reports",
+                        time_zone="Asia/Shanghai")
+    [cron] = payq_db.queues.crons()
+    assert (cron.name, cron.schedule, cron.time_zone, cron.queue, cron.kind, cron.payload) == (
+        "nightly-report", "0 2 * * *", "Asia/Shanghai", "reports", "report.send", {"to": "finance"})
+    payq_db.queues.cron_remove("nightly-report")
+    assert payq_db.queues.crons() == []

@@ -212,6 +212,16 @@ std::vector<TaskAttempt> Outbox::attempts(std::int64_t task_id) {
   return out;
 }
 
+std::vector<TaskAction> Outbox::actions(std::int64_t task_id) {
+  Rows rows = executor_.exec(outbox_sql::actions, {std::to_string(task_id)});
+  std::vector<TaskAction> out;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    out.push_back({rows.i64(i, "task_id"), rows.text(i, "action"), rows.text(i, "actor"), rows.text(i, "note"),
+                   rows.text(i, "created_at")});
+  }
+  return out;
+}
+
 std::vector<QueueStats> Outbox::stats() {
   Rows rows = executor_.exec(outbox_sql::stats, {});
   std::vector<QueueStats> out;

@@ -233,6 +233,21 @@ class EnqueueResult:
     task_id: int
     created: bool
 
+class TaskAction:
+    task_id: int
+    action: str
+    actor: str
+    note: str
+    created_at: str
+
+class CronEntry:
+    name: str
+    schedule: str
+    time_zone: str
+    queue: str
+    kind: str
+    payload_json: str
+
 class QueueOverview:
     name: str
     paused: bool
@@ -306,6 +321,9 @@ def outbox_tasks_list(
     kind: Optional[str], key: Optional[str], created_before_ms_ago: Optional[int],
 ) -> List[Task]: ...
 def outbox_queues_overview(target: LedgerTarget) -> List[QueueOverview]: ...
+def outbox_actions(target: LedgerTarget, task_id: int) -> List[TaskAction]: ...
+def outbox_cron_list(target: LedgerTarget) -> List[CronEntry]: ...
+def outbox_cron_remove(target: LedgerTarget, name: str) -> None: ...
 def inbox_receive(
     target: LedgerTarget, provider: str, event_id: str, key: str, applied: bool, payload_json: str
 ) -> Tuple[str, Optional[int], Optional[str]]: ...

@@ -34,6 +34,8 @@ __all__ = [
     "Tasks",
     "Queues",
     "QueueInfo",
+    "Action",
+    "Cron",
     "enqueue",
     "enqueue_many",
 ]
@@ -227,6 +229,40 @@ class Attempt:
         return cls(a.task_id, a.attempt, a.worker_id, a.outcome, a.error, a.duration_ms, started, finished)
 
 
+@dataclass(frozen=True)
+class Action:
+    """A recorded action on a task: who (``actor``), what and why (``note``).
+    Operators' actions and provider callbacks (actor ``callback:<provider>``)."""
+
+    task_id: int
+    action: str
+    actor: str
+    note: str
+    created_at: datetime
+
+    @classmethod
+    def _from_core(cls, a: Any) -> "Action":
+        created = _timestamp(a.created_at)
+        assert created is not None
+        return cls(a.task_id, a.action, a.actor, a.note, created)
+
+
+@dataclass(frozen=True)
+class Cron:
+    """A cron entry (:meth:`Queues.cron`)."""
+
+    name: str
+    schedule: str
+    time_zone: str
+    queue: str
+    kind: str
+    payload: Json
+
+    @classmethod
+    def _from_core(cls, c: Any) -> "Cron":
+        return cls(c.name, c.schedule, c.time_zone, c.queue, c.kind, json.loads(c.payload_json))
+
+
 def _enqueue_many(target: Any, requests: Sequence[TaskRequest]) -> List[EnqueueResult]:
     specs = [r._to_core() for r in requests]
     return [EnqueueResult(r.task_id, r.created) for r in core.outbox_enqueue_batch(target, specs)]
@@ -271,6 +307,11 @@ class Tasks:
     def attempts(self, task_id: int) -> List[Attempt]:
         """Every attempt of a task (kept when the task row is pruned)."""
         return [Attempt._from_core(a) for a in core.outbox_attempts(self._target, task_id)]
+
+    def actions(self, task_id: int) -> List[Action]:
+        """Every recorded action on a task (release, retry, cancel, resolve,
+        callbacks), oldest first."""
+        return [Action._from_core(a) for a in core.outbox_actions(self._target, task_id)]
 
     def release(self, task_id: int, *, actor: str, note: str = "") -> None:
         """Approve a held task: it becomes claimable. Recorded with ``actor``."""
@@ -387,6 +428,14 @@ class Queues:
         many workers run (the elected maintenance worker fires them)."""
         core.outbox_cron_set(self._target, name, schedule, time_zone, queue, kind,
                              _json_text({} if payload is None else payload, "cron payload"))
+
+    def crons(self) -> List[Cron]:
+        """Every cron entry, by name."""
+        return [Cron._from_core(c) for c in core.outbox_cron_list(self._target)]
+
+    def cron_remove(self, name: str) -> None:
+        """Remove a cron entry (no error if there is none)."""
+        core.outbox_cron_remove(self._target, name)
 
     def pause(self, name: str) -> None:
         """Stop workers from claiming this queue (running tasks finish)."""

@@ -157,6 +157,15 @@ struct CronEntry {
   std::string payload_json = "{}";
 };
 
+// An operator's (or a callback's) recorded action on a task.
+struct TaskAction {
+  std::int64_t task_id = 0;
+  std::string action;  // release, retry, cancel, resolve_applied, callback_applied, ...
+  std::string actor;
+  std::string note;
+  std::string created_at;
+};
+
 struct QueueStats {
   std::string queue;
   std::string state;
@@ -255,6 +264,8 @@ class Outbox {
   std::vector<Task> tasks_list(const std::optional<std::string>& state, const std::optional<std::string>& queue,
                                std::int64_t after_id, std::int64_t limit);
   std::vector<TaskAttempt> attempts(std::int64_t task_id);
+  // Every recorded action on a task, oldest first.
+  std::vector<TaskAction> actions(std::int64_t task_id);
   // Task counts per queue and state.
   std::vector<QueueStats> stats();
   // Every queue with its settings, depth and lag, by name.
