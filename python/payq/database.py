@@ -216,10 +216,18 @@ class Database:
         """Begin a transaction: ``with db.transaction() as t: ...``."""
         return Transaction(self._core.begin(), self._notify)
 
-    def _notify(self, queues: Set[str]) -> None:
+    def notify(self, queues: Iterable[str]) -> None:
+        """Wake workers serving ``queues`` now (NOTIFY on a connection of
+        payq's, outside any caller transaction). payq does this itself
+        after its own transactions commit; call it after committing tasks
+        enqueued on the application's connection (for example from
+        Django's ``transaction.on_commit``), or let workers find them at
+        their next poll."""
         notify = getattr(core, "notify_queues", None)
         if notify is not None:
-            notify(self._core, sorted(queues))
+            notify(self._core, sorted(set(queues)))
+
+    _notify = notify  # the transaction's after-commit hook
 
     def enqueue(self, kind: str, payload: Any = None, **options: Any) -> "EnqueueResult":
         """Enqueue a task in a transaction of its own (see

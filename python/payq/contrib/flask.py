@@ -180,7 +180,7 @@ class AppConnection:
             def committed(committed_session: Any) -> None:
                 queues_now = committed_session.info.pop(_SESSION_NOTIFY, set())
                 if queues_now:
-                    database._notify(queues_now)
+                    database.notify(queues_now)
 
             event.listen(session, "after_commit", committed, once=True)
         pending.update(queues)

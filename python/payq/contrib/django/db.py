@@ -120,7 +120,7 @@ def tasks(using: Optional[str] = None) -> Tasks:
 
 
 def _notify(alias: str, queues: Set[str]) -> None:
-    database(alias)._notify(queues)
+    database(alias).notify(queues)
 
 
 def _notify_on_commit(alias: str, queues: Set[str]) -> None:
