@@ -3,6 +3,10 @@
 
 #include <pybind11/pybind11.h>
 
+#include <cstdint>
+#include <optional>
+
+#include "payq/backoff.hpp"
 #include "payq/db.hpp"
 
 namespace payq::bindings {
@@ -18,6 +22,12 @@ void bind_ledger(py::module_& m);
 void bind_outbox(py::module_& m);
 void bind_inbox(py::module_& m);
 void bind_worker(py::module_& m);
+void bind_http(py::module_& m);
+
+// A kind's backoff from the Python registry's optional fields: nullopt when
+// none is given (the registry's default applies); InvalidArgument if bad.
+std::optional<BackoffPolicy> backoff_from(std::optional<std::int64_t> delay_ms_base,
+                                          std::optional<std::int64_t> delay_ms_max, std::optional<int> multiplier);
 
 // Rows as (column names, list of tuples of str | None); call with the GIL held.
 py::tuple rows_to_python(const Rows& rows);

@@ -47,6 +47,17 @@ class PythonHandler final : public Handler {
 
 }  // namespace
 
+std::optional<BackoffPolicy> backoff_from(std::optional<std::int64_t> delay_ms_base,
+                                          std::optional<std::int64_t> delay_ms_max, std::optional<int> multiplier) {
+  if (!delay_ms_base && !delay_ms_max && !multiplier) return std::nullopt;
+  BackoffPolicy backoff;
+  if (delay_ms_base) backoff.delay_ms_base = *delay_ms_base;
+  if (delay_ms_max) backoff.delay_ms_max = *delay_ms_max;
+  if (multiplier) backoff.multiplier = *multiplier;
+  backoff_validate(backoff);
+  return backoff;
+}
+
 void bind_worker(py::module_& m) {
   py::class_<HandlerRegistry, std::shared_ptr<HandlerRegistry>>(m, "HandlerRegistry")
       .def(py::init([] { return std::make_shared<HandlerRegistry>(); }))
@@ -56,14 +67,7 @@ void bind_worker(py::module_& m) {
               std::optional<int> multiplier, bool batched_completion) {
              HandlerOptions options;
              options.batched_completion = batched_completion;
-             if (delay_ms_base || delay_ms_max || multiplier) {
-               BackoffPolicy backoff;
-               if (delay_ms_base) backoff.delay_ms_base = *delay_ms_base;
-               if (delay_ms_max) backoff.delay_ms_max = *delay_ms_max;
-               if (multiplier) backoff.multiplier = *multiplier;
-               backoff_validate(backoff);
-               options.backoff = backoff;
-             }
+             options.backoff = backoff_from(delay_ms_base, delay_ms_max, multiplier);
              self.add(kind, std::make_shared<PythonHandler>(std::move(adapter)), options);
            })
       .def("remove", &HandlerRegistry::remove)
@@ -79,6 +83,9 @@ void bind_worker(py::module_& m) {
       .def_readonly("handler_exceptions", &WorkerStats::handler_exceptions)
       .def_readonly("completed_by_handler", &WorkerStats::completed_by_handler)
       .def_readonly("batched_completions", &WorkerStats::batched_completions)
+      .def_readonly("async_started", &WorkerStats::async_started)
+      .def_readonly("async_abandoned", &WorkerStats::async_abandoned)
+      .def_readonly("queue_pauses", &WorkerStats::queue_pauses)
       .def_readonly("lease_lost", &WorkerStats::lease_lost)
       .def_readonly("given_back", &WorkerStats::given_back)
       .def_readonly("complete_errors", &WorkerStats::complete_errors)

@@ -11,4 +11,5 @@ PYBIND11_MODULE(_core, m) {
   payq::bindings::bind_outbox(m);
   payq::bindings::bind_inbox(m);
   payq::bindings::bind_worker(m);
+  payq::bindings::bind_http(m);
 }

@@ -1,7 +1,8 @@
 // The worker's claiming threads and its lifecycle: each thread owns one
 // connection, claims a batch from a queue picked by weight in a short
 // transaction, runs the handlers one after another and records each outcome
-// in a fresh transaction. Listener and maintenance live in their own files.
+// in a fresh transaction. Asynchronous handlers (worker_async.cpp), the
+// listener and maintenance live in their own files.
 #include "payq/worker.hpp"
 
 #include <unistd.h>
@@ -17,6 +18,7 @@
 #include <nlohmann/json.hpp>
 
 #include "payq/error.hpp"
+#include "worker_async_internal.hpp"
 
 namespace payq {
 namespace {
@@ -307,6 +309,9 @@ WorkerStats Worker::stats() const {
   s.handler_exceptions = counters_.handler_exceptions.load();
   s.completed_by_handler = counters_.completed_by_handler.load();
   s.batched_completions = counters_.batched_completions.load();
+  s.async_started = counters_.async_started.load();
+  s.async_abandoned = counters_.async_abandoned.load();
+  s.queue_pauses = counters_.queue_pauses.load();
   s.lease_lost = counters_.lease_lost.load();
   s.given_back = counters_.given_back.load();
   s.complete_errors = counters_.complete_errors.load();
@@ -428,15 +433,20 @@ std::vector<Worker::ClaimedTask> Worker::claim_round(Connection& connection, Que
 // given back too. Successes of batched_completion kinds are queued and
 // recorded together at the end, and before any give-back, since the leases
 // of the queued tasks run as low as the given-back task's.
+//
+// Tasks of asynchronous handlers are only started in that pass, so the
+// whole batch is in flight while synchronous tasks run; their results are
+// then recorded as they arrive.
 void Worker::batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch) {
   std::vector<QueuedSuccess> queued;
   queued.reserve(batch.size());
+  AsyncBatch async(counters_.in_flight, batch.size());
   for (std::size_t i = 0; i < batch.size(); ++i) {
     const ClaimedTask& claimed = batch[i];
     if (stop_requested()) {
       successes_flush(connection, queued);
       for (std::size_t j = i; j < batch.size(); ++j) task_give_back(connection, batch[j].task, "shutdown");
-      return;
+      break;
     }
     const auto lease = std::chrono::milliseconds(claimed.task.timeout_ms);
     if (Clock::now() - claimed.claimed_at > lease / lease_headroom_divisor) {
@@ -444,21 +454,27 @@ void Worker::batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& b
       task_give_back(connection, claimed.task, "lease_headroom");
       continue;
     }
-    task_run(connection, claimed, queued);
+    const std::optional<HandlerEntry> entry = registry_.find(claimed.task.kind);
+    if (entry && entry->handler->asynchronous()) {
+      async_start(connection, async, claimed, *entry);
+      continue;
+    }
+    task_run(connection, claimed, entry, queued);
   }
+  async_finish(connection, async, queued);
   successes_flush(connection, queued);
 }
 
-void Worker::task_run(ThreadConnection& connection, const ClaimedTask& claimed, std::vector<QueuedSuccess>& queued) {
+void Worker::task_run(ThreadConnection& connection, const ClaimedTask& claimed,
+                      const std::optional<HandlerEntry>& entry, std::vector<QueuedSuccess>& queued) {
   const Task& task = claimed.task;
   InFlight in_flight(counters_.in_flight);
   const auto started = Clock::now();
-  std::optional<HandlerEntry> entry = registry_.find(task.kind);
   HandlerResult result;
   BackoffPolicy backoff;
   bool batched = false;
   if (entry) {
-    result = handler_call(*entry->handler, task);
+    result = handler_call(*entry->handler, task, context_for(connection, task));
     backoff = entry->backoff;
     batched = entry->batched_completion;
   } else {
@@ -472,6 +488,13 @@ void Worker::task_run(ThreadConnection& connection, const ClaimedTask& claimed, 
   }
   const std::int64_t duration_ms =
       std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+  result_record(connection, task, result, backoff, batched, duration_ms, queued);
+}
+
+void Worker::result_record(ThreadConnection& connection, const Task& task, HandlerResult& result,
+                           const BackoffPolicy& backoff, bool batched, std::int64_t duration_ms,
+                           std::vector<QueuedSuccess>& queued) {
+  if (result.queue_pause_ms) queue_pause(connection, task, *result.queue_pause_ms);
   if (!result.outcome) {
     ++counters_.completed_by_handler;
     nlohmann::json fields = task_fields(task);
@@ -545,11 +568,21 @@ void Worker::successes_flush(ThreadConnection& connection, std::vector<QueuedSuc
   }
 }
 
+// The context of one attempt; attempts_read uses the thread's connection,
+// so it is valid only while the handler call lasts.
+TaskContext Worker::context_for(ThreadConnection& connection, const Task& task) {
+  const std::int64_t task_id = task.id;
+  return TaskContext{options_.worker_id, *task.lease_token, [this] { return stop_requested(); },
+                     [this, &connection, task_id] {
+                       return transact_on(connection.get(), database_.options().transient_retry_count_max,
+                                          [&](Transaction& tx) { return Outbox(tx).attempts(task_id); });
+                     }};
+}
+
 // Any exception from a handler is a `retry`: the handler contract says a
 // handler that may have applied its effect returns `unknown` instead of
 // throwing.
-HandlerResult Worker::handler_call(Handler& handler, const Task& task) {
-  const TaskContext context{options_.worker_id, *task.lease_token, [this] { return stop_requested(); }};
+HandlerResult Worker::handler_call(Handler& handler, const Task& task, const TaskContext& context) {
   std::string error;
   try {
     return handler.handle(task, context);
@@ -558,6 +591,10 @@ HandlerResult Worker::handler_call(Handler& handler, const Task& task) {
   } catch (...) {
     error = "handler threw a non-standard exception";
   }
+  return handler_exception_result(task, error);
+}
+
+HandlerResult Worker::handler_exception_result(const Task& task, const std::string& error) {
   ++counters_.handler_exceptions;
   nlohmann::json fields = task_fields(task);
   fields["error"] = error;
@@ -611,6 +648,23 @@ void Worker::task_complete(ThreadConnection& connection, const Task& task, const
     connection.drop_if_broken();
     fields["error"] = e.what();
     log("error", "task_complete_failed", fields);
+  }
+}
+
+// Back-pressure asked for by a handler. Losing it costs only the pause
+// (the outcome is still recorded), so a failure is logged, not raised.
+void Worker::queue_pause(ThreadConnection& connection, const Task& task, std::int64_t pause_ms) {
+  nlohmann::json fields = task_fields(task);
+  fields["pause_ms"] = pause_ms;
+  try {
+    transact_on(connection.get(), database_.options().transient_retry_count_max,
+                [&](Transaction& tx) { Outbox(tx).queue_pause_until(task.queue, pause_ms); });
+    ++counters_.queue_pauses;
+    log("warning", "queue_paused", fields);
+  } catch (const Error& e) {
+    connection.drop_if_broken();
+    fields["error"] = e.what();
+    log("error", "queue_pause_failed", fields);
   }
 }
 

@@ -15,7 +15,9 @@ from payq import ledger
 from payq.ledger import Account, AuditReport, Entry, Hold, Ledger, LedgerTransaction
 from payq import outbox
 from payq.outbox import Attempt, EnqueueResult, Settle, Task, TaskRequest
-from payq.worker import Fail, Retry, TaskRun, Unknown, Worker, handler
+from payq.worker import Fail, Retry, TaskRun, Unknown, Worker, handler, http_handler
+from payq import http
+from payq.http import SecretEnv, secret_env
 from payq.money import (
     AmountLike,
     Currency,
@@ -52,6 +54,10 @@ __all__ = [
     "EnqueueResult",
     "Attempt",
     "handler",
+    "http_handler",
+    "http",
+    "secret_env",
+    "SecretEnv",
     "Worker",
     "TaskRun",
     "Retry",

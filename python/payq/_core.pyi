@@ -1,5 +1,5 @@
 # Type stubs for payq's compiled core. Private: use the payq package.
-from typing import Any, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, List, Optional, Sequence, Tuple, Union
 
 Row = Tuple[Optional[str], ...]
 
@@ -365,6 +365,9 @@ class WorkerStats:
     handler_exceptions: int
     completed_by_handler: int
     batched_completions: int
+    async_started: int
+    async_abandoned: int
+    queue_pauses: int
     lease_lost: int
     given_back: int
     complete_errors: int
@@ -385,3 +388,28 @@ class Worker:
     def stats(self) -> WorkerStats: ...
 
 def notify_queues(database: Database, queues: Sequence[str]) -> None: ...
+
+# ---- http
+class HttpClient:
+    def __init__(self, transfer_count_max: int = 4096) -> None: ...
+    def transfer_count(self) -> int: ...
+
+class HttpKind:
+    @property
+    def method(self) -> str: ...
+    @property
+    def url(self) -> str: ...
+
+def http_kind_compile(
+    *, method: str, url: str, headers: Sequence[Tuple[str, str, Optional[str]]], body: Optional[str],
+    idempotency_header: str, connect_timeout_ms: int, timeout_ms: int, response_body_bytes_max: int,
+    follow_redirects: bool, ca_file: Optional[str], status_rules: Sequence[Tuple[int, int, str]],
+    success_when: Sequence[Tuple[str, str]], success_mismatch: str, error_code_field: str,
+    error_codes: Sequence[Tuple[str, str]], rate_limited_pause_ms: int, retry_after_ms_max: int,
+    status_url: Optional[str], status_not_found: Sequence[int],
+) -> HttpKind: ...
+def registry_add_http(
+    registry: HandlerRegistry, kind: str, http_kind: HttpKind, client: HttpClient,
+    status_check: Optional[Callable[[Task], Tuple[str, str, str]]], delay_ms_base: Optional[int],
+    delay_ms_max: Optional[int], multiplier: Optional[int],
+) -> None: ...

@@ -19,6 +19,10 @@ Register handlers with a decorator; ``payq worker --app myapp.tasks`` imports
 The C++ engine claims tasks, holds the GIL only while calling the handler,
 and records the outcome (with the task's ledger settlement) in one
 transaction. Any other exception means ``retry``.
+
+A kind whose side effect is one HTTP call needs no Python at all:
+``payq.http_handler("payout", url=..., ...)`` registers the built-in C++
+HTTP handler (see :mod:`payq.http`).
 """
 
 from __future__ import annotations
@@ -32,8 +36,9 @@ import threading
 import time
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from payq import http as _http
 from payq._native import core
 from payq.errors import InvalidArgument
 from payq.outbox import Task
@@ -46,6 +51,7 @@ __all__ = [
     "Registry",
     "registry",
     "handler",
+    "http_handler",
     "Worker",
 ]
 
@@ -126,6 +132,14 @@ class _Registration:
     batched_completion: bool = False
 
 
+@dataclass
+class _HttpRegistration:
+    kind: _http.HttpKind
+    base_delay: Optional[timedelta]
+    max_delay: Optional[timedelta]
+    multiplier: Optional[int]
+
+
 def _ms(value: Optional[timedelta]) -> Optional[int]:
     return None if value is None else value // timedelta(milliseconds=1)
 
@@ -157,7 +171,7 @@ class Registry:
     """Handlers by task kind."""
 
     def __init__(self) -> None:
-        self._handlers: Dict[str, _Registration] = {}
+        self._handlers: Dict[str, Union[_Registration, _HttpRegistration]] = {}
 
     def handler(
         self,
@@ -187,14 +201,105 @@ class Registry:
 
         return register
 
+    def http(
+        self,
+        kind: str,
+        *,
+        url: str,
+        method: str = "POST",
+        headers: Optional[Mapping[str, Union[str, _http.SecretEnv]]] = None,
+        body: Optional[str] = None,
+        idempotency_header: Optional[str] = "Idempotency-Key",
+        connect_timeout_ms: int = 5_000,
+        timeout_ms: int = 30_000,
+        response_body_bytes_max: int = 64 * 1024,
+        follow_redirects: bool = False,
+        ca_file: Optional[str] = None,
+        status_outcomes: Optional[Mapping[_http.StatusKey, _http.OutcomeName]] = None,
+        success_when: Optional[Mapping[str, _http.JsonScalar]] = None,
+        success_mismatch: _http.OutcomeName = "unknown",
+        error_codes: Optional[Mapping[Union[str, int], _http.OutcomeName]] = None,
+        error_code_field: Optional[str] = None,
+        rate_limited_pause_ms: int = 1_000,
+        retry_after_ms_max: int = 600_000,
+        status_url: Optional[str] = None,
+        status_not_found: Iterable[int] = (404,),
+        status_check: Optional[_http.StatusCheck] = None,
+        base_delay: Optional[timedelta] = None,
+        max_delay: Optional[timedelta] = None,
+        multiplier: Optional[int] = None,
+    ) -> _http.HttpKind:
+        """Register ``kind`` as a call to an HTTP provider, run by the C++
+        engine without Python. Checked now: a bad configuration (or a
+        missing secret) raises :class:`payq.ConfigError`.
+
+        - ``url``, ``body``: templates with ``{{payload.<path>}}`` and
+          ``{{task.idempotency_key}}`` (also ``task.id``, ``kind``, ``queue``,
+          ``attempt``); in the body a string is JSON-escaped (quote it in the
+          template), in the URL percent-encoded. No ``body``: the payload
+          JSON itself (POST, PUT, PATCH), sent as application/json.
+        - ``headers``: values are templates or :func:`payq.secret_env`.
+        - ``idempotency_header``: carries the task's idempotency key on
+          every attempt (``None``: not sent).
+        - ``connect_timeout_ms`` (connect and TLS), ``timeout_ms`` (the whole
+          call; keep it below the task's timeout).
+        - ``response_body_bytes_max``: the body kept as the result (64 KiB;
+          longer ones are cut off and marked truncated).
+        - ``follow_redirects``: GET/HEAD kinds only; otherwise a 3xx is
+          ``fail`` unless ``status_outcomes`` says otherwise.
+        - ``ca_file``: PEM certificate authorities to trust (TLS is always
+          verified).
+        - Classification: ``status_outcomes`` (``{409: "unknown",
+          (500, 599): "retry"}``) before the defaults 2xx success, 3xx fail,
+          429 retry, 4xx fail, 5xx unknown; ``error_codes`` maps the value of
+          ``error_code_field`` (a dotted path into the JSON body; default
+          the one ``success_when`` field) to an outcome and overrides the
+          status; ``success_when`` fields must all match for a success,
+          else ``success_mismatch``. Refused connections, DNS and TLS
+          failures are ``retry``; a timeout or drop after sending is
+          ``unknown``.
+        - Back-pressure: a 429 (or a ``Retry-After`` on any answer but a
+          success) pauses the task's queue for every worker for the
+          Retry-After time (``rate_limited_pause_ms`` without one, at most
+          ``retry_after_ms_max``) and retries after it.
+        - Status check, before paying again after an ``unknown`` attempt:
+          ``status_url`` (a GET template; ``status_not_found`` statuses mean
+          never applied: pay again with the same key; a 2xx classified
+          success is applied, fail is failed; anything else is ``unknown``)
+          or ``status_check``, a callable (see :data:`payq.http.StatusCheck`).
+        - ``base_delay``, ``max_delay``, ``multiplier``: the retry backoff,
+          as for :meth:`handler`.
+
+        Returns the compiled kind. See ``docs/http-handler.md``.
+        """
+        if kind in self._handlers:
+            raise InvalidArgument(f"a handler for {kind!r} is already registered")
+        compiled = _http.compile_kind(
+            url=url, method=method, headers=headers, body=body, idempotency_header=idempotency_header,
+            connect_timeout_ms=connect_timeout_ms, timeout_ms=timeout_ms,
+            response_body_bytes_max=response_body_bytes_max, follow_redirects=follow_redirects, ca_file=ca_file,
+            status_outcomes=status_outcomes, success_when=success_when, success_mismatch=success_mismatch,
+            error_codes=error_codes, error_code_field=error_code_field,
+            rate_limited_pause_ms=rate_limited_pause_ms, retry_after_ms_max=retry_after_ms_max,
+            status_url=status_url, status_not_found=status_not_found, status_check=status_check,
+        )
+        self._handlers[kind] = _HttpRegistration(compiled, base_delay, max_delay, multiplier)
+        return compiled
+
     def kinds(self) -> List[str]:
         return sorted(self._handlers)
 
     def _to_core(self) -> "core.HandlerRegistry":
         registry = core.HandlerRegistry()
+        # One client (one event-loop thread) for every HTTP kind of a worker.
+        client = None
         for kind, r in self._handlers.items():
-            registry.add_python(kind, _adapter(r.function), _ms(r.base_delay), _ms(r.max_delay), r.multiplier,
-                                r.batched_completion)
+            if isinstance(r, _HttpRegistration):
+                client = client or core.HttpClient()
+                _http._add_to_core(registry, kind, r.kind, client, r.base_delay, r.max_delay, r.multiplier)
+            else:
+                registry.add_python(kind, _adapter(r.function), _ms(r.base_delay), _ms(r.max_delay), r.multiplier,
+                                    r.batched_completion)
         return registry
 
 
@@ -202,6 +307,9 @@ registry = Registry()
 """The default registry, used by ``payq.handler`` and ``payq worker``."""
 
 handler = registry.handler
+
+http_handler = registry.http
+"""Register an HTTP kind in the default registry (see :meth:`Registry.http`)."""
 
 
 def _default_worker_id() -> str:

@@ -35,6 +35,11 @@ struct TaskContext {
   // short and report `retry` (if nothing was applied) rather than run past
   // the shutdown grace.
   std::function<bool()> stopping;
+  // Reads this task's earlier attempts (oldest first) on the worker's
+  // connection, for a handler that must know whether an earlier attempt may
+  // have been applied. Valid only during the handle()/handle_async() call;
+  // empty when the caller has no database to read from.
+  std::function<std::vector<TaskAttempt>()> attempts_read;
 };
 
 // What a handler returns: normally an Outcome, which the worker records with
@@ -48,6 +53,12 @@ struct TaskContext {
 struct HandlerResult {
   // nullopt: the handler completed the task itself.
   std::optional<Outcome> outcome;
+  // Back-pressure (a provider's 429 or Retry-After): the worker pauses the
+  // task's queue for this many milliseconds, for every worker on every
+  // machine (Outbox::queue_pause_until, in a short transaction of its own),
+  // before it records the outcome. A failed pause is logged and costs only
+  // the back-pressure, never the outcome.
+  std::optional<std::int64_t> queue_pause_ms;
 
   HandlerResult() = default;
   // Implicit, so a handler can simply `return Outcome{...};`.
@@ -64,10 +75,30 @@ struct HandlerResult {
 // else alike). A handler whose side effect may already have happened when it
 // fails must not throw: it returns `unknown`, so the attempt is retried with
 // the same idempotency key and never compensated.
+// The continuation of an asynchronous attempt (see Handler::handle_async).
+using HandlerCallback = std::function<void(HandlerResult)>;
+
 class Handler {
  public:
   virtual ~Handler() = default;
   virtual HandlerResult handle(const Task& task, const TaskContext& context) = 0;
+
+  // The optional asynchronous entry point, for handlers that mostly wait on
+  // a remote party (the built-in HTTP handler): the worker starts every
+  // asynchronous task of a claimed batch first, so one worker thread has the
+  // whole batch in flight, and records each result as it arrives, still one
+  // fenced completion per task. A handler that returns true here implements
+  // handle_async(): start the work, return at once, and call `done` exactly
+  // once with the result, from any thread (even before returning). `done`
+  // is quick and never throws; calls after the first are ignored. The
+  // context's references and attempts_read() are valid only during the
+  // call, so copy what the continuation needs. Throwing from handle_async()
+  // means nothing was started, so the attempt is a `retry`.
+  virtual bool asynchronous() const noexcept { return false; }
+  // Default: the synchronous handle(), for callers that always go through here.
+  virtual void handle_async(const Task& task, const TaskContext& context, HandlerCallback done) {
+    done(handle(task, context));
+  }
 };
 
 // A handler made from a callable, for tests and small programs.

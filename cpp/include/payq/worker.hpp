@@ -49,6 +49,8 @@ struct WorkerOptions {
   int concurrency = 4;
   // Tasks claimed per claim by one thread; it runs them one after another,
   // so keep this times a task's duration well below the task's timeout.
+  // Tasks of asynchronous handlers (the HTTP handler) are all started at
+  // once instead, so for them this is the calls in flight per thread.
   std::size_t claim_batch_count_max = 10;
   // An idle thread claims again after this long even without a NOTIFY.
   std::chrono::milliseconds poll_interval{1000};
@@ -94,6 +96,9 @@ struct WorkerStats {
   std::int64_t handler_exceptions = 0;
   std::int64_t completed_by_handler = 0;
   std::int64_t batched_completions = 0;  // successes recorded by a batch completion (also in `succeeded`)
+  std::int64_t async_started = 0;        // attempts started through Handler::handle_async
+  std::int64_t async_abandoned = 0;      // asynchronous attempts whose result never came within their lease
+  std::int64_t queue_pauses = 0;         // back-pressure pauses written (HandlerResult::queue_pause_ms)
   std::int64_t lease_lost = 0;
   std::int64_t given_back = 0;
   std::int64_t complete_errors = 0;  // completion not recorded (database error)
@@ -140,8 +145,9 @@ class Worker {
  private:
   struct Counters {
     std::atomic<std::int64_t> claimed{0}, succeeded{0}, retried{0}, failed{0}, unknown{0}, unknown_kind{0},
-        handler_exceptions{0}, completed_by_handler{0}, batched_completions{0}, lease_lost{0}, given_back{0},
-        complete_errors{0}, database_errors{0}, in_flight{0}, maintenance_ticks{0};
+        handler_exceptions{0}, completed_by_handler{0}, batched_completions{0}, async_started{0},
+        async_abandoned{0}, queue_pauses{0}, lease_lost{0}, given_back{0}, complete_errors{0}, database_errors{0},
+        in_flight{0}, maintenance_ticks{0};
     std::atomic<bool> maintenance_leader{false};
   };
 
@@ -172,15 +178,32 @@ class Worker {
 
   // A claiming thread's own connection (worker.cpp).
   class ThreadConnection;
+  // The asynchronous attempts of one batch, awaiting their results
+  // (worker_async.cpp).
+  class AsyncBatch;
 
   // worker.cpp: the claiming threads.
   void claimer_run(int index) noexcept;
   void claimer_loop(int index);
   std::vector<ClaimedTask> claim_round(Connection& connection, QueuePicker& picker);
   void batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch);
-  void task_run(ThreadConnection& connection, const ClaimedTask& claimed, std::vector<QueuedSuccess>& queued);
+  void task_run(ThreadConnection& connection, const ClaimedTask& claimed, const std::optional<HandlerEntry>& entry,
+                std::vector<QueuedSuccess>& queued);
+  // Records what a handler reported (pause, outcome or nothing), shared by
+  // the synchronous and the asynchronous path.
+  void result_record(ThreadConnection& connection, const Task& task, HandlerResult& result,
+                     const BackoffPolicy& backoff, bool batched, std::int64_t duration_ms,
+                     std::vector<QueuedSuccess>& queued);
   void successes_flush(ThreadConnection& connection, std::vector<QueuedSuccess>& queued);
-  HandlerResult handler_call(Handler& handler, const Task& task);
+  TaskContext context_for(ThreadConnection& connection, const Task& task);
+  HandlerResult handler_call(Handler& handler, const Task& task, const TaskContext& context);
+  HandlerResult handler_exception_result(const Task& task, const std::string& error);
+  void queue_pause(ThreadConnection& connection, const Task& task, std::int64_t pause_ms);
+
+  // worker_async.cpp: asynchronous handlers.
+  void async_start(ThreadConnection& connection, AsyncBatch& async, const ClaimedTask& claimed,
+                   const HandlerEntry& entry);
+  void async_finish(ThreadConnection& connection, AsyncBatch& async, std::vector<QueuedSuccess>& queued);
   void task_complete(ThreadConnection& connection, const Task& task, const Outcome& outcome,
                      const BackoffPolicy& backoff, std::int64_t duration_ms);
   void task_give_back(ThreadConnection& connection, const Task& task, const char* reason);
