@@ -28,10 +28,7 @@ namespace {
 
 constexpr std::size_t error_bytes_max = 4000;
 
-std::string error_bounded(const std::string& error) {
-  if (error.size() <= error_bytes_max) return error;
-  return error.substr(0, error_bytes_max) + "...";
-}
+std::string error_bounded(const std::string& error) { return detail::text_truncated(error, error_bytes_max); }
 
 // Both sides of a settlement; keys derive from the task so a repeated
 // settlement (an operator resolving twice) is a replay, not a second payment.

@@ -13,4 +13,12 @@ void text_bounded(const std::string& value, std::size_t bytes_max, const char* w
   }
 }
 
+std::string text_truncated(const std::string& value, std::size_t bytes_max) {
+  if (value.size() <= bytes_max) return value;
+  std::size_t cut = bytes_max;
+  // Back off continuation bytes (10xxxxxx) to the start of the sequence.
+  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
+  return value.substr(0, cut) + "...";
+}
+
 }  // namespace payq::detail

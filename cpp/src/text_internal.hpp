@@ -10,4 +10,8 @@ namespace payq::detail {
 // characters; `what` names it in the message.
 void text_bounded(const std::string& value, std::size_t bytes_max, const char* what);
 
+// `value` cut to at most `bytes_max` bytes (plus "..." if cut) without
+// splitting a UTF-8 sequence, which PostgreSQL would refuse to store.
+std::string text_truncated(const std::string& value, std::size_t bytes_max);
+
 }  // namespace payq::detail

@@ -507,6 +507,9 @@ def _forced_failure(fault: Optional[_Fault]) -> Optional[Tuple[str, bool]]:
 
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
+    # A burst of new connections (a worker with 64 calls in flight) must not
+    # overflow the listen backlog: the clients would time out after sending.
+    request_queue_size = 256
 
     def __init__(self, address: Tuple[str, int], provider: "FakeProvider") -> None:
         self.provider = provider
@@ -518,6 +521,9 @@ class _Handler(BaseHTTPRequestHandler):
 
     protocol_version = "HTTP/1.1"
     timeout = CONNECTION_IDLE_TIMEOUT_S
+    # Headers and body go out in separate writes; with Nagle on, an
+    # event-loop client (libcurl's multi interface) waits ~40 ms for the body.
+    disable_nagle_algorithm = True
     server: _Server
 
     @property
