@@ -129,7 +129,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"  failed and refunded:      {r.failed_and_released}")
     _say(f"  needs review:             {r.needs_review}")
     _say(f"  retried / unknown tries:  {r.retried_attempts} / {r.unknown_attempts}")
-    _say(f"  provider: keys paid twice {r.provider_keys_paid_twice}; most calls for one key {r.provider_max_calls_per_key}")
+    _say(f"  provider requests:        {r.provider_requests} (most for one key: {r.provider_max_calls_per_key})")
+    _say(f"  provider keys paid twice: {r.provider_keys_paid_twice}")
+    _say(f"  ledger vs provider:       {r.ledger_provider_mismatches} key(s) disagree")
+    _say(f"  callbacks:                " + (", ".join(f"{k} {v}" for k, v in sorted(r.callbacks.items())) or "none"))
     _say(f"  money in:                 {r.money_in}")
     _say(f"  paid out (ledger):        {r.paid_out}")
     _say(f"  paid by provider:         {r.provider_paid}")
@@ -384,6 +387,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_dashboard(args: argparse.Namespace) -> int:
+    from payq.dashboard.server import run
+
+    return run(_connect(args), host=args.host, port=args.port, allowed_origins=args.origin)
+
+
 def cmd_version(args: argparse.Namespace) -> int:
     _say(f"payq {payq.__version__}")
     return 0
@@ -484,6 +493,13 @@ def _parser() -> argparse.ArgumentParser:
                         help="serve Prometheus metrics on http://HOST:PORT/metrics")
     worker.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
     worker.set_defaults(handler=cmd_worker)
+    dashboard = sub.add_parser("dashboard", help="serve the web dashboard until SIGINT/SIGTERM (token login: "
+                                                  "PAYQ_DASHBOARD_TOKEN, else one is generated and printed)")
+    dashboard.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    dashboard.add_argument("--port", type=int, default=8080, help="port to listen on (default 8080; 0: any free)")
+    dashboard.add_argument("--origin", action="append", default=[],
+                           help="public origin when behind a TLS proxy, e.g. https://ops.example.com (repeatable)")
+    dashboard.set_defaults(handler=cmd_dashboard)
     stats = sub.add_parser("stats", help="task counts per queue and state")
     output = stats.add_mutually_exclusive_group()
     output.add_argument("--json", action="store_true", help="print JSON")

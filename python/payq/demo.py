@@ -1,11 +1,18 @@
 """``payq demo``: withdrawals to a wallet, end to end, on the embedded default.
 
 Each withdrawal holds the user's balance and enqueues a payout task in one
-transaction. A worker pays through a simulated provider that is idempotent
-per key and misbehaves on purpose (503s, refusals, timeouts after it already
-paid). Success captures the hold, a definite failure releases it, an unknown
-outcome is retried with the same key. The report proves that no money was
-lost or paid twice. Every run uses its own namespace, queue and keys, so the
+transaction. The C++ worker pays through payq's built-in HTTP handler
+(libcurl, no Python in the path) against the fake provider of
+``payq.testing``: a real HTTP server on loopback that is idempotent per key
+and misbehaves on purpose (500s, 429 with Retry-After, timeouts and dropped
+connections after it already paid, refusals for bad accounts). Its result
+callbacks arrive duplicated and out of order through the inbox. Success
+captures the hold, a definite failure releases it, an unknown outcome is
+resolved by a status query before paying again, or by the callback.
+
+The report compares the ledger with the provider key by key: every payout
+the provider applied is captured in the ledger, every refused one released,
+none paid twice. Every run uses its own namespace, queue and keys, so the
 demo can be re-run against the same database.
 """
 
@@ -13,46 +20,32 @@ from __future__ import annotations
 
 import random
 import resource
+import secrets
 import sys
 import threading
 import time
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Callable, Dict, List
 
 import payq
 from payq import Money, Settle
+from payq.inbox import CallbackReceiver
+from payq.testing import FakeProvider
 from payq.worker import Registry, Worker
 
-__all__ = ["DemoReport", "SimulatedProvider", "run_demo"]
+__all__ = ["DemoReport", "run_demo"]
 
-
-class SimulatedProvider:
-    """A payout provider in memory: pays each key at most once, and fails in
-    the ways real providers do."""
-
-    def __init__(self, seed: int) -> None:
-        self._lock = threading.Lock()
-        self._random = random.Random(seed)
-        self.paid: Dict[str, int] = {}  # key -> amount (minor units)
-        self.calls: Counter = Counter()  # key -> requests received
-        self.applied: Counter = Counter()  # key -> payments made (1 at most, if keys are reused)
-
-    def pay(self, key: str, amount_minor: int) -> None:
-        with self._lock:
-            self.calls[key] += 1
-            if key in self.paid:
-                return  # idempotent: the same key never pays twice
-            roll = self._random.random()
-            if roll < 0.08:
-                raise payq.Retry("provider 503: try again")
-            if roll < 0.12:
-                raise payq.Fail("provider refused: account closed")
-            self.paid[key] = amount_minor
-            self.applied[key] += 1
-            if roll < 0.17:
-                raise payq.Unknown("timeout after the provider applied the payment")
+# The provider's faults, per payout request (see payq.testing.FakeProvider).
+FAULT_RATES = {
+    "error_500": 0.04,             # nothing applied: retried
+    "timeout_after_apply": 0.03,   # applied, answer too late: unknown, then the status query
+    "drop_after_apply": 0.02,      # applied, connection dropped: unknown
+    "rate_limited": 0.002,         # 429 + Retry-After: the queue pauses for every worker
+    "insufficient_funds": 0.005,   # a definite refusal: the hold is released
+}
+BAD_ACCOUNT_SHARE = 0.02           # payouts to accounts the provider refuses
+HTTP_TIMEOUT_MS = 300              # the handler gives up; the fake answers a timeout fault after 600 ms
 
 
 @dataclass
@@ -68,6 +61,11 @@ class DemoReport:
     unknown_attempts: int = 0
     provider_keys_paid_twice: int = 0
     provider_max_calls_per_key: int = 0
+    provider_requests: int = 0
+    # Keys whose ledger outcome disagrees with the provider (applied but
+    # not captured, or captured but not applied); needs_review excluded.
+    ledger_provider_mismatches: int = 0
+    callbacks: Dict[str, int] = field(default_factory=dict)
     money_in: Money = Money(0, "CNY")
     paid_out: Money = Money(0, "CNY")
     provider_paid: Money = Money(0, "CNY")
@@ -85,6 +83,7 @@ class DemoReport:
     @property
     def ok(self) -> bool:
         return (self.audit_ok and self.conserved and self.provider_keys_paid_twice == 0
+                and self.ledger_provider_mismatches == 0 and self.needs_review == 0
                 and self.paid_out == self.provider_paid and self.unfinished == 0)
 
 
@@ -117,22 +116,23 @@ def run_demo(
     report.money_in = Money(1000_00 * wallet_count, "CNY")
 
     say(f"[4/6] {withdrawal_count} withdrawals: hold + payout task in one transaction, {thread_count} threads ...")
-    tasks: List[int] = []
-    tasks_lock = threading.Lock()
+    keys: List[str] = []
+    keys_lock = threading.Lock()
 
     def withdraw(index: int) -> None:
         rng = random.Random(index)
         for n in range(index, withdrawal_count, thread_count):
-            wallet = wallets[rng.randrange(wallet_count)]
+            wallet_index = rng.randrange(wallet_count)
             amount = Money(rng.randint(100, 5_000), "CNY")
+            account = ("bad:" if rng.random() < BAD_ACCOUNT_SHARE else "wallet:") + str(wallet_index)
             key = f"{ns}/wd/{n}"
             with db.transaction() as t:
-                hold = t.ledger.hold(wallet, amount, key=f"{key}/hold")
-                result = t.enqueue("demo.payout", {"amount_minor": amount.minor}, queue=queue, max_attempts=5,
-                                   idempotency_key=key, amount=amount,
-                                   settle=Settle.capture(hold, into=clearing))
-            with tasks_lock:
-                tasks.append(result.task_id)
+                hold = t.ledger.hold(wallets[wallet_index], amount, key=f"{key}/hold")
+                t.enqueue("demo.payout", {"account": account, "amount_minor": amount.minor, "currency": "CNY"},
+                          queue=queue, max_attempts=8, idempotency_key=key, amount=amount,
+                          settle=Settle.capture(hold, into=clearing))
+            with keys_lock:
+                keys.append(key)
 
     threads = [threading.Thread(target=withdraw, args=(i,)) for i in range(thread_count)]
     for thread in threads:
@@ -140,34 +140,54 @@ def run_demo(
     for thread in threads:
         thread.join()
 
-    say(f"[5/6] paying through a simulated provider with faults (C++ worker, {thread_count} threads) ...")
-    provider = SimulatedProvider(seed=len(run_id))
-    registry = Registry()
+    secret = secrets.token_hex(16)
+    receiver = CallbackReceiver(db, provider="fake", secret=secret)
+    with receiver.serve() as callbacks, FakeProvider(callback_url=callbacks.url, callback_secret=secret,
+                                                    seed=len(run_id)) as provider:
+        provider.fault_rates(**FAULT_RATES)
+        provider.fault_defaults("timeout_after_apply", delay_ms=2 * HTTP_TIMEOUT_MS)
+        provider.callback_mode(duplicate=2, shuffle=True)
+        say(f"[5/6] paying through the fake provider at {provider.url} with faults on "
+            f"(C++ HTTP handler, {thread_count} threads); callbacks to {callbacks.url} ...")
+        registry = Registry()
+        registry.http(
+            "demo.payout",
+            url=provider.url + "/payouts",
+            body='{"account": "{{payload.account}}", "amount_minor": {{payload.amount_minor}},'
+                 ' "currency": "{{payload.currency}}"}',
+            timeout_ms=HTTP_TIMEOUT_MS,
+            success_when={"return_code": "SUCCESS"},
+            error_codes={"ACCOUNT_INVALID": "fail", "NOTENOUGH": "fail"},
+            status_url=provider.url + "/payouts/{{task.idempotency_key}}",
+            base_delay=timedelta(milliseconds=5),
+            max_delay=timedelta(milliseconds=200),
+        )
+        worker = Worker(db, queues=[queue], registry=registry, concurrency=max(2, thread_count // 2), batch=16,
+                        poll_interval=timedelta(milliseconds=50), maintenance=False, log=False)
+        worker.start()
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                counts = db.tasks.stats().get(queue, {})
+                open_count = counts.get("pending", 0) + counts.get("running", 0)
+                done = withdrawal_count - open_count
+                sys.stdout.write(f"\r      {done}/{withdrawal_count} settled ({100 * done // max(1, withdrawal_count)}%),"
+                                 f" provider requests {provider.requests_total}")
+                sys.stdout.flush()
+                if open_count == 0:
+                    break
+                time.sleep(0.25)
+            sys.stdout.write("\n")
+        finally:
+            worker.stop()
+        provider.callbacks_drain(timeout_s=30)
+        applied = provider.applied
+        report.provider_requests = provider.requests_total
+        report.provider_max_calls_per_key = max((provider.request_count(k) for k in keys), default=0)
+        report.provider_keys_paid_twice = sum(1 for k in keys if provider.applied_count(k) > 1)
+    report.callbacks = dict(receiver.counts)
 
-    @registry.handler("demo.payout", base_delay=timedelta(milliseconds=5), max_delay=timedelta(milliseconds=50))
-    def payout(task: payq.TaskRun) -> dict:
-        provider.pay(task.idempotency_key, task.payload["amount_minor"])
-        return {"provider": "simulated", "key": task.idempotency_key}
-
-    worker = Worker(db, queues=[queue], registry=registry, concurrency=thread_count, batch=20,
-                    poll_interval=timedelta(milliseconds=50), maintenance=False, log=False)
-    worker.start()
-    try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            counts = db.tasks.stats().get(queue, {})
-            open_count = counts.get("pending", 0) + counts.get("running", 0)
-            done = withdrawal_count - open_count
-            sys.stdout.write(f"\r      {done}/{withdrawal_count} settled ({100 * done // max(1, withdrawal_count)}%)")
-            sys.stdout.flush()
-            if open_count == 0:
-                break
-            time.sleep(0.25)
-        sys.stdout.write("\n")
-    finally:
-        worker.stop()
-
-    say("[6/6] checking: states, provider, ledger audit ...")
+    say("[6/6] checking: states, ledger against provider key by key, ledger audit ...")
     counts = db.tasks.stats().get(queue, {})
     report.paid = counts.get("succeeded", 0)
     report.failed_and_released = counts.get("dead", 0)
@@ -181,9 +201,14 @@ def run_demo(
                 report.retried_attempts = int(count or 0)
             if outcome == "unknown":
                 report.unknown_attempts = int(count or 0)
-    report.provider_max_calls_per_key = max(provider.calls.values(), default=0)
-    report.provider_keys_paid_twice = sum(1 for n in provider.applied.values() if n > 1)
-    report.provider_paid = Money(sum(provider.paid.values()), "CNY")
+        states = dict(t.execute("SELECT idempotency_key, state FROM @schema@.task WHERE queue = $1", [queue]))
+    for key in keys:
+        state = states.get(key)
+        if state == "needs_review":
+            continue
+        if (state == "succeeded") != (key in applied):
+            report.ledger_provider_mismatches += 1
+    report.provider_paid = Money(sum(applied.get(k, 0) for k in keys), "CNY")
     report.paid_out = ledger.get_account(clearing).balance
     total = held = Money(0, "CNY")
     for wallet in wallets:
@@ -192,7 +217,6 @@ def run_demo(
         held = held + account.held
     report.left_in_wallets = total
     report.held_in_wallets = held
-    # needs_review payouts may have been paid: their holds stay until an operator resolves them.
     audit = ledger.audit()
     report.audit_ok = audit.ok
     report.audit_violations = [str(v) for v in audit.violations]
