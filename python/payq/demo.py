@@ -201,7 +201,9 @@ def run_demo(
                 report.retried_attempts = int(count or 0)
             if outcome == "unknown":
                 report.unknown_attempts = int(count or 0)
-        states = dict(t.execute("SELECT idempotency_key, state FROM @schema@.task WHERE queue = $1", [queue]))
+        states: Dict[str, str] = {
+            str(key): str(state)
+            for key, state in t.execute("SELECT idempotency_key, state FROM @schema@.task WHERE queue = $1", [queue])}
     for key in keys:
         state = states.get(key)
         if state == "needs_review":
