@@ -92,7 +92,14 @@ void bind_worker(py::module_& m) {
       .def_readonly("database_errors", &WorkerStats::database_errors)
       .def_readonly("in_flight", &WorkerStats::in_flight)
       .def_readonly("maintenance_ticks", &WorkerStats::maintenance_ticks)
-      .def_readonly("maintenance_leader", &WorkerStats::maintenance_leader);
+      .def_readonly("maintenance_leader", &WorkerStats::maintenance_leader)
+      .def_readonly("leases_rescued", &WorkerStats::leases_rescued)
+      .def_readonly("holds_expired", &WorkerStats::holds_expired)
+      .def_readonly("tasks_pruned", &WorkerStats::tasks_pruned)
+      .def_readonly("attempt_duration_counts", &WorkerStats::attempt_duration_counts)
+      .def_readonly("attempt_duration_ms_sum", &WorkerStats::attempt_duration_ms_sum);
+  m.attr("attempt_duration_bounds_ms") =
+      std::vector<std::int64_t>(attempt_duration_bounds_ms.begin(), attempt_duration_bounds_ms.end());
 
   // Holds the database and registry alive as long as the worker.
   struct PyWorker {

@@ -23,6 +23,7 @@ from payq.metrics import CONTENT_TYPE, MetricsServer, render
 
 TESTS_DIR = Path(__file__).resolve().parent
 _SAMPLE = re.compile(r'^([a-z_]+)(\{[^}]*\})? (\S+)$')
+_HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 
 def _samples(text: str) -> Dict[Tuple[str, str], float]:
@@ -37,7 +38,11 @@ def _samples(text: str) -> Dict[Tuple[str, str], float]:
         elif line and not line.startswith("#"):
             match = _SAMPLE.match(line)
             assert match, f"not a Prometheus sample line: {line!r}"
-            assert match.group(1) in declared, f"sample before its TYPE: {line!r}"
+            family = match.group(1)
+            for suffix in _HISTOGRAM_SUFFIXES:
+                if family.endswith(suffix) and family[: -len(suffix)] in declared:
+                    family = family[: -len(suffix)]
+            assert family in declared, f"sample before its TYPE: {line!r}"
             out[(match.group(1), match.group(2) or "")] = float(match.group(3))
     return out
 
@@ -136,6 +141,12 @@ def test_worker_process_serves_its_counters(payq_db: payq.Database) -> None:
         assert samples[("payq_worker_tasks_total", f'{{worker="{worker_id}",outcome="success"}}')] == 5
         assert samples[("payq_worker_tasks_total", f'{{worker="{worker_id}",outcome="fail"}}')] == 1
         assert samples[("payq_queue_tasks", '{queue="m",state="dead"}')] == 1
+        histogram = "payq_worker_attempt_duration_seconds"
+        assert samples[(histogram + "_count", f'{{worker="{worker_id}"}}')] == 6
+        assert samples[(histogram + "_bucket", f'{{worker="{worker_id}",le="+Inf"}}')] == 6
+        buckets = [value for (name, labels), value in samples.items() if name == histogram + "_bucket"]
+        assert buckets == sorted(buckets), "buckets are cumulative"
+        assert samples[("payq_worker_leases_rescued_total", f'{{worker="{worker_id}"}}')] == 0
         assert samples[("payq_queue_tasks", '{queue="m",state="pending"}')] == 0
     finally:
         os.killpg(worker.pid, signal.SIGTERM)

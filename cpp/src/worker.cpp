@@ -319,6 +319,11 @@ WorkerStats Worker::stats() const {
   s.in_flight = counters_.in_flight.load();
   s.maintenance_ticks = counters_.maintenance_ticks.load();
   s.maintenance_leader = counters_.maintenance_leader.load();
+  s.leases_rescued = counters_.leases_rescued.load();
+  s.holds_expired = counters_.holds_expired.load();
+  s.tasks_pruned = counters_.tasks_pruned.load();
+  for (const auto& count : counters_.attempt_duration_counts) s.attempt_duration_counts.push_back(count.load());
+  s.attempt_duration_ms_sum = counters_.attempt_duration_ms_sum.load();
   return s;
 }
 
@@ -491,9 +496,17 @@ void Worker::task_run(ThreadConnection& connection, const ClaimedTask& claimed,
   result_record(connection, task, result, backoff, batched, duration_ms, queued);
 }
 
+void Worker::attempt_duration_observe(std::int64_t duration_ms) noexcept {
+  std::size_t bucket = 0;
+  while (bucket < attempt_duration_bounds_ms.size() && duration_ms > attempt_duration_bounds_ms[bucket]) ++bucket;
+  ++counters_.attempt_duration_counts[bucket];
+  counters_.attempt_duration_ms_sum += duration_ms;
+}
+
 void Worker::result_record(ThreadConnection& connection, const Task& task, HandlerResult& result,
                            const BackoffPolicy& backoff, bool batched, std::int64_t duration_ms,
                            std::vector<QueuedSuccess>& queued) {
+  attempt_duration_observe(duration_ms);
   if (result.queue_pause_ms) queue_pause(connection, task, *result.queue_pause_ms);
   if (!result.outcome) {
     ++counters_.completed_by_handler;

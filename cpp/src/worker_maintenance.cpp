@@ -129,16 +129,19 @@ bool Worker::maintenance_tick(Connection& connection) {
   struct Step {
     const char* name;
     std::function<std::int64_t(Transaction&)> run;
+    std::atomic<std::int64_t>* done = nullptr;  // counted after the commit
   };
   const Step steps[] = {
-      {"leases_rescue", [&](Transaction& tx) { return Outbox(tx).leases_rescue(bound); }},
-      {"holds_expire", [&](Transaction& tx) { return Ledger(tx).holds_expire(bound); }},
-      {"prune", [&](Transaction& tx) { return Outbox(tx).prune(options_.prune_after_ms, bound); }},
+      {"leases_rescue", [&](Transaction& tx) { return Outbox(tx).leases_rescue(bound); }, &counters_.leases_rescued},
+      {"holds_expire", [&](Transaction& tx) { return Ledger(tx).holds_expire(bound); }, &counters_.holds_expired},
+      {"prune", [&](Transaction& tx) { return Outbox(tx).prune(options_.prune_after_ms, bound); },
+       &counters_.tasks_pruned},
       {"extra",
        [&](Transaction& tx) -> std::int64_t {
          if (options_.maintenance_extra) options_.maintenance_extra(tx);
          return 0;
-       }},
+       },
+       nullptr},
   };
   bool full_batch = false;
   for (const Step& step : steps) {
@@ -147,6 +150,7 @@ bool Worker::maintenance_tick(Connection& connection) {
       Transaction tx(connection);
       const std::int64_t count = step.run(tx);
       tx.commit();
+      if (step.done != nullptr) *step.done += count;
       if (count > 0) log("info", "maintenance_step", {{"step", step.name}, {"count", count}});
       if (count >= bound) full_batch = true;
       // Rescued tasks are pending again: let idle threads claim them now.

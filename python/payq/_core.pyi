@@ -375,6 +375,13 @@ class WorkerStats:
     in_flight: int
     maintenance_ticks: int
     maintenance_leader: bool
+    leases_rescued: int
+    holds_expired: int
+    tasks_pruned: int
+    attempt_duration_counts: List[int]
+    attempt_duration_ms_sum: int
+
+attempt_duration_bounds_ms: List[int]
 
 class Worker:
     def __init__(

@@ -40,6 +40,10 @@ _WORKER_COUNTERS = [
     ("complete_errors", "payq_worker_complete_errors_total", "Completions not recorded (database error)."),
     ("database_errors", "payq_worker_database_errors_total", "Claim or connection failures."),
     ("maintenance_ticks", "payq_worker_maintenance_ticks_total", "Maintenance rounds run as the elected leader."),
+    ("leases_rescued", "payq_worker_leases_rescued_total",
+     "Expired leases rescued by this worker's maintenance (a worker died mid-call): recorded as unknown."),
+    ("holds_expired", "payq_worker_holds_expired_total", "Ledger holds expired by this worker's maintenance."),
+    ("tasks_pruned", "payq_worker_tasks_pruned_total", "Finished tasks pruned by this worker's maintenance."),
 ]
 
 
@@ -60,10 +64,12 @@ class _Text:
         self._families: Dict[str, Tuple[str, str, List[str]]] = {}
 
     def add(self, name: str, kind: str, help_text: str, value: float,
-            labels: Optional[Mapping[str, str]] = None) -> None:
+            labels: Optional[Mapping[str, str]] = None, *, suffix: str = "") -> None:
+        """A sample of family ``name``; ``suffix`` names a histogram's
+        ``_bucket``, ``_sum`` and ``_count`` samples."""
         family = self._families.setdefault(name, (kind, help_text, []))
         number = repr(float(value)) if isinstance(value, float) else str(int(value))
-        family[2].append(f"{name}{_labels(labels or {})} {number}")
+        family[2].append(f"{name}{suffix}{_labels(labels or {})} {number}")
 
     def declare(self, name: str, kind: str, help_text: str) -> None:
         self._families.setdefault(name, (kind, help_text, []))
@@ -121,8 +127,29 @@ def _add_worker(out: _Text, stats: Mapping[str, Any], worker_id: str) -> None:
     for key, name, help_text in _WORKER_COUNTERS:
         out.add(name, "counter", help_text, int(stats.get(key, 0)), base)
     out.add("payq_worker_in_flight", "gauge", "Handlers running now.", int(stats.get("in_flight", 0)), base)
+    _add_duration_histogram(out, stats, base)
     out.add("payq_worker_maintenance_leader", "gauge", "1 while this worker is the elected maintenance leader.",
             1 if stats.get("maintenance_leader") else 0, base)
+
+
+def _add_duration_histogram(out: _Text, stats: Mapping[str, Any], base: Mapping[str, str]) -> None:
+    """``payq_worker_attempt_duration_seconds``: the worker keeps a count
+    per bucket; Prometheus wants them cumulative, with ``+Inf`` = total."""
+    from payq._native import core
+
+    counts = list(stats.get("attempt_duration_counts") or [])
+    bounds_ms = list(getattr(core, "attempt_duration_bounds_ms", []))
+    if len(counts) != len(bounds_ms) + 1:
+        return
+    name = "payq_worker_attempt_duration_seconds"
+    out.declare(name, "histogram", "How long handlers took, per attempt this worker finished.")
+    running = 0
+    for bound_ms, count in zip(bounds_ms + [None], counts):
+        running += int(count)
+        le = "+Inf" if bound_ms is None else repr(bound_ms / 1000)
+        out.add(name, "histogram", "", running, {**base, "le": le}, suffix="_bucket")
+    out.add(name, "histogram", "", float(int(stats.get("attempt_duration_ms_sum", 0)) / 1000), base, suffix="_sum")
+    out.add(name, "histogram", "", running, base, suffix="_count")
 
 
 class MetricsServer:

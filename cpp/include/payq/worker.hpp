@@ -5,6 +5,7 @@
 // callables into Handlers.
 #pragma once
 
+#include <array>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
@@ -86,6 +87,11 @@ struct WorkerOptions {
 void worker_options_validate(const WorkerOptions& options);
 
 // Counters since start, for metrics.
+// Upper bounds (milliseconds) of the attempt-duration histogram's buckets;
+// one more bucket above the last catches everything longer.
+inline constexpr std::array<std::int64_t, 12> attempt_duration_bounds_ms{5,   10,   25,   50,   100,  250,
+                                                                         500, 1000, 2500, 5000, 10000, 30000};
+
 struct WorkerStats {
   std::int64_t claimed = 0;
   std::int64_t succeeded = 0;
@@ -106,6 +112,15 @@ struct WorkerStats {
   std::int64_t in_flight = 0;
   std::int64_t maintenance_ticks = 0;
   bool maintenance_leader = false;
+  // What this worker's maintenance did while it was the leader.
+  std::int64_t leases_rescued = 0;
+  std::int64_t holds_expired = 0;
+  std::int64_t tasks_pruned = 0;
+  // Handler durations of the attempts this worker finished: the count per
+  // bucket of attempt_duration_bounds_ms (not cumulative; the last entry is
+  // the bucket above the last bound), and their sum.
+  std::vector<std::int64_t> attempt_duration_counts;
+  std::int64_t attempt_duration_ms_sum = 0;
 };
 
 class Worker {
@@ -147,9 +162,13 @@ class Worker {
     std::atomic<std::int64_t> claimed{0}, succeeded{0}, retried{0}, failed{0}, unknown{0}, unknown_kind{0},
         handler_exceptions{0}, completed_by_handler{0}, batched_completions{0}, async_started{0},
         async_abandoned{0}, queue_pauses{0}, lease_lost{0}, given_back{0}, complete_errors{0}, database_errors{0},
-        in_flight{0}, maintenance_ticks{0};
+        in_flight{0}, maintenance_ticks{0}, leases_rescued{0}, holds_expired{0}, tasks_pruned{0},
+        attempt_duration_ms_sum{0};
+    std::array<std::atomic<std::int64_t>, attempt_duration_bounds_ms.size() + 1> attempt_duration_counts{};
     std::atomic<bool> maintenance_leader{false};
   };
+
+  void attempt_duration_observe(std::int64_t duration_ms) noexcept;
 
   struct ClaimedTask {
     Task task;
