@@ -105,6 +105,9 @@ void bind_ledger(py::module_& m) {
       return 0;
     });
   });
+  m.def("ledger_currencies_load", [](py::handle target) {
+    return on_ledger(target, [&](Ledger& l) { return l.currencies_load(); });
+  });
   m.def("ledger_post", [](py::handle target, Key key, std::vector<std::pair<std::int64_t, std::int64_t>> legs,
                           std::string kind, Metadata metadata) {
     PostRequest request;

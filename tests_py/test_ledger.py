@@ -262,3 +262,29 @@ def test_many_processes_keep_the_ledger_sound(payq_db, payq_dsn):
     total = sum(ledger.get_account(u).balance.minor for u in users) + ledger.get_account(fees).balance.minor
     assert total == 10 * 10000  # conservation: nothing created, nothing lost
     assert all(ledger.get_account(u).available.minor >= 0 for u in users)
+
+
+def test_custom_currency_defined_elsewhere_is_readable_in_a_new_process(payq_db):
+    """A currency defined by one process is loaded by the next one when it
+    connects, so reading accounts in it works (the CLI included)."""
+    import json
+    import secrets
+    import string
+    import subprocess
+    import sys
+
+    code = "PT" + "".join(secrets.choice(string.ascii_uppercase) for _ in range(6))
+    script = (
+        "import sys, payq\n"
+        "db = payq.connect(sys.argv[1], schema=sys.argv[2])\n"
+        f"db.ledger.define_currency({code!r}, 0)\n"
+        f"world = db.ledger.account('world', {code!r}, 'system', allow_negative=True)\n"
+        f"user = db.ledger.account('user:1', {code!r})\n"
+        "db.ledger.transfer(world, user, 250, key='points-1')\n"
+    )
+    subprocess.run([sys.executable, "-c", script, payq_db.dsn, payq_db.schema], check=True, timeout=120)
+    listed = subprocess.run([sys.executable, "-m", "payq", "--dsn", payq_db.dsn, "--schema", payq_db.schema,
+                             "ledger", "accounts", "--json"], capture_output=True, text=True, timeout=120)
+    assert listed.returncode == 0, listed.stderr
+    balances = {a["owner"]: (a["balance"], a["currency"]) for a in json.loads(listed.stdout)}
+    assert balances["user:1"] == ("250", code)

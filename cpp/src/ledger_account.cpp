@@ -26,6 +26,18 @@ void Ledger::currency_define(const std::string& code, int exponent) {
   }
 }
 
+std::int64_t Ledger::currencies_load() {
+  Rows rows = executor_.exec(ledger_sql::currencies_all, {});
+  std::int64_t registered = 0;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    const std::string code = rows.text(i, "code");
+    if (currency_known(code)) continue;
+    currency_register(code, static_cast<int>(rows.i64(i, "exponent")));
+    ++registered;
+  }
+  return registered;
+}
+
 Account Ledger::account_open(const AccountOpen& request) {
   detail::text_bounded(request.owner, owner_bytes_max, "owner");
   detail::text_bounded(request.ns, namespace_bytes_max, "namespace");

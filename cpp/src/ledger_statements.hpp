@@ -51,6 +51,9 @@ UPDATE @schema@.account SET closed_at = coalesce(closed_at, now()) WHERE id = $1
 inline const Statement currency_lookup{"payq_currency_lookup", R"sql(
 SELECT exponent FROM @schema@.currency WHERE code = $1)sql"};
 
+inline const Statement currencies_all{"payq_currencies_all", R"sql(
+SELECT code, exponent FROM @schema@.currency ORDER BY code)sql"};
+
 inline const Statement currency_insert{"payq_currency_insert", R"sql(
 WITH ins AS (
   INSERT INTO @schema@.currency (code, exponent) VALUES ($1, $2::integer)

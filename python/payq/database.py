@@ -17,6 +17,9 @@ if TYPE_CHECKING:
     from payq.outbox import EnqueueResult, Queues, TaskRequest, Tasks
 
 SqlValue = Union[None, bool, int, str, decimal.Decimal]
+
+# The migration that creates the ledger (and its currency table).
+_LEDGER_SCHEMA_VERSION = 2
 Row = Tuple[Optional[str], ...]
 
 __all__ = ["connect", "Database", "Transaction", "MigrateReport"]
@@ -198,6 +201,7 @@ class Database:
         """Apply the missing schema migrations, in order, in one transaction.
         Idempotent, and safe when several processes run it at once."""
         report = self._core.migrate()
+        core.ledger_currencies_load(self._core)
         return MigrateReport(list(report.applied), int(report.version_current))
 
     def schema_version(self) -> int:
@@ -287,4 +291,8 @@ def connect(
     database = Database(core.Database(dsn, schema, prepare_statements))
     if migrate or (migrate is None and database.dsn_source == "embedded"):
         database.migrate()
+    elif database.schema_version() >= _LEDGER_SCHEMA_VERSION:
+        # Custom currencies defined by other processes, so that accounts
+        # and amounts in them can be read here.
+        core.ledger_currencies_load(database._core)
     return database

@@ -188,6 +188,10 @@ class Ledger {
   // Only an account with zero balance, held and pending can be closed.
   Account account_close(std::int64_t account_id);
   void currency_define(const std::string& code, int exponent);
+  // Registers in this process every custom currency defined in the
+  // database (by any process); returns how many were new here. Run when
+  // connecting, so reads of accounts in such currencies can format them.
+  std::int64_t currencies_load();
 
   LedgerTransaction post(const PostRequest& request);
   LedgerTransaction transfer(const TransferRequest& request);
