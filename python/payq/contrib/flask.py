@@ -44,14 +44,16 @@ Three ways to write, each a single transaction:
 
 ``flask payq migrate`` applies payq's migrations; ``flask payq worker`` runs
 payq's worker with the application's handlers, each call inside an
-application context.
+application context. :func:`mount_dashboard` serves payq's web dashboard
+under a prefix, behind the application's own authentication.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from dataclasses import dataclass, field
-from typing import Any, Iterable, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional, Set, Tuple
 
 import click
 from flask import Flask, Response, current_app, g, has_app_context, has_request_context
@@ -65,7 +67,7 @@ from payq.errors import ConfigError, InvalidArgument
 from payq.ledger import Ledger
 from payq.outbox import EnqueueResult, Tasks, TaskRequest
 
-__all__ = ["Payq", "AppConnection", "payq_cli"]
+__all__ = ["Payq", "AppConnection", "payq_cli", "mount_dashboard"]
 
 EXTENSION_KEY = "payq"
 CONCURRENCY_MAX = 256
@@ -260,6 +262,46 @@ def _request_teardown(exc: Optional[BaseException]) -> None:
     transaction: Optional[payq.Transaction] = g.pop(_G_TRANSACTION, None)
     if transaction is not None and transaction.is_open:
         transaction.rollback()
+
+
+# ---------------------------------------------------------------- the dashboard
+
+
+def mount_dashboard(app: Flask, prefix: str, *, authenticate: Callable[[], Optional[str]]) -> None:
+    """Serve payq's web dashboard (:mod:`payq.dashboard`) under ``prefix``
+    (``"/ops/payq"``) of ``app``, on the database of ``Payq.init_app``.
+
+    ``authenticate`` runs inside a request context of ``app`` (``session``,
+    ``flask_login.current_user`` work) and returns the operator's name, or
+    None to refuse (403); actions are recorded as ``flask:<name>``. CSRF
+    tokens are keyed by ``app.secret_key`` when it is set (else valid in
+    this process only).
+    """
+    from werkzeug.middleware.dispatcher import DispatcherMiddleware
+
+    from payq.dashboard import DashboardApp, make_app
+
+    state = _state(app)
+    prefix = "/" + prefix.strip("/")
+    built: Dict[str, DashboardApp] = {}
+    lock = threading.Lock()
+
+    def actor(environ: Dict[str, Any]) -> Optional[str]:
+        with app.request_context(environ):
+            name = authenticate()
+        return f"flask:{name}" if name else None
+
+    def dashboard(environ: Dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        # Built on first use: init_app must not need the database.
+        with lock:
+            if "app" not in built:
+                key = app.secret_key
+                secret = hashlib.sha256(b"payq.contrib.flask.dashboard|" + (
+                    key if isinstance(key, bytes) else str(key).encode())).digest() if key else None
+                built["app"] = make_app(state.database(), authenticate=actor, secret=secret)
+        return built["app"](environ, start_response)
+
+    app.wsgi_app = DispatcherMiddleware(app.wsgi_app, {prefix: dashboard})  # type: ignore[method-assign]
 
 
 # ---------------------------------------------------------------- flask payq ...

@@ -9,8 +9,8 @@
 - ``manage.py payq_migrate`` and ``manage.py payq_worker``; with
   ``AUTO_MIGRATE`` (the default) ``manage.py migrate`` also migrates payq,
   test databases included;
-- ``include("payq.contrib.django.urls")``: where the web dashboard will be
-  mounted, behind a staff check (:mod:`payq.contrib.django.dashboard`).
+- ``include("payq.contrib.django.urls")``: payq's web dashboard, behind a
+  staff check (:mod:`payq.contrib.django.dashboard`).
 
 See docs/integrations.md.
 """

@@ -1,0 +1,183 @@
+"""Who may use the dashboard, and proof that a form came from it.
+
+Two ways in:
+
+- **the dashboard's own token** (``payq dashboard``): the login page takes
+  the shared token and an operator name; a signed session cookie
+  (HttpOnly, SameSite=Strict) carries the name, and actions are recorded as
+  ``dashboard:<name>``;
+- **the host application's authentication** (Django, Flask, any WSGI
+  stack): an ``authenticate(environ)`` callable returns the actor to record
+  (``django:alice``) or None to refuse.
+
+State-changing requests (every POST) must pass two checks: the request's
+``Origin`` (or, without one, its ``Referer``) is the dashboard's own origin,
+and the form carries a CSRF token: an HMAC of a random per-browser nonce
+(kept in an HttpOnly, SameSite=Strict cookie) and the actor. Another site
+can neither read the nonce nor compute the HMAC, and a token minted for one
+operator is worthless to another. Every comparison of a secret is
+constant-time.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import re
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Callable, Collection, Optional
+from urllib.parse import urlsplit
+
+from payq.dashboard.wsgi import Environ, Request
+
+__all__ = [
+    "Authenticate",
+    "Signer",
+    "Session",
+    "TokenLogin",
+    "Csrf",
+    "generate_token",
+    "operator_name_check",
+    "same_origin",
+    "SESSION_COOKIE",
+    "CSRF_COOKIE",
+    "TOKEN_CHARS_MIN",
+]
+
+Authenticate = Callable[[Environ], Optional[str]]
+"""The host application's check: the actor to record for this request, or None."""
+
+SESSION_COOKIE = "payq_dashboard_session"
+CSRF_COOKIE = "payq_dashboard_csrf"
+SESSION_TTL_S = 12 * 3600
+TOKEN_CHARS_MIN = 16
+"""A shorter ``PAYQ_DASHBOARD_TOKEN`` is refused: it could be guessed."""
+OPERATOR_NAME_CHARS_MAX = 64
+_OPERATOR_NAME = re.compile(r"^[\w.@+-]+$")
+
+
+def generate_token() -> str:
+    """A fresh login token: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode("ascii")
+
+
+def _unb64(text: str) -> bytes:
+    return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+
+
+class Signer:
+    """HMAC-SHA256 under one key, over a purpose and length-prefixed parts
+    (so that no two different lists of parts sign the same bytes)."""
+
+    def __init__(self, key: bytes) -> None:
+        if len(key) < 16:
+            raise ValueError("a signing key has at least 16 bytes")
+        self._key = key
+
+    def sign(self, purpose: str, *parts: str) -> str:
+        message = purpose.encode() + b"".join(b"|%d:%s" % (len(p.encode()), p.encode()) for p in parts)
+        return _b64(hmac.new(self._key, message, hashlib.sha256).digest())
+
+    def verify(self, signature: str, purpose: str, *parts: str) -> bool:
+        return hmac.compare_digest(signature.encode(), self.sign(purpose, *parts).encode())
+
+
+def operator_name_check(name: str) -> Optional[str]:
+    """The operator name as it will be recorded, or None if it is not one
+    (1–64 letters, digits and ``. @ + - _``)."""
+    name = name.strip()
+    if not 1 <= len(name) <= OPERATOR_NAME_CHARS_MAX or not _OPERATOR_NAME.match(name):
+        return None
+    return name
+
+
+@dataclass(frozen=True)
+class Session:
+    """A logged-in operator, from the session cookie."""
+
+    operator: str
+    expires_at: int
+
+    @property
+    def actor(self) -> str:
+        return f"dashboard:{self.operator}"
+
+
+class TokenLogin:
+    """The dashboard's own login: one shared token; sessions are signed
+    cookies under a key derived from the token, so changing the token ends
+    every session, and restarting with the same token keeps them."""
+
+    def __init__(self, token: str) -> None:
+        if len(token) < TOKEN_CHARS_MIN:
+            raise ValueError(f"the dashboard token has at least {TOKEN_CHARS_MIN} characters")
+        self._token_digest = hashlib.sha256(token.encode()).digest()
+        self.signer = Signer(hmac.new(token.encode(), b"payq dashboard v1", hashlib.sha256).digest())
+
+    def token_matches(self, candidate: str) -> bool:
+        # Digests first: compare_digest is constant-time only for equal lengths.
+        return hmac.compare_digest(hashlib.sha256(candidate.encode()).digest(), self._token_digest)
+
+    def session_cookie(self, operator: str, now: Optional[float] = None) -> str:
+        expires_at = int(now if now is not None else time.time()) + SESSION_TTL_S
+        payload = f"{expires_at}.{_b64(operator.encode())}"
+        return f"{payload}.{self.signer.sign('session', payload)}"
+
+    def session(self, cookie: Optional[str], now: Optional[float] = None) -> Optional[Session]:
+        """The session a cookie proves, or None (absent, forged, expired)."""
+        if not cookie:
+            return None
+        payload, _, signature = cookie.rpartition(".")
+        if not payload or not self.signer.verify(signature, "session", payload):
+            return None
+        expires_text, _, name_b64 = payload.partition(".")
+        try:
+            expires_at = int(expires_text)
+            operator = _unb64(name_b64).decode()
+        except (ValueError, UnicodeDecodeError):
+            return None
+        if expires_at <= (now if now is not None else time.time()) or operator_name_check(operator) != operator:
+            return None
+        return Session(operator, expires_at)
+
+
+class Csrf:
+    """Tokens that bind a form to one browser (the nonce cookie) and one actor."""
+
+    def __init__(self, signer: Signer) -> None:
+        self._signer = signer
+
+    @staticmethod
+    def new_nonce() -> str:
+        return secrets.token_urlsafe(32)
+
+    def token(self, nonce: str, actor: str) -> str:
+        return self._signer.sign("csrf", nonce, actor)
+
+    def valid(self, nonce: Optional[str], actor: str, presented: Optional[str]) -> bool:
+        if not nonce or not presented:
+            return False
+        return self._signer.verify(presented, "csrf", nonce, actor)
+
+
+def same_origin(request: Request, allowed_origins: Collection[str] = ()) -> bool:
+    """True when a state-changing request comes from the dashboard's own
+    pages: its ``Origin`` (or, without one, its ``Referer``) is this
+    server's origin or one of ``allowed_origins`` (the public URL behind a
+    proxy). A request with neither header is refused."""
+    accepted = {request.origin, *allowed_origins}
+    origin = request.header("Origin")
+    if origin is not None:
+        return origin in accepted
+    referer = request.header("Referer")
+    if not referer:
+        return False
+    parts = urlsplit(referer)
+    return f"{parts.scheme}://{parts.netloc}" in accepted
