@@ -141,7 +141,9 @@ def run_demo(
         thread.join()
 
     secret = secrets.token_hex(16)
-    receiver = CallbackReceiver(db, provider="fake", secret=secret)
+    # The fake numbers its events from 1 in every run: a provider name per
+    # run keeps a re-run's callbacks from being taken for duplicates.
+    receiver = CallbackReceiver(db, provider=f"fake-{run_id}", secret=secret)
     with receiver.serve() as callbacks, FakeProvider(callback_url=callbacks.url, callback_secret=secret,
                                                     seed=len(run_id)) as provider:
         provider.fault_rates(**FAULT_RATES)
