@@ -160,3 +160,20 @@ def test_actions_and_crons_are_listed(payq_db):
         "nightly-report", "0 2 * * *", "Asia/Shanghai", "reports", "report.send", {"to": "finance"})
     payq_db.queues.cron_remove("nightly-report")
     assert payq_db.queues.crons() == []
+
+
+def test_task_shows_its_settlement(payq_db):
+    ledger = payq_db.ledger
+    world = ledger.account("world", "CNY", "system", allow_negative=True)
+    clearing = ledger.account("clearing", "CNY", "system", allow_negative=True)
+    alice = ledger.account("user:alice", "CNY")
+    ledger.transfer(world, alice, "10.00", key="fund")
+    with payq_db.transaction() as t:
+        hold = t.ledger.hold(alice, "3.00", key="wd/hold")
+        settled = t.enqueue("payout", {}, settle=payq.Settle.capture(hold, into=clearing))
+        plain = t.enqueue("sms.send", {})
+    task = payq_db.tasks.get(settled.task_id)
+    assert (task.settlement.hold_id, task.settlement.capture_account_id) == (hold.id, clearing.id)
+    assert task.settlement.reverse_transaction_id is None and task.settlement.followup is None
+    assert task.settlement.failure_side_moves_money
+    assert not payq_db.tasks.get(plain.task_id).settlement.failure_side_moves_money

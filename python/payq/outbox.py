@@ -30,6 +30,7 @@ __all__ = [
     "TaskRequest",
     "EnqueueResult",
     "Task",
+    "TaskSettlement",
     "Attempt",
     "Tasks",
     "Queues",
@@ -155,6 +156,25 @@ class EnqueueResult:
 
 
 @dataclass(frozen=True)
+class TaskSettlement:
+    """What a task settles against the ledger: the hold it captures on
+    success (into ``capture_account_id``) and releases on final failure, the
+    transaction it reverses on final failure, the follow-up task it enqueues
+    on final failure. All None: no settlement."""
+
+    hold_id: Optional[int] = None
+    capture_account_id: Optional[int] = None
+    reverse_transaction_id: Optional[int] = None
+    followup: Json = None
+
+    @property
+    def failure_side_moves_money(self) -> bool:
+        """True if a final failure releases or reverses something: such a
+        task cannot be sent again once it failed (enqueue a new one)."""
+        return self.hold_id is not None or self.reverse_transaction_id is not None
+
+
+@dataclass(frozen=True)
 class Task:
     """A task as it was read."""
 
@@ -177,6 +197,7 @@ class Task:
     run_at: datetime
     created_at: datetime
     finished_at: Optional[datetime]
+    settlement: TaskSettlement = field(default_factory=TaskSettlement)
 
     @classmethod
     def _from_core(cls, t: "core.Task") -> "Task":
@@ -205,6 +226,12 @@ class Task:
             run_at=run_at,
             created_at=created,
             finished_at=_timestamp(t.finished_at),
+            settlement=TaskSettlement(
+                hold_id=t.settlement.hold_id,
+                capture_account_id=t.settlement.capture_account_id,
+                reverse_transaction_id=t.settlement.reverse_transaction_id,
+                followup=None if t.settlement.followup_json is None else json.loads(t.settlement.followup_json),
+            ),
         )
 
 
