@@ -96,6 +96,7 @@ void bind_worker(py::module_& m) {
       .def_readonly("leases_rescued", &WorkerStats::leases_rescued)
       .def_readonly("holds_expired", &WorkerStats::holds_expired)
       .def_readonly("tasks_pruned", &WorkerStats::tasks_pruned)
+      .def_readonly("inbox_events_pruned", &WorkerStats::inbox_events_pruned)
       .def_readonly("attempt_duration_counts", &WorkerStats::attempt_duration_counts)
       .def_readonly("attempt_duration_ms_sum", &WorkerStats::attempt_duration_ms_sum);
   m.attr("attempt_duration_bounds_ms") =

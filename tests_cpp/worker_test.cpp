@@ -19,6 +19,7 @@
 #include "harness.hpp"
 #include "worker_test_support.hpp"
 #include "payq/error.hpp"
+#include "payq/inbox.hpp"
 #include "payq/outbox.hpp"
 #include "payq/worker.hpp"
 
@@ -562,6 +563,31 @@ TEST_F(WorkerTest, MaintenanceRescuesAnExpiredLeaseAsUnknown) {
   std::lock_guard<std::mutex> guard(mutex);
   ASSERT_EQ(keys_seen.size(), 1u);
   EXPECT_EQ(keys_seen[0], task_get(id).idempotency_key);
+}
+
+TEST_F(WorkerTest, MaintenancePrunesInboxEventsPastTheirRetention) {
+  // An event received two hours ago (written directly: events are never updated).
+  db->transact([&](Transaction& tx) {
+    tx.exec_sql("INSERT INTO @schema@.inbox_event (provider, event_id, task_key, applied, effect, payload, "
+                "received_at) VALUES ('fake', 'evt-old', 'k', true, 'no_task', '{}', now() - interval '2 hours')",
+                {});
+  });
+  db->transact([&](Transaction& tx) { Inbox(tx).receive({"fake", "evt-new", "no-such-task", true, "{}"}); });
+  WorkerOptions o = options();
+  o.maintenance = true;
+  o.maintenance_interval = 20ms;
+  o.inbox_retention_ms = 3'600'000;  // one hour
+  std::int64_t pruned = 0;
+  {
+    Running running(*db, registry, o);
+    ASSERT_TRUE(logs.wait_count("maintenance_step", 1));
+    pruned = running.worker.stats().inbox_events_pruned;
+  }
+  EXPECT_EQ(pruned, 1);
+  const auto left = db->transact([&](Transaction& tx) {
+    return tx.exec_sql("SELECT string_agg(event_id, ',') AS ids FROM @schema@.inbox_event", {}).text(0, "ids");
+  });
+  EXPECT_EQ(left, "evt-new");
 }
 
 // Ends every other session whose last statement contains `marker`; returns

@@ -151,6 +151,7 @@ void worker_options_validate(const WorkerOptions& o) {
     fail("maintenance_batch_count_max must be 1 to " + std::to_string(worker_maintenance_batch_count_max));
   }
   if (o.prune_after_ms < worker_prune_after_ms_min) fail("prune_after_ms cannot be negative");
+  if (o.inbox_retention_ms < 0) fail("inbox_retention_ms cannot be negative");
 }
 
 // ---------------------------------------------------------------- queue choice
@@ -322,6 +323,7 @@ WorkerStats Worker::stats() const {
   s.leases_rescued = counters_.leases_rescued.load();
   s.holds_expired = counters_.holds_expired.load();
   s.tasks_pruned = counters_.tasks_pruned.load();
+  s.inbox_events_pruned = counters_.inbox_events_pruned.load();
   for (const auto& count : counters_.attempt_duration_counts) s.attempt_duration_counts.push_back(count.load());
   s.attempt_duration_ms_sum = counters_.attempt_duration_ms_sum.load();
   return s;

@@ -9,6 +9,7 @@
 #include <nlohmann/json.hpp>
 
 #include "payq/error.hpp"
+#include "payq/inbox.hpp"
 #include "payq/ledger.hpp"
 #include "payq/worker.hpp"
 
@@ -136,6 +137,8 @@ bool Worker::maintenance_tick(Connection& connection) {
       {"holds_expire", [&](Transaction& tx) { return Ledger(tx).holds_expire(bound); }, &counters_.holds_expired},
       {"prune", [&](Transaction& tx) { return Outbox(tx).prune(options_.prune_after_ms, bound); },
        &counters_.tasks_pruned},
+      {"inbox_prune", [&](Transaction& tx) { return Inbox(tx).prune(options_.inbox_retention_ms, bound); },
+       &counters_.inbox_events_pruned},
       {"extra",
        [&](Transaction& tx) -> std::int64_t {
          if (options_.maintenance_extra) options_.maintenance_extra(tx);

@@ -379,6 +379,7 @@ class WorkerStats:
     leases_rescued: int
     holds_expired: int
     tasks_pruned: int
+    inbox_events_pruned: int
     attempt_duration_counts: List[int]
     attempt_duration_ms_sum: int
 

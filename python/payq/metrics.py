@@ -44,6 +44,8 @@ _WORKER_COUNTERS = [
      "Expired leases rescued by this worker's maintenance (a worker died mid-call): recorded as unknown."),
     ("holds_expired", "payq_worker_holds_expired_total", "Ledger holds expired by this worker's maintenance."),
     ("tasks_pruned", "payq_worker_tasks_pruned_total", "Finished tasks pruned by this worker's maintenance."),
+    ("inbox_events_pruned", "payq_worker_inbox_events_pruned_total",
+     "Provider callbacks older than the inbox retention, pruned by this worker's maintenance."),
 ]
 
 

@@ -70,6 +70,10 @@ struct WorkerOptions {
   std::int64_t maintenance_batch_count_max = 1000;
   // Finished tasks older than this are pruned.
   std::int64_t prune_after_ms = 7LL * 24 * 3600 * 1000;
+  // Provider callbacks (the inbox) older than this are pruned. Far longer
+  // than task rows: a provider re-sending an old notification must still be
+  // recognised as a duplicate.
+  std::int64_t inbox_retention_ms = 180LL * 24 * 3600 * 1000;
   // Runs in a transaction of its own at every maintenance tick of the
   // leader, after the built-in steps (cron firing will hook in here).
   std::function<void(Transaction&)> maintenance_extra;
@@ -116,6 +120,7 @@ struct WorkerStats {
   std::int64_t leases_rescued = 0;
   std::int64_t holds_expired = 0;
   std::int64_t tasks_pruned = 0;
+  std::int64_t inbox_events_pruned = 0;
   // Handler durations of the attempts this worker finished: the count per
   // bucket of attempt_duration_bounds_ms (not cumulative; the last entry is
   // the bucket above the last bound), and their sum.
@@ -162,7 +167,7 @@ class Worker {
     std::atomic<std::int64_t> claimed{0}, succeeded{0}, retried{0}, failed{0}, unknown{0}, unknown_kind{0},
         handler_exceptions{0}, completed_by_handler{0}, batched_completions{0}, async_started{0},
         async_abandoned{0}, queue_pauses{0}, lease_lost{0}, given_back{0}, complete_errors{0}, database_errors{0},
-        in_flight{0}, maintenance_ticks{0}, leases_rescued{0}, holds_expired{0}, tasks_pruned{0},
+        in_flight{0}, maintenance_ticks{0}, leases_rescued{0}, holds_expired{0}, tasks_pruned{0}, inbox_events_pruned{0},
         attempt_duration_ms_sum{0};
     std::array<std::atomic<std::int64_t>, attempt_duration_bounds_ms.size() + 1> attempt_duration_counts{};
     std::atomic<bool> maintenance_leader{false};
