@@ -46,7 +46,6 @@ invariant holds, 1 when one is broken.
 
 from __future__ import annotations
 
-import argparse
 import http.client
 import json
 import os
@@ -64,6 +63,7 @@ import payq
 from payq import Account, Hold, Money, Settle
 from payq.testing import FakeProvider
 from payq.worker import Registry, Worker
+from example_support import Invariants, connect, example_parser
 
 CURRENCY = "CNY"
 CRASH_POINTS = ("reserved", "charge_before_call", "charge_after_call", "captured", "notify_before_commit",
@@ -316,18 +316,6 @@ def run_worker(db: payq.Database, flow: Flow, provider: ProviderClient) -> bool:
 # ---------------------------------------------------------------- checks
 
 
-class Invariants:
-    """Collects broken invariants; the program exits 1 if there is one."""
-
-    def __init__(self) -> None:
-        self.broken: List[str] = []
-
-    def check(self, holds: bool, what: str) -> None:
-        print(f"  [{'ok' if holds else 'BROKEN'}] {what}")
-        if not holds:
-            self.broken.append(what)
-
-
 def check(db: payq.Database, flow: Flow, reserved: Dict[str, Reserved], provider: ProviderClient,
           fake: Optional[FakeProvider]) -> Invariants:
     inv = Invariants()
@@ -410,11 +398,9 @@ def run(db: payq.Database, run_id: str, provider_url: Optional[str]) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="payq example: a multi-step payment with recovery points")
-    parser.add_argument("--dsn", help="libpq DSN (default: PAYQ_DSN, else payq's embedded server)")
-    parser.add_argument("--schema", default="payq", help="schema holding payq's tables (default: payq)")
-    parser.add_argument("--run-id", default=None, help="names this run's accounts and keys; "
-                        "give the same one to resume a crashed run (default: random)")
+    parser = example_parser("payq example: a multi-step payment with recovery points",
+                            "names this run's accounts and keys; give the same one to resume a crashed run "
+                            "(default: random)")
     parser.add_argument("--provider-url", default=None,
                         help="the payout provider (default: a fake one in this process)")
     args = parser.parse_args(argv)
@@ -423,9 +409,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     run_id = args.run_id or secrets.token_hex(4)
     if CRASH_AT is not None:
         print(f"will crash at {CRASH_AT!r}; resume with --run-id {run_id}")
-    db = payq.connect(args.dsn, schema=args.schema, migrate=True)
-    print(f"payq database: {db.dsn_source}, schema {db.schema!r}")
-    return run(db, run_id, args.provider_url)
+    return run(connect(args), run_id, args.provider_url)
 
 
 if __name__ == "__main__":

@@ -45,20 +45,19 @@ The DSN defaults to ``PAYQ_DSN``, else payq's embedded server. Exit status:
 
 from __future__ import annotations
 
-import argparse
-import secrets
 import sys
 import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, Optional, Sequence
 
 import payq
 from payq import Account, Hold, Money, Settle
 from payq.testing import FakeProvider
 from payq.worker import Registry, Worker
+from example_support import Invariants, example_main
 
 POINTS = "POINTS"
 POINTS_EXPONENT = 0
@@ -301,18 +300,6 @@ def call_apis(db: payq.Database, books: Books, providers: Dict[str, FakeProvider
 # ---------------------------------------------------------------- checks
 
 
-class Invariants:
-    """Collects broken invariants; the program exits 1 if there is one."""
-
-    def __init__(self) -> None:
-        self.broken: List[str] = []
-
-    def check(self, holds: bool, what: str) -> None:
-        print(f"  [{'ok' if holds else 'BROKEN'}] {what}")
-        if not holds:
-            self.broken.append(what)
-
-
 def busiest_window(db: payq.Database, queue: str, window: timedelta) -> int:
     """The most starts the queue made in any window of that length (payq
     records every start of a rate-limited queue in ``queue_start``)."""
@@ -448,15 +435,7 @@ def run(db: payq.Database, run_id: str) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="payq example: a paid third-party API resold for points")
-    parser.add_argument("--dsn", help="libpq DSN (default: PAYQ_DSN, else payq's embedded server)")
-    parser.add_argument("--schema", default="payq", help="schema holding payq's tables (default: payq)")
-    parser.add_argument("--run-id", default=None, help="names this run's accounts, queues and keys (default: random)")
-    args = parser.parse_args(argv)
-    db = payq.connect(args.dsn, schema=args.schema, migrate=True)
-    print(f"payq database: {db.dsn_source}, schema {db.schema!r}")
-    return run(db, args.run_id or secrets.token_hex(4))
-
+    return example_main('payq example: a paid third-party API resold for points', "names this run's accounts, queues and keys (default: random)", run, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

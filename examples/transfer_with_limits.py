@@ -26,14 +26,13 @@ Exit status: 0 when every invariant holds, 1 when one is broken.
 
 from __future__ import annotations
 
-import argparse
-import secrets
 import sys
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Sequence
 
 import payq
 from payq import Account, Fee, LedgerTransaction, Money
+from example_support import Invariants, example_main
 
 CURRENCY = "CNY"
 MERCHANT_FEE = Fee(bps=150, fixed="0.30")  # half-up, the default rounding
@@ -184,18 +183,6 @@ def say_results(customer: str, results: Sequence[OrderResult]) -> None:
         print(f"    {customer} {r.order.number}: paid {r.order.amount} to {r.order.merchant} [{amounts}]{tip}")
 
 
-class Invariants:
-    """Collects broken invariants; the program exits 1 if there is one."""
-
-    def __init__(self) -> None:
-        self.broken: List[str] = []
-
-    def check(self, holds: bool, what: str) -> None:
-        print(f"  [{'ok' if holds else 'BROKEN'}] {what}")
-        if not holds:
-            self.broken.append(what)
-
-
 def money(amount: str) -> Money:
     return Money(amount, CURRENCY)
 
@@ -279,15 +266,7 @@ def run(db: payq.Database, run_id: str) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="payq example: transfers with a fee and daily limits")
-    parser.add_argument("--dsn", help="libpq DSN (default: PAYQ_DSN, else payq's embedded server)")
-    parser.add_argument("--schema", default="payq", help="schema holding payq's tables (default: payq)")
-    parser.add_argument("--run-id", default=None, help="names this run's accounts (default: random)")
-    args = parser.parse_args(argv)
-    db = payq.connect(args.dsn, schema=args.schema, migrate=True)
-    print(f"payq database: {db.dsn_source}, schema {db.schema!r}")
-    return run(db, args.run_id or secrets.token_hex(4))
-
+    return example_main('payq example: transfers with a fee and daily limits', "names this run's accounts (default: random)", run, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -38,9 +38,7 @@ Exit status: 0 when every invariant holds, 1 when one is broken.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import secrets
 import shlex
 import subprocess
 import sys
@@ -53,6 +51,7 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Set,
 
 import payq
 from payq.worker import Registry, Worker
+from example_support import Invariants, example_main
 
 WAIT_S_MAX = 60.0
 ALERT_QUEUE = "payq.alerts"
@@ -310,18 +309,6 @@ def wait_until(predicate: Callable[[], bool], what: str) -> bool:
     return True
 
 
-class Invariants:
-    """Collects broken invariants; the program exits 1 if there is one."""
-
-    def __init__(self) -> None:
-        self.broken: List[str] = []
-
-    def check(self, holds: bool, what: str) -> None:
-        print(f"  [{'ok' if holds else 'BROKEN'}] {what}")
-        if not holds:
-            self.broken.append(what)
-
-
 def run(db: payq.Database, run_id: str) -> int:
     app = App(db, run_id)
     inv = Invariants()
@@ -401,15 +388,7 @@ def run(db: payq.Database, run_id: str) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="payq example: typed third-party tasks")
-    parser.add_argument("--dsn", help="libpq DSN (default: PAYQ_DSN, else payq's embedded server)")
-    parser.add_argument("--schema", default="payq", help="schema holding payq's tables (default: payq)")
-    parser.add_argument("--run-id", default=None, help="prefix of this run's unique keys (default: random)")
-    args = parser.parse_args(argv)
-    db = payq.connect(args.dsn, schema=args.schema, migrate=True)
-    print(f"payq database: {db.dsn_source}, schema {db.schema!r}")
-    return run(db, args.run_id or secrets.token_hex(4))
-
+    return example_main('payq example: typed third-party tasks', "prefix of this run's unique keys (default: random)", run, argv)
 
 if __name__ == "__main__":
     sys.exit(main())

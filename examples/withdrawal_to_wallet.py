@@ -42,7 +42,6 @@ when every invariant holds, 1 when one is broken, 2 for a bad command line.
 
 from __future__ import annotations
 
-import argparse
 import os
 import secrets
 import sys
@@ -50,13 +49,14 @@ import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, Optional, Sequence
+from typing import Any, Callable, Dict, Optional, Sequence
 
 import payq
 from payq import Account, Hold, Money, Settle
 from payq.inbox import CallbackReceiver
 from payq.testing import FakeProvider
 from payq.worker import Registry, Worker
+from example_support import Invariants, example_main
 
 CURRENCY = "CNY"
 WALLET_FUNDS = "500.00"
@@ -235,18 +235,6 @@ def pay(db: payq.Database, books: Books, provider: FakeProvider) -> bool:
 # ---------------------------------------------------------------- checks
 
 
-class Invariants:
-    """Collects broken invariants; the program exits 1 if there is one."""
-
-    def __init__(self) -> None:
-        self.broken: List[str] = []
-
-    def check(self, holds: bool, what: str) -> None:
-        print(f"  [{'ok' if holds else 'BROKEN'}] {what}")
-        if not holds:
-            self.broken.append(what)
-
-
 def settled_by(db: payq.Database, task: payq.Task, provider_name: str) -> str:
     if any(a.actor == f"callback:{provider_name}" for a in db.tasks.actions(task.id)):
         return "the provider's callback"
@@ -367,15 +355,7 @@ def run(db: payq.Database, run_id: str) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(description="payq example: withdrawals paid by the built-in HTTP handler")
-    parser.add_argument("--dsn", help="libpq DSN (default: PAYQ_DSN, else payq's embedded server)")
-    parser.add_argument("--schema", default="payq", help="schema holding payq's tables (default: payq)")
-    parser.add_argument("--run-id", default=None, help="names this run's accounts, queue and keys (default: random)")
-    args = parser.parse_args(argv)
-    db = payq.connect(args.dsn, schema=args.schema, migrate=True)
-    print(f"payq database: {db.dsn_source}, schema {db.schema!r}")
-    return run(db, args.run_id or secrets.token_hex(4))
-
+    return example_main('payq example: withdrawals paid by the built-in HTTP handler', "names this run's accounts, queue and keys (default: random)", run, argv)
 
 if __name__ == "__main__":
     sys.exit(main())
