@@ -10,11 +10,15 @@ from __future__ import annotations
 
 import argparse
 import secrets
+import time
 from typing import Callable, List, Optional, Sequence
 
 import payq
 
-__all__ = ["Invariants", "example_parser", "connect", "example_main"]
+__all__ = ["Invariants", "WAIT_S_MAX", "wait_until", "example_parser", "connect", "example_main"]
+
+# How long an example waits for its workers before it calls the run failed.
+WAIT_S_MAX = 60.0
 
 
 class Invariants:
@@ -27,6 +31,25 @@ class Invariants:
         print(f"  [{'ok' if holds else 'BROKEN'}] {what}")
         if not holds:
             self.broken.append(what)
+
+    def exit_status(self, ok_message: str) -> int:
+        """Say how it went; 0 if every invariant held, else 1."""
+        if self.broken:
+            print(f"FAILED: {len(self.broken)} invariant(s) broken")
+            return 1
+        print(f"OK: {ok_message}")
+        return 0
+
+
+def wait_until(predicate: Callable[[], bool], what: str) -> bool:
+    """Poll ``predicate`` until it holds (True) or WAIT_S_MAX passes (False)."""
+    deadline = time.monotonic() + WAIT_S_MAX
+    while not predicate():
+        if time.monotonic() > deadline:
+            print(f"    gave up waiting for {what}")
+            return False
+        time.sleep(0.05)
+    return True
 
 
 def example_parser(description: str, run_id_help: str) -> argparse.ArgumentParser:

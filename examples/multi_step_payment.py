@@ -390,11 +390,7 @@ def run(db: payq.Database, run_id: str, provider_url: Optional[str]) -> int:
 
         print("[4/4] checking every invariant ...")
         inv = check(db, flow, reserved, provider, fake)
-    if inv.broken:
-        print(f"FAILED: {len(inv.broken)} invariant(s) broken")
-        return 1
-    print("OK: every step ran once; no money lost or paid twice")
-    return 0
+    return inv.exit_status("every step ran once; no money lost or paid twice")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:

@@ -46,18 +46,17 @@ The DSN defaults to ``PAYQ_DSN``, else payq's embedded server. Exit status:
 from __future__ import annotations
 
 import sys
-import time
 from collections import Counter
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Callable, Dict, Optional, Sequence
+from typing import Dict, Optional, Sequence
 
 import payq
 from payq import Account, Hold, Money, Settle
 from payq.testing import FakeProvider
 from payq.worker import Registry, Worker
-from example_support import Invariants, example_main
+from example_support import Invariants, example_main, wait_until
 
 POINTS = "POINTS"
 POINTS_EXPONENT = 0
@@ -67,7 +66,6 @@ CASH = "CNY"
 CALL_TIMEOUT_MS = 300
 CALL_LEASE = timedelta(seconds=10)
 CALL_ATTEMPT_COUNT_MAX = 6
-WAIT_S_MAX = 60.0
 FINAL_STATES = ("succeeded", "dead")
 # Random provider faults on every call without a planned one.
 FAULT_RATES = {"error_500": 0.15, "timeout_after_apply": 0.10, "drop_after_apply": 0.05}
@@ -268,16 +266,6 @@ def call_kinds(providers: Dict[str, FakeProvider]) -> Registry:
 # ---------------------------------------------------------------- running
 
 
-def wait_until(predicate: Callable[[], bool], what: str) -> bool:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while not predicate():
-        if time.monotonic() > deadline:
-            print(f"    gave up waiting for {what}")
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def all_settled(db: payq.Database, books: Books, expected: int) -> bool:
     stats = db.tasks.stats()
     counts: Counter[str] = Counter()
@@ -427,15 +415,14 @@ def run(db: payq.Database, run_id: str) -> int:
               + (f"answered {replay.answer} from the stored result" if replay.answer else "no stored answer"))
         inv = check(db, books, requested, providers, repeat, replay)
         inv.check(finished, "every request settled in time")
-    if inv.broken:
-        print(f"FAILED: {len(inv.broken)} invariant(s) broken")
-        return 1
-    print("OK: points conserved; each request charged at most once and each provider billed once per answer")
-    return 0
+    return inv.exit_status("points conserved; each request charged at most once "
+                           "and each provider billed once per answer")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return example_main('payq example: a paid third-party API resold for points', "names this run's accounts, queues and keys (default: random)", run, argv)
+    return example_main("payq example: a paid third-party API resold for points",
+                        "names this run's accounts, queues and keys (default: random)", run, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

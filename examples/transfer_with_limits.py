@@ -258,15 +258,13 @@ def run(db: payq.Database, run_id: str) -> int:
     print("[5/5] checking every invariant ...")
     inv = check(db, shop, results)
     inv.check(all(replayed) and before == after, "retries with the same keys were replayed and changed nothing")
-    if inv.broken:
-        print(f"FAILED: {len(inv.broken)} invariant(s) broken")
-        return 1
-    print("OK: fees, limits and savepoints behaved; the ledger is clean")
-    return 0
+    return inv.exit_status("fees, limits and savepoints behaved; the ledger is clean")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return example_main('payq example: transfers with a fee and daily limits', "names this run's accounts (default: random)", run, argv)
+    return example_main("payq example: transfers with a fee and daily limits",
+                        "names this run's accounts (default: random)", run, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

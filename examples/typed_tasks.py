@@ -43,7 +43,6 @@ import shlex
 import subprocess
 import sys
 import threading
-import time
 from collections import Counter
 from dataclasses import dataclass
 from datetime import timedelta
@@ -51,9 +50,8 @@ from typing import Any, Callable, ClassVar, Dict, List, Optional, Sequence, Set,
 
 import payq
 from payq.worker import Registry, Worker
-from example_support import Invariants, example_main
+from example_support import WAIT_S_MAX, Invariants, example_main, wait_until
 
-WAIT_S_MAX = 60.0
 ALERT_QUEUE = "payq.alerts"
 
 
@@ -299,16 +297,6 @@ def payq_cli(db: payq.Database, *args: str) -> str:
     return done.stdout
 
 
-def wait_until(predicate: Callable[[], bool], what: str) -> bool:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while not predicate():
-        if time.monotonic() > deadline:
-            print(f"    gave up waiting for {what}")
-            return False
-        time.sleep(0.05)
-    return True
-
-
 def run(db: payq.Database, run_id: str) -> int:
     app = App(db, run_id)
     inv = Invariants()
@@ -380,15 +368,13 @@ def run(db: payq.Database, run_id: str) -> int:
     missing = expected_alerts - app.alerted()
     inv.check(not missing, f"alerts before the last try and at death ({len(expected_alerts)} expected; "
                            f"missing {sorted(missing)})")
-    if inv.broken:
-        print(f"FAILED: {len(inv.broken)} invariant(s) broken")
-        return 1
-    print("OK: typed tasks ran once each; failures alerted; the operator's re-send went through")
-    return 0
+    return inv.exit_status("typed tasks ran once each; failures alerted; the operator's re-send went through")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return example_main('payq example: typed third-party tasks', "prefix of this run's unique keys (default: random)", run, argv)
+    return example_main("payq example: typed third-party tasks",
+                        "prefix of this run's unique keys (default: random)", run, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())

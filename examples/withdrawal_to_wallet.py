@@ -45,18 +45,17 @@ from __future__ import annotations
 import os
 import secrets
 import sys
-import time
 from contextlib import ExitStack
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any, Callable, Dict, Optional, Sequence
+from typing import Any, Dict, Optional, Sequence
 
 import payq
 from payq import Account, Hold, Money, Settle
 from payq.inbox import CallbackReceiver
 from payq.testing import FakeProvider
 from payq.worker import Registry, Worker
-from example_support import Invariants, example_main
+from example_support import WAIT_S_MAX, Invariants, example_main, wait_until
 
 CURRENCY = "CNY"
 WALLET_FUNDS = "500.00"
@@ -75,7 +74,6 @@ LATE_ANSWER_MS = 2_000
 # it settled. Whichever comes first settles; the other changes nothing.
 CALLBACK_DELAY_MS = 1_500
 CALLBACK_COPIES = 2
-WAIT_S_MAX = 60.0
 FINAL_STATES = ("succeeded", "dead")
 
 
@@ -197,16 +195,6 @@ def payout_kind(provider_url: str) -> Registry:
 
 
 # ---------------------------------------------------------------- running
-
-
-def wait_until(predicate: Callable[[], bool], what: str) -> bool:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while not predicate():
-        if time.monotonic() > deadline:
-            print(f"    gave up waiting for {what}")
-            return False
-        time.sleep(0.05)
-    return True
 
 
 def all_settled(db: payq.Database, books: Books) -> bool:
@@ -347,15 +335,14 @@ def run(db: payq.Database, run_id: str) -> int:
         print("[4/4] checking every invariant ...")
         inv = check(db, books, requested, provider, provider_name, receiver)
         inv.check(finished, "every withdrawal settled and every callback delivered in time")
-    if inv.broken:
-        print(f"FAILED: {len(inv.broken)} invariant(s) broken")
-        return 1
-    print("OK: every withdrawal settled once; the provider paid each at most once; ledger and provider agree")
-    return 0
+    return inv.exit_status("every withdrawal settled once; the provider paid each at most once; "
+                           "ledger and provider agree")
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    return example_main('payq example: withdrawals paid by the built-in HTTP handler', "names this run's accounts, queue and keys (default: random)", run, argv)
+    return example_main("payq example: withdrawals paid by the built-in HTTP handler",
+                        "names this run's accounts, queue and keys (default: random)", run, argv)
+
 
 if __name__ == "__main__":
     sys.exit(main())
