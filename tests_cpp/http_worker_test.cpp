@@ -25,6 +25,7 @@ using testing::TestHttpServer;
 using testing::TestReply;
 using testing::TestRequest;
 using Json = nlohmann::json;
+using testing::Running;
 using namespace std::chrono_literals;
 
 class HttpWorkerTest : public testing::DbTest {
@@ -94,16 +95,6 @@ class HttpWorkerTest : public testing::DbTest {
   LogCollector logs;
   HandlerRegistry registry;
   std::shared_ptr<HttpClient> client = std::make_shared<HttpClient>();
-};
-
-class Running {
- public:
-  Running(Database& database, HandlerRegistry& registry, WorkerOptions options)
-      : worker(database, registry, std::move(options)) {
-    worker.start();
-  }
-  ~Running() { worker.stop(); }
-  Worker worker;
 };
 
 // Every answer waits until the whole batch has arrived: with one worker

@@ -27,7 +27,7 @@ using namespace std::chrono_literals;
 using Json = nlohmann::json;
 
 // Every wait in this file ends after this long, failing the test.
-constexpr auto wait_bound = 60s;
+constexpr auto wait_bound = testing::worker_wait_bound;
 
 class WorkerBatched : public testing::LedgerTest {
  protected:

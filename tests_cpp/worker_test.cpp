@@ -28,11 +28,12 @@ namespace {
 
 using testing::LogCollector;
 
+using testing::Running;
 using namespace std::chrono_literals;
 using Json = nlohmann::json;
 
 // Every wait in this file ends after this long, failing the test.
-constexpr auto wait_bound = 60s;
+constexpr auto wait_bound = testing::worker_wait_bound;
 
 // A latch a test opens and a handler waits on (with the bound).
 class Gate {
@@ -139,16 +140,6 @@ class WorkerTest : public testing::DbTest {
 };
 
 // Starts in the constructor, stops (gracefully) in the destructor.
-class Running {
- public:
-  Running(Database& database, HandlerRegistry& registry, WorkerOptions options)
-      : worker(database, registry, std::move(options)) {
-    worker.start();
-  }
-  ~Running() { worker.stop(); }
-  Worker worker;
-};
-
 TEST_F(WorkerTest, TasksRunAndSucceed) {
   registry.add("echo", [](const Task& task, const TaskContext&) -> HandlerResult {
     Outcome outcome;

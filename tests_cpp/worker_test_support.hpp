@@ -1,4 +1,5 @@
-// Shared by the worker tests: a log sink a test can wait on.
+// Shared by the worker tests: a log sink a test can wait on, and a worker
+// that runs for a scope.
 #pragma once
 
 #include <chrono>
@@ -9,6 +10,8 @@
 #include <vector>
 
 #include <nlohmann/json.hpp>
+
+#include "payq/worker.hpp"
 
 namespace payq::testing {
 
@@ -58,6 +61,19 @@ class LogCollector {
   std::mutex mutex_;
   std::condition_variable cv_;
   std::vector<Json> events_;
+};
+
+// A worker started on construction and stopped (gracefully) on scope exit.
+class Running {
+ public:
+  Running(Database& database, HandlerRegistry& registry, WorkerOptions options)
+      : worker(database, registry, std::move(options)) {
+    worker.start();
+  }
+  Running(const Running&) = delete;
+  Running& operator=(const Running&) = delete;
+  ~Running() { worker.stop(); }
+  Worker worker;
 };
 
 }  // namespace payq::testing
