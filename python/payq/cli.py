@@ -302,18 +302,9 @@ def cmd_queues_list(args: argparse.Namespace) -> int:
     _say(f"{'queue':<20} {'state':<8} {'pending':>8} {'due':>7} {'running':>8} {'held':>6} {'dead':>6} "
          f"{'review':>7} {'lag':>9} {'/min':>6}  limits")
     for q in queues:
-        state = "paused" if q.paused else ("backoff" if q.paused_until is not None else "active")
         lag = "-" if q.oldest_runnable_age is None else f"{q.oldest_runnable_age.total_seconds():.1f}s"
-        limits = []
-        if q.concurrency is not None:
-            limits.append(f"concurrency {q.concurrency}")
-        if q.rate is not None:
-            limits.append(f"rate {q.rate[0]}/{q.rate[1].total_seconds():g}s")
-        if q.amount is not None:
-            limits.append(f"amount {q.amount[0]}/{q.amount[1].total_seconds():g}s")
-        if q.weight != 1:
-            limits.append(f"weight {q.weight}")
-        _say(f"{q.name[:20]:<20} {state:<8} {q.pending:>8} {q.runnable:>7} {q.running:>8} {q.held:>6} "
+        limits = q.limits_text()
+        _say(f"{q.name[:20]:<20} {q.status:<8} {q.pending:>8} {q.runnable:>7} {q.running:>8} {q.held:>6} "
              f"{q.dead:>6} {q.needs_review:>7} {lag:>9} {q.started_last_minute:>6}  {', '.join(limits) or '-'}")
     return 0
 

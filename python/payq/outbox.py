@@ -383,6 +383,24 @@ class QueueInfo:
     oldest_runnable_age: Optional[timedelta]
     started_last_minute: int
 
+    @property
+    def status(self) -> str:
+        """``paused`` (by an operator), ``backoff`` (a provider's 429 / Retry-After) or ``active``."""
+        return "paused" if self.paused else ("backoff" if self.paused_until is not None else "active")
+
+    def limits_text(self) -> List[str]:
+        """The queue's limits for people, e.g. ``["concurrency 4", "rate 10/1s"]``."""
+        limits = []
+        if self.concurrency is not None:
+            limits.append(f"concurrency {self.concurrency}")
+        if self.rate is not None:
+            limits.append(f"rate {self.rate[0]}/{self.rate[1].total_seconds():g}s")
+        if self.amount is not None:
+            limits.append(f"amount {self.amount[0]}/{self.amount[1].total_seconds():g}s")
+        if self.weight != 1:
+            limits.append(f"weight {self.weight}")
+        return limits
+
     @classmethod
     def _from_core(cls, q: Any) -> "QueueInfo":
         rate = None

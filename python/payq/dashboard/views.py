@@ -123,16 +123,8 @@ def _chart(ctx: Context) -> Html:
 
 
 def _queue_row(ctx: Context, q: "payq.outbox.QueueInfo") -> List[object]:
-    state = "paused" if q.paused else ("backoff" if q.paused_until is not None else "active")
-    limits = []
-    if q.concurrency is not None:
-        limits.append(f"concurrency {q.concurrency}")
-    if q.rate is not None:
-        limits.append(f"rate {q.rate[0]}/{q.rate[1].total_seconds():g}s")
-    if q.amount is not None:
-        limits.append(f"amount {q.amount[0]}/{q.amount[1].total_seconds():g}s")
-    if q.weight != 1:
-        limits.append(f"weight {q.weight}")
+    state = q.status
+    limits = q.limits_text()
 
     def count(state_name: str, value: int) -> Html:
         if not value:
