@@ -128,11 +128,4 @@ std::string utf8_sanitized(std::string_view text) {
   return out;
 }
 
-std::string_view utf8_prefix(std::string_view text, std::size_t bytes_max) {
-  if (text.size() <= bytes_max) return text;
-  std::size_t end = bytes_max;
-  while (end > 0 && continuation(static_cast<unsigned char>(text[end]))) --end;
-  return text.substr(0, end);
-}
-
 }  // namespace payq::http_detail

@@ -8,6 +8,8 @@
 
 #include <nlohmann/json.hpp>
 
+#include "text_internal.hpp"
+
 namespace payq::http_detail {
 
 // "a.b.0" -> {"a", "b", "0"}; empty when the path is malformed (empty, an
@@ -26,8 +28,6 @@ std::string percent_encoded(std::string_view text);
 // sequences and NUL become U+FFFD.
 std::string utf8_sanitized(std::string_view text);
 
-// The longest prefix of UTF-8 `text` of at most `bytes_max` bytes that does
-// not split a character.
-std::string_view utf8_prefix(std::string_view text, std::size_t bytes_max);
+using detail::utf8_prefix;
 
 }  // namespace payq::http_detail

@@ -13,12 +13,17 @@ void text_bounded(const std::string& value, std::size_t bytes_max, const char* w
   }
 }
 
+std::string_view utf8_prefix(std::string_view text, std::size_t bytes_max) {
+  if (text.size() <= bytes_max) return text;
+  std::size_t end = bytes_max;
+  // Back off continuation bytes (10xxxxxx) to the start of the sequence.
+  while (end > 0 && (static_cast<unsigned char>(text[end]) & 0xC0) == 0x80) --end;
+  return text.substr(0, end);
+}
+
 std::string text_truncated(const std::string& value, std::size_t bytes_max) {
   if (value.size() <= bytes_max) return value;
-  std::size_t cut = bytes_max;
-  // Back off continuation bytes (10xxxxxx) to the start of the sequence.
-  while (cut > 0 && (static_cast<unsigned char>(value[cut]) & 0xC0) == 0x80) --cut;
-  return value.substr(0, cut) + "...";
+  return std::string(utf8_prefix(value, bytes_max)) + "...";
 }
 
 }  // namespace payq::detail

@@ -3,12 +3,17 @@
 
 #include <cstddef>
 #include <string>
+#include <string_view>
 
 namespace payq::detail {
 
 // InvalidArgument unless `value` is 1..bytes_max bytes without control
 // characters; `what` names it in the message.
 void text_bounded(const std::string& value, std::size_t bytes_max, const char* what);
+
+// The longest prefix of UTF-8 `text` of at most `bytes_max` bytes that does
+// not split a character.
+std::string_view utf8_prefix(std::string_view text, std::size_t bytes_max);
 
 // `value` cut to at most `bytes_max` bytes (plus "..." if cut) without
 // splitting a UTF-8 sequence, which PostgreSQL would refuse to store.
