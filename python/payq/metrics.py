@@ -17,6 +17,7 @@ import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
+from payq._native import core
 from payq.errors import Error, InvalidArgument
 
 __all__ = ["render", "MetricsServer", "CONTENT_TYPE"]
@@ -137,8 +138,6 @@ def _add_worker(out: _Text, stats: Mapping[str, Any], worker_id: str) -> None:
 def _add_duration_histogram(out: _Text, stats: Mapping[str, Any], base: Mapping[str, str]) -> None:
     """``payq_worker_attempt_duration_seconds``: the worker keeps a count
     per bucket; Prometheus wants them cumulative, with ``+Inf`` = total."""
-    from payq._native import core
-
     counts = list(stats.get("attempt_duration_counts") or [])
     bounds_ms = list(getattr(core, "attempt_duration_bounds_ms", []))
     if len(counts) != len(bounds_ms) + 1:
