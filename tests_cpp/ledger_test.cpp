@@ -302,6 +302,27 @@ TEST_F(Ledger_, AuditReportsEveryViolation) {
   EXPECT_GE(report.accounts_checked, 3);
 }
 
+// Entries carry no foreign key to their account or transaction (a posting
+// writes them under its own locks); the audit is what checks the links.
+TEST_F(Ledger_, AuditReportsEntriesWithoutTheirAccountOrTransaction) {
+  Account a = open("a"), b = open("b");
+  fund(a, 100);
+  transfer(a.id, b.id, 40, "t");
+  expect_audit_clean();
+  db->transact([&](Transaction& tx) {
+    tx.exec_sql("INSERT INTO @schema@.entry (account_id, seq, transaction_id, leg, amount, balance_after) "
+                "VALUES (987654, 1, 1, 0, 5, 5), ($1, 99, 123456789, 0, 5, 5)",
+                {std::to_string(a.id)});
+  });
+  AuditReport report = with_ledger([](Ledger& l) { return l.audit(); });
+  std::set<std::string> problems;
+  for (const auto& v : report.violations) {
+    if (v.check == "records_linked") problems.insert(v.detail);
+  }
+  EXPECT_TRUE(problems.count("refers to missing account 987654")) << report.violations.size();
+  EXPECT_TRUE(problems.count("refers to missing transaction 123456789"));
+}
+
 }  // namespace
 }  // namespace payq
 

@@ -5,7 +5,9 @@
 #include <thread>
 
 #include "harness.hpp"
+#include "payq/database.hpp"
 #include "payq/error.hpp"
+#include "payq/ledger.hpp"
 
 namespace payq {
 namespace {
@@ -87,6 +89,73 @@ TEST_F(Migrate, NewerDatabaseIsRefused) {
     tx.exec_sql("INSERT INTO @schema@.schema_migrations (version, name, checksum) VALUES (99999, 'future', '0')");
   });
   EXPECT_THROW(migrate(*db), MigrationError);
+}
+
+}  // namespace
+}  // namespace payq
+
+namespace payq {
+namespace {
+
+// 005 moves transaction headers into operation rows and 006 retypes task
+// columns: data written under version 4 must read the same afterwards.
+TEST_F(Migrate, UpgradeFromVersionFourKeepsLedgerAndTasks) {
+  db->transact([](Transaction& tx) { tx.exec_sql("DROP SCHEMA @schema@ CASCADE"); });
+  EXPECT_EQ(migrate(*db, 4).version_current, 4);
+  db->transact([](Transaction& tx) {
+    tx.exec_script(R"sql(
+INSERT INTO @schema@.account (id, owner, namespace, currency, balance, seq, allow_negative)
+  OVERRIDING SYSTEM VALUE VALUES (1, 'world', 'default', 'CNY', -1000, 1, true), (2, 'user:1', 'default', 'CNY', 1000, 1, false);
+SELECT setval('@schema@.account_id_seq', 2);
+SELECT setval('@schema@.ledger_transaction_id_seq', 7);
+INSERT INTO @schema@.operation (key, kind, request_hash, transaction_id) VALUES ('fund-1', 'transfer', 'h1', 7);
+INSERT INTO @schema@.ledger_transaction (id, key, kind, metadata) VALUES (7, 'fund-1', 'deposit', '{"order": 42}');
+INSERT INTO @schema@.entry (account_id, seq, transaction_id, leg, amount, balance_after)
+  VALUES (1, 1, 7, 0, -1000, -1000), (2, 1, 7, 1, 1000, 1000);
+INSERT INTO @schema@.task (queue, kind, payload, state, attempt_max, timeout_ms, idempotency_key)
+  VALUES ('default', 'old.kind', '{}', 'pending', 5, 30000, 'old-task');
+)sql");
+  });
+
+  const MigrateReport report = migrate(*db);
+  EXPECT_EQ(report.applied, (std::vector<int>{5, 6}));
+
+  db->transact([](Transaction& tx) {
+    Ledger ledger(tx);
+    const LedgerTransaction old = ledger.transaction_get(7);
+    EXPECT_EQ(old.key, "fund-1");
+    EXPECT_EQ(old.kind, "deposit");
+    EXPECT_EQ(old.metadata_json, R"({"order": 42})");
+    ASSERT_EQ(old.entries.size(), 2u);
+    EXPECT_EQ(ledger.transaction_find("fund-1")->id, 7);
+    // The old transaction is still reversible, once and within its amount.
+    ReverseRequest refund;
+    refund.key = "refund-1";
+    refund.transaction_id = 7;
+    refund.amount_minor = 400;
+    const LedgerTransaction reversal = ledger.reverse(refund);
+    EXPECT_EQ(reversal.reverses_id, 7);
+    EXPECT_GT(reversal.id, 7);
+    refund.key = "refund-2";
+    refund.amount_minor = 601;
+    EXPECT_THROW(ledger.reverse(refund), InvalidAmount);
+    EXPECT_TRUE(ledger.audit().ok());
+    // The task kept its values under the new column types.
+    Rows task = tx.exec_sql("SELECT kind, state, attempt, attempt_max FROM @schema@.task WHERE idempotency_key = 'old-task'");
+    ASSERT_EQ(task.size(), 1u);
+    EXPECT_EQ(task.text(0, "kind"), "old.kind");
+    EXPECT_EQ(task.text(0, "state"), "pending");
+    EXPECT_EQ(task.i64(0, "attempt_max"), 5);
+  });
+  // The domains still refuse what the constraints refused.
+  EXPECT_THROW(db->transact([](Transaction& tx) {
+    tx.exec_sql("UPDATE @schema@.task SET state = 'bogus' WHERE idempotency_key = 'old-task'");
+  }), DatabaseError);
+  EXPECT_THROW(db->transact([](Transaction& tx) {
+    tx.exec_sql("UPDATE @schema@.account SET held = -1 WHERE id = 2");
+  }), DatabaseError);
+  EXPECT_THROW(db->transact([](Transaction& tx) { tx.exec_sql("DELETE FROM @schema@.account WHERE id = 2"); }),
+               DatabaseError);
 }
 
 }  // namespace

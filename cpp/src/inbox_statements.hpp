@@ -35,8 +35,8 @@ FOR UPDATE)sql"};
 inline const Statement task_settle{"payq_inbox_task_settle", R"sql(
 WITH settled AS (
   UPDATE @schema@.task
-  SET state = $2, result = CASE WHEN $2 = 'succeeded' THEN $3::jsonb ELSE result END,
-      error = CASE WHEN $2 = 'dead' THEN $4 ELSE NULL END,
+  SET state = $2::text, result = CASE WHEN $2::text = 'succeeded' THEN $3::jsonb ELSE result END,
+      error = CASE WHEN $2::text = 'dead' THEN $4 ELSE NULL END,
       lease_token = NULL, lease_until = NULL, finished_at = now(), updated_at = now()
   WHERE id = $1::bigint
   RETURNING id, attempt, kind
@@ -44,8 +44,8 @@ WITH settled AS (
   INSERT INTO @schema@.task_attempt (task_id, attempt, lease_token, worker_id, kind, started_at, outcome, error,
                                      duration_ms)
   SELECT id, attempt, $5::bigint, $6, kind, now() - $7::bigint * interval '1 millisecond',
-         CASE WHEN $2 = 'succeeded' THEN 'success' ELSE 'fail' END,
-         CASE WHEN $2 = 'dead' THEN $4 END, $7::bigint
+         CASE WHEN $2::text = 'succeeded' THEN 'success' ELSE 'fail' END,
+         CASE WHEN $2::text = 'dead' THEN $4 END, $7::bigint
   FROM settled WHERE $5::bigint IS NOT NULL
 )
 INSERT INTO @schema@.task_action (task_id, action, actor, note)

@@ -63,9 +63,7 @@ AuditReport Ledger::audit() {
                           "reversed " + r.text(i, "reversed") + " of " + r.text(i, "original")};
   });
   collect(executor_, ledger_sql::audit_links, out, [](const Rows& r, std::size_t i) {
-    return AuditViolation{"records_linked", r.text(i, "what") + " " + r.text(i, "id"),
-                          r.is_null(i, "missing") ? "has no operation record"
-                                                  : "refers to missing transaction " + r.text(i, "missing")};
+    return AuditViolation{"records_linked", r.text(i, "what") + " " + r.text(i, "id"), r.text(i, "problem")};
   });
   return report;
 }

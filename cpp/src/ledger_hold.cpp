@@ -45,25 +45,34 @@ Hold Ledger::hold(const HoldRequest& request) {
       (request.expires_in_ms ? std::to_string(*request.expires_in_ms) : "never") + "|" + metadata);
   const std::string account_text = std::to_string(request.account_id);
 
-  Rows rows = executor_.exec(ledger_sql::posting_lock, {request.key, "{" + account_text + "}", "{}", account_text});
-  if (!rows.is_null(0, "op_hash")) {
-    operation_same_or_throw({rows.text(0, "op_kind"), rows.text(0, "op_hash"), std::nullopt}, request.key, hash);
-    return hold_replay(*this, executor_, request.key);
+  Rows rows = executor_.exec(ledger_sql::posting_lock, {"{" + account_text + "}", "{}", account_text});
+  Account account;
+  try {
+    if (rows.empty()) throw UnknownAccount("no account with id " + account_text);
+    account = account_from(rows, 0);
+    if (account.closed) throw AccountClosed("account " + account_text + " is closed");
+    if (account.deferred_credit && rows.i64(0, "pending_count") > 0) {
+      constexpr std::int64_t fold_count_max = 1'000'000;
+      account.balance_minor =
+          pending_fold_locked(executor_, account.id, account.balance_minor, account.seq, fold_count_max).first;
+    }
+    const std::int64_t available = account.available_minor();
+    if (!account.allow_negative && amount_sub(available, request.amount_minor) < -account.overdraft_minor) {
+      throw InsufficientFunds("account " + account_text + " has " + std::to_string(available) +
+                              " available (minor units), " + std::to_string(request.amount_minor) + " needed");
+    }
+    limits_check(executor_, rows, 0, request.amount_minor, account.id);
+  } catch (const DatabaseError&) {
+    throw;
+  } catch (const Error&) {
+    // Refused on the state found now; a key used before answers with that
+    // request's result (or a conflict) instead, as for any replay.
+    if (auto record = operation_get(executor_, request.key)) {
+      operation_same_or_throw(*record, request.key, hash);
+      return hold_replay(*this, executor_, request.key);
+    }
+    throw;
   }
-  if (rows.is_null(0, "id")) throw UnknownAccount("no account with id " + account_text);
-  Account account = account_from(rows, 0);
-  if (account.closed) throw AccountClosed("account " + account_text + " is closed");
-  if (account.deferred_credit && rows.i64(0, "pending_count") > 0) {
-    constexpr std::int64_t fold_count_max = 1'000'000;
-    account.balance_minor =
-        pending_fold_locked(executor_, account.id, account.balance_minor, account.seq, fold_count_max).first;
-  }
-  const std::int64_t available = account.available_minor();
-  if (!account.allow_negative && amount_sub(available, request.amount_minor) < -account.overdraft_minor) {
-    throw InsufficientFunds("account " + account_text + " has " + std::to_string(available) +
-                            " available (minor units), " + std::to_string(request.amount_minor) + " needed");
-  }
-  limits_check(executor_, rows, 0, request.amount_minor, account.id);
 
   Rows written = executor_.exec(
       ledger_sql::hold_write, {request.key, hash, account_text, std::to_string(request.amount_minor),

@@ -43,10 +43,9 @@ std::map<std::int64_t, AccountState> accounts_locked(Executor& executor, const P
     if (!debited.count(id)) credit_only.push_back(id);
   }
   rows = executor.exec(ledger_sql::posting_lock,
-                       {plan.key, array_text(all), array_text(credit_only), optional_text(plan.limit_account_id)});
+                       {array_text(all), array_text(credit_only), optional_text(plan.limit_account_id)});
   std::map<std::int64_t, AccountState> accounts;
   for (std::size_t i = 0; i < rows.size(); ++i) {
-    if (rows.is_null(i, "id")) continue;
     AccountState state;
     state.account = account_from(rows, i);
     state.locked = rows.boolean(i, "locked");
@@ -99,15 +98,21 @@ LedgerTransaction transaction_replay(Executor& executor, const std::string& key)
   return *found;
 }
 
-LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
-  legs_validate(plan.legs);
-  Rows rows;
-  auto accounts = accounts_locked(executor, plan, rows);
-  if (!rows.is_null(0, "op_hash")) {
-    operation_same_or_throw({rows.text(0, "op_kind"), rows.text(0, "op_hash"), std::nullopt}, plan.key,
-                            plan.request_hash);
-    return transaction_replay(executor, plan.key);
-  }
+namespace {
+
+// What a posting writes, decided under the accounts' locks.
+struct PostingRows {
+  std::vector<std::int64_t> entry_account, entry_amount, entry_seq, entry_after, entry_leg;
+  std::vector<std::int64_t> pending_account, pending_amount, pending_leg;
+  std::vector<std::int64_t> update_id, update_balance, update_seq, update_held_release;
+  bool track_limits = false;
+  LedgerTransaction result;
+};
+
+// Throws the business error (unknown or closed account, insufficient
+// funds, a limit...) that refuses the posting on the state it found.
+PostingRows posting_compute(Executor& executor, const PostingPlan& plan, std::map<std::int64_t, AccountState>& accounts,
+                            const Rows& rows) {
   accounts_check(plan, accounts);
 
   // A debited deferred-credit account is locked; fold its pending credits
@@ -122,9 +127,9 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
     }
   }
 
-  std::vector<std::int64_t> entry_account, entry_amount, entry_seq, entry_after, entry_leg;
-  std::vector<std::int64_t> pending_account, pending_amount, pending_leg;
-  LedgerTransaction result;
+  PostingRows out;
+  auto& [entry_account, entry_amount, entry_seq, entry_after, entry_leg, pending_account, pending_amount,
+         pending_leg, update_id, update_balance, update_seq, update_held_release, track_limits, result] = out;
   for (std::size_t leg_index = 0; leg_index < plan.legs.size(); ++leg_index) {
     const Leg& leg = plan.legs[leg_index];
     AccountState& state = accounts.at(leg.account_id);
@@ -150,7 +155,6 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
     result.entries.push_back(entry);
   }
 
-  std::vector<std::int64_t> update_id, update_balance, update_seq, update_held_release;
   for (auto& [id, state] : accounts) {
     if (!state.locked) continue;
     std::int64_t held_release = 0;
@@ -165,22 +169,68 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
     update_held_release.push_back(held_release);
   }
 
-  bool track_limits = false;
   if (plan.limit_account_id) {
     const AccountState& state = accounts.at(*plan.limit_account_id);
     limits_check(executor, rows, state.row, plan.limit_amount_minor, *plan.limit_account_id);
     track_limits = limits_present(rows, state.row);
   }
 
-  Rows written = executor.exec(
-      ledger_sql::posting_write,
-      {plan.key, plan.op_kind, plan.request_hash, optional_text(plan.hold_id), plan.transaction_kind,
-       plan.metadata_json, optional_text(plan.reverses_id), optional_text(plan.reversed_minor),
-       array_text(entry_account), array_text(entry_amount), array_text(entry_seq), array_text(entry_after),
-       array_text(pending_account), array_text(pending_amount), array_text(update_id), array_text(update_balance),
-       array_text(update_seq), array_text(update_held_release), optional_text(plan.captured_minor),
-       track_limits ? optional_text(plan.limit_account_id) : std::nullopt,
-       std::to_string(plan.limit_amount_minor), array_text(entry_leg), array_text(pending_leg)});
+  return out;
+}
+
+}  // namespace
+
+LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
+  legs_validate(plan.legs);
+  Rows rows;
+  auto accounts = accounts_locked(executor, plan, rows);
+  std::optional<PostingRows> computed;
+  try {
+    computed = posting_compute(executor, plan, accounts, rows);
+  } catch (const DatabaseError&) {
+    throw;
+  } catch (const Error&) {
+    // Refused on the state found now; but if the key was used before, the
+    // answer is that request's result (or a conflict), as for any replay.
+    if (auto record = operation_get(executor, plan.key)) {
+      operation_same_or_throw(*record, plan.key, plan.request_hash);
+      return transaction_replay(executor, plan.key);
+    }
+    throw;
+  }
+  auto& [entry_account, entry_amount, entry_seq, entry_after, entry_leg, pending_account, pending_amount,
+         pending_leg, update_id, update_balance, update_seq, update_held_release, track_limits, result] = *computed;
+
+  const ledger_sql::PostingWriteShape shape{!pending_account.empty(), plan.captured_minor.has_value(), track_limits};
+  const std::map<std::string, Value> values{
+      {"key", plan.key},
+      {"op_kind", plan.op_kind},
+      {"request_hash", plan.request_hash},
+      {"hold_id", optional_text(plan.hold_id)},
+      {"transaction_kind", plan.transaction_kind},
+      {"metadata", plan.metadata_json},
+      {"reverses_id", optional_text(plan.reverses_id)},
+      {"reversed_minor", optional_text(plan.reversed_minor)},
+      {"entry_account", array_text(entry_account)},
+      {"entry_amount", array_text(entry_amount)},
+      {"entry_seq", array_text(entry_seq)},
+      {"entry_balance_after", array_text(entry_after)},
+      {"entry_leg", array_text(entry_leg)},
+      {"update_account", array_text(update_id)},
+      {"update_balance", array_text(update_balance)},
+      {"update_seq", array_text(update_seq)},
+      {"update_held_release", array_text(update_held_release)},
+      {"pending_account", array_text(pending_account)},
+      {"pending_amount", array_text(pending_amount)},
+      {"pending_leg", array_text(pending_leg)},
+      {"captured_minor", optional_text(plan.captured_minor)},
+      {"limit_account", optional_text(plan.limit_account_id)},
+      {"limit_amount", std::to_string(plan.limit_amount_minor)}};
+  const ledger_sql::PostingWrite& write = ledger_sql::posting_write(shape);
+  Params params;
+  params.reserve(write.params.size());
+  for (const std::string& name : write.params) params.push_back(values.at(name));
+  Rows written = executor.exec(write.statement, params);
   if (written.empty()) {
     // Another request took the key after our first read: it is that
     // request's result, or a conflict.

@@ -4,6 +4,9 @@
 // arrays travel as PostgreSQL array text ("{1,2,3}").
 #pragma once
 
+#include <string>
+#include <vector>
+
 #include "payq/db.hpp"
 
 namespace payq::ledger_sql {
@@ -62,86 +65,54 @@ WITH ins AS (
 SELECT exponent FROM ins UNION ALL SELECT exponent FROM @schema@.currency WHERE code = $1 LIMIT 1)sql"};
 
 // Locks the accounts a posting touches, in ascending id order, and reads
-// what the checks need in the same round trip: the idempotency record, the
-// accounts, and (for the account subject to limits) its rules. Deferred-
-// credit accounts that are only credited ($3) are read without a lock: that
-// is what keeps a hot fee account off the critical path.
+// what the checks need in the same round trip: the accounts and, for the
+// account subject to limits ($3), its rules. Deferred-credit accounts that
+// are only credited ($2) are read without a lock: that is what keeps a hot
+// fee account off the critical path. The idempotency key is not read here:
+// the write inserts it or finds it taken (ON CONFLICT), and a posting that
+// fails a check looks it up before reporting (see posting_execute).
 // Under READ COMMITTED only the locked rows are re-read after waiting for a
 // lock; everything else here comes from the snapshot taken before the wait.
 // Limit usage is therefore read by limit_usage_today, after the lock.
 inline const Statement posting_lock{"payq_posting_lock", R"sql(
 WITH locked AS (
   SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit,
-         closed_at IS NOT NULL AS closed, true AS locked
-  FROM @schema@.account
-  WHERE id = ANY($2::bigint[]) AND NOT (deferred_credit AND id = ANY($3::bigint[]))
+         closed_at IS NOT NULL AS closed, true AS locked,
+         CASE WHEN deferred_credit
+              THEN (SELECT count(*) FROM @schema@.pending_credit p WHERE p.account_id = a.id) ELSE 0 END
+           AS pending_count,
+         CASE WHEN id = $3::bigint THEN
+           (SELECT coalesce(json_agg(json_build_object('kind', r.kind, 'value', r.value) ORDER BY r.id), '[]')::text
+            FROM @schema@.limit_rule r
+            WHERE r.account_id = a.id
+               OR (r.account_id IS NULL AND r.namespace = a.namespace AND r.currency = a.currency))
+         END AS limit_rules
+  FROM @schema@.account a
+  WHERE id = ANY($1::bigint[]) AND NOT (deferred_credit AND id = ANY($2::bigint[]))
   ORDER BY id
   FOR UPDATE
-), seen AS (
-  SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit,
-         closed_at IS NOT NULL AS closed, false AS locked
-  FROM @schema@.account
-  WHERE deferred_credit AND id = ANY($3::bigint[])
-), acc AS (
-  SELECT * FROM locked UNION ALL SELECT * FROM seen
 )
-SELECT op.request_hash AS op_hash, op.kind AS op_kind, op.hold_id AS op_hold_id,
-       acc.id, acc.owner, acc.namespace, acc.currency, acc.balance, acc.held, acc.seq, acc.allow_negative,
-       acc.overdraft_minor, acc.deferred_credit, acc.closed, acc.locked,
-       CASE WHEN acc.deferred_credit AND acc.locked
-            THEN (SELECT count(*) FROM @schema@.pending_credit p WHERE p.account_id = acc.id) ELSE 0 END
-         AS pending_count,
-       CASE WHEN acc.id = $4::bigint THEN
-         (SELECT coalesce(json_agg(json_build_object('kind', r.kind, 'value', r.value) ORDER BY r.id), '[]')::text
-          FROM @schema@.limit_rule r
-          WHERE r.account_id = acc.id
-             OR (r.account_id IS NULL AND r.namespace = acc.namespace AND r.currency = acc.currency))
-       END AS limit_rules
-FROM (SELECT 1) AS one
-LEFT JOIN @schema@.operation op ON op.key = $1
-LEFT JOIN acc ON true
-ORDER BY acc.id)sql"};
+SELECT * FROM locked
+UNION ALL
+SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit,
+       closed_at IS NOT NULL, false, 0, NULL
+FROM @schema@.account
+WHERE deferred_credit AND id = ANY($2::bigint[]))sql"};
 
-// Writes a posting in one statement, but only if the idempotency key is
-// still free: every part hangs off the operation row actually inserted.
-inline const Statement posting_write{"payq_posting_write", R"sql(
-WITH op AS (
-  INSERT INTO @schema@.operation (key, kind, request_hash, hold_id, transaction_id)
-  VALUES ($1, $2, $3, $4::bigint, nextval('@schema@.ledger_transaction_id_seq'))
-  ON CONFLICT (key) DO NOTHING
-  RETURNING key, transaction_id
-), t AS (
-  INSERT INTO @schema@.ledger_transaction (id, key, kind, metadata, reverses_id, hold_id, reversed_minor)
-  SELECT transaction_id, key, $5, $6::jsonb, $7::bigint, $4::bigint, $8::bigint FROM op
-  RETURNING id, created_at
-), e AS (
-  INSERT INTO @schema@.entry (account_id, seq, transaction_id, leg, amount, balance_after, created_at)
-  SELECT x.account_id, x.seq, t.id, x.leg, x.amount, x.balance_after, t.created_at
-  FROM t, unnest($9::bigint[], $10::bigint[], $11::bigint[], $12::bigint[], $22::smallint[])
-          AS x(account_id, amount, seq, balance_after, leg)
-), p AS (
-  INSERT INTO @schema@.pending_credit (transaction_id, leg, account_id, amount, created_at)
-  SELECT t.id, x.leg, x.account_id, x.amount, t.created_at
-  FROM t, unnest($13::bigint[], $14::bigint[], $23::smallint[]) AS x(account_id, amount, leg)
-), a AS (
-  UPDATE @schema@.account acc
-  SET balance = x.balance, seq = x.seq, held = acc.held - x.held_release
-  FROM t, unnest($15::bigint[], $16::bigint[], $17::bigint[], $18::bigint[]) AS x(id, balance, seq, held_release)
-  WHERE acc.id = x.id AND acc.id = ANY($15::bigint[])  -- steers the planner to the primary key
-), h AS (
-  UPDATE @schema@.hold hd
-  SET status = 'captured', captured_minor = $19::bigint, finished_at = now()
-  FROM t
-  WHERE hd.id = $4::bigint AND $19::bigint IS NOT NULL
-), l AS (
-  INSERT INTO @schema@.limit_usage AS u (account_id, day, count, amount_minor)
-  SELECT $20::bigint, (now() AT TIME ZONE i.day_time_zone)::date, 1, $21::bigint
-  FROM t, @schema@.installation i
-  WHERE $20::bigint IS NOT NULL
-  ON CONFLICT (account_id, day)
-  DO UPDATE SET count = u.count + 1, amount_minor = u.amount_minor + EXCLUDED.amount_minor
-)
-SELECT t.id AS transaction_id, to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at FROM t)sql"};
+// posting_write (posting_write.cpp) writes a posting in one statement, in
+// the shape the posting needs.
+struct PostingWriteShape {
+  bool pending = false;  // credits to deferred-credit accounts
+  bool capture = false;  // the hold it captures
+  bool limits = false;   // today's limit usage of the source
+};
+
+// The statement for a shape, and the names of its parameters in order.
+struct PostingWrite {
+  Statement statement;
+  std::vector<std::string> params;
+};
+const PostingWrite& posting_write(PostingWriteShape shape);
 
 inline const Statement limit_usage_today{"payq_limit_usage_today", R"sql(
 SELECT u.count, u.amount_minor FROM @schema@.limit_usage u, @schema@.installation i
@@ -173,7 +144,8 @@ ORDER BY l.leg)sql"};
 // The original's net amount per account, less what earlier reversals
 // already returned, under a lock that serialises reversals of it.
 inline const Statement reversal_lock{"payq_reversal_lock", R"sql(
-SELECT id, reverses_id FROM @schema@.ledger_transaction WHERE id = $1::bigint FOR NO KEY UPDATE)sql"};
+SELECT transaction_id AS id, reverses_id FROM @schema@.operation WHERE transaction_id = $1::bigint
+FOR NO KEY UPDATE)sql"};
 
 inline const Statement reversal_remaining{"payq_reversal_remaining", R"sql(
 WITH legs AS (
@@ -184,7 +156,7 @@ WITH legs AS (
   SELECT account_id, sum(amount) AS net FROM legs WHERE transaction_id = $1::bigint GROUP BY account_id
 ), returned AS (
   SELECT l.account_id, sum(l.amount) AS net
-  FROM legs l JOIN @schema@.ledger_transaction r ON r.id = l.transaction_id
+  FROM legs l JOIN @schema@.operation r ON r.transaction_id = l.transaction_id
   WHERE r.reverses_id = $1::bigint GROUP BY l.account_id
 )
 SELECT o.account_id, o.net::bigint AS original_net, coalesce(r.net, 0)::bigint AS returned_net
@@ -372,21 +344,32 @@ HAVING sum(r.reversed_minor) > (SELECT sum(amount) FROM (
   UNION ALL SELECT amount FROM @schema@.pending_credit WHERE transaction_id = r.reverses_id) c2)
 ORDER BY r.reverses_id)sql"};
 
-// Links that are written in one statement instead of enforced by foreign
-// keys (see 002_ledger.sql): every entry and pending credit has its
-// transaction, every transaction and hold its operation record.
+// Links that are written in one statement or under a lock instead of
+// enforced by foreign keys (see 002_ledger.sql and 005_ledger_lean.sql):
+// every entry and pending credit has its transaction and its account,
+// every reversal its original, every hold its operation record.
 inline const Statement audit_links{"payq_audit_links", R"sql(
-SELECT 'entry' AS what, e.account_id || '/' || e.seq AS id, e.transaction_id AS missing FROM @schema@.entry e
-  WHERE NOT EXISTS (SELECT 1 FROM @schema@.ledger_transaction t WHERE t.id = e.transaction_id)
+SELECT 'entry' AS what, e.account_id || '/' || e.seq AS id,
+       'refers to missing transaction ' || e.transaction_id AS problem
+FROM @schema@.entry e
+WHERE NOT EXISTS (SELECT 1 FROM @schema@.operation o WHERE o.transaction_id = e.transaction_id)
 UNION ALL
-SELECT 'pending credit', p.id::text, p.transaction_id FROM @schema@.pending_credit p
-  WHERE NOT EXISTS (SELECT 1 FROM @schema@.ledger_transaction t WHERE t.id = p.transaction_id)
+SELECT 'entry', e.account_id || '/' || e.seq, 'refers to missing account ' || e.account_id FROM @schema@.entry e
+WHERE NOT EXISTS (SELECT 1 FROM @schema@.account a WHERE a.id = e.account_id)
 UNION ALL
-SELECT 'transaction', t.id::text, NULL FROM @schema@.ledger_transaction t
-  WHERE NOT EXISTS (SELECT 1 FROM @schema@.operation o WHERE o.key = t.key AND o.transaction_id = t.id)
+SELECT 'pending credit', p.id::text, 'refers to missing transaction ' || p.transaction_id FROM @schema@.pending_credit p
+WHERE NOT EXISTS (SELECT 1 FROM @schema@.operation o WHERE o.transaction_id = p.transaction_id)
 UNION ALL
-SELECT 'hold', h.id::text, NULL FROM @schema@.hold h
-  WHERE NOT EXISTS (SELECT 1 FROM @schema@.operation o WHERE o.key = h.key AND o.hold_id = h.id)
+SELECT 'pending credit', p.id::text, 'refers to missing account ' || p.account_id FROM @schema@.pending_credit p
+WHERE NOT EXISTS (SELECT 1 FROM @schema@.account a WHERE a.id = p.account_id)
+UNION ALL
+SELECT 'transaction', o.transaction_id::text, 'reverses missing transaction ' || o.reverses_id
+FROM @schema@.operation o
+WHERE o.reverses_id IS NOT NULL
+  AND NOT EXISTS (SELECT 1 FROM @schema@.operation r WHERE r.transaction_id = o.reverses_id)
+UNION ALL
+SELECT 'hold', h.id::text, 'has no operation record' FROM @schema@.hold h
+WHERE NOT EXISTS (SELECT 1 FROM @schema@.operation o WHERE o.key = h.key AND o.hold_id = h.id)
 ORDER BY 1, 2 LIMIT 1000)sql"};
 
 }  // namespace payq::ledger_sql

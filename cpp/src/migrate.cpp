@@ -1,6 +1,7 @@
 #include "payq/migrate.hpp"
 
 #include <algorithm>
+#include <limits>
 #include <set>
 
 #include "migrations_data.hpp"
@@ -46,7 +47,10 @@ std::vector<MigrationInfo> migrations_known() {
   return out;
 }
 
-MigrateReport migrate(Database& database) {
+MigrateReport migrate(Database& database) { return migrate(database, std::numeric_limits<int>::max()); }
+
+MigrateReport migrate(Database& database, int version_target) {
+  if (version_target < 1) throw InvalidArgument("a migration target is a version of at least 1");
   return database.transact([&](Transaction& tx) {
     // The lock serialises concurrent migrators; it is released at commit.
     tx.exec(lock_statement, {database.schema()});
@@ -70,6 +74,7 @@ MigrateReport migrate(Database& database) {
     MigrateReport report;
     for (const auto& m : detail::embedded_migrations()) {
       if (recorded.count(m.version)) continue;
+      if (m.version > version_target) break;
       tx.exec_script(m.sql);
       tx.exec(record_statement, {std::to_string(m.version), std::string(m.name), std::to_string(fnv1a_64(m.sql))});
       report.applied.push_back(m.version);

@@ -222,9 +222,9 @@ ORDER BY t.id LIMIT $4::bigint)sql"};
 inline const Statement task_set_state{"payq_task_set_state", R"sql(
 WITH changed AS (
   UPDATE @schema@.task
-  SET state = $2, run_at = CASE WHEN $2 = 'pending' THEN now() ELSE run_at END,
-      attempt_max = CASE WHEN $2 = 'pending' THEN greatest(attempt_max, attempt + 1) ELSE attempt_max END,
-      finished_at = CASE WHEN $2 IN ('succeeded', 'dead', 'cancelled') THEN now() END,
+  SET state = $2::text, run_at = CASE WHEN $2::text = 'pending' THEN now() ELSE run_at END,
+      attempt_max = CASE WHEN $2::text = 'pending' THEN greatest(attempt_max, attempt + 1) ELSE attempt_max END,
+      finished_at = CASE WHEN $2::text IN ('succeeded', 'dead', 'cancelled') THEN now() END,
       updated_at = now()
   WHERE id = $1::bigint
   RETURNING id

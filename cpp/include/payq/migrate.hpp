@@ -28,6 +28,9 @@ std::vector<MigrationInfo> migrations_known();
 // lock. Throws MigrationError if a recorded migration differs from the one
 // carried here, or the schema is newer than this library.
 MigrateReport migrate(Database& database);
+// The same, stopping after `version_target` (for staged upgrades, and for
+// testing what a migration does to data written by the versions before it).
+MigrateReport migrate(Database& database, int version_target);
 
 // The highest version recorded in the schema; 0 when payq was never
 // migrated there.

@@ -1,0 +1,44 @@
+-- A leaner claim and completion (see docs/outbox.md, "What a claim costs").
+--
+-- Claiming and completing are UPDATEs of task rows, and PostgreSQL 15
+-- re-reads and re-plans every CHECK constraint of a table in each statement
+-- that updates it, whichever columns change: eight of them on task. Rules
+-- on a single column become domains (cached per session, checked only when
+-- that column is assigned); the two rules that span columns stay table
+-- constraints, as one.
+CREATE DOMAIN @schema@.task_kind AS text CHECK (length(VALUE) BETWEEN 1 AND 200);
+CREATE DOMAIN @schema@.task_state AS text
+  CHECK (VALUE IN ('held', 'pending', 'running', 'succeeded', 'dead', 'needs_review', 'cancelled'));
+CREATE DOMAIN @schema@.nonnegative_int AS integer CHECK (VALUE >= 0);
+CREATE DOMAIN @schema@.positive_int AS integer CHECK (VALUE > 0);
+CREATE DOMAIN @schema@.attempt_count AS integer CHECK (VALUE BETWEEN 1 AND 1000);
+CREATE DOMAIN @schema@.attempt_outcome AS text
+  CHECK (VALUE IN ('success', 'retry', 'fail', 'unknown', 'returned'));
+
+ALTER TABLE @schema@.task
+  DROP CONSTRAINT task_kind_check,
+  DROP CONSTRAINT task_state_check,
+  DROP CONSTRAINT task_attempt_check,
+  DROP CONSTRAINT task_attempt_max_check,
+  DROP CONSTRAINT task_timeout_ms_check,
+  DROP CONSTRAINT task_amount_minor_check,
+  DROP CONSTRAINT task_check,
+  DROP CONSTRAINT task_check1,
+  ALTER COLUMN kind TYPE @schema@.task_kind,
+  ALTER COLUMN state TYPE @schema@.task_state,
+  ALTER COLUMN attempt TYPE @schema@.nonnegative_int,
+  ALTER COLUMN attempt_max TYPE @schema@.attempt_count,
+  ALTER COLUMN timeout_ms TYPE @schema@.positive_int,
+  ALTER COLUMN amount_minor TYPE @schema@.positive_bigint,
+  -- A running task has a lease token and only a running one; an amount
+  -- always comes with its currency.
+  ADD CONSTRAINT task_consistent
+    CHECK ((state = 'running') = (lease_token IS NOT NULL) AND (amount_minor IS NULL) = (currency IS NULL));
+
+ALTER TABLE @schema@.task_key
+  DROP CONSTRAINT task_key_key_check,
+  ALTER COLUMN key TYPE @schema@.idempotency_key;
+
+ALTER TABLE @schema@.task_attempt
+  DROP CONSTRAINT task_attempt_outcome_check,
+  ALTER COLUMN outcome TYPE @schema@.attempt_outcome;
