@@ -472,3 +472,51 @@ TEST_F(Outbox_, AnAlertNeverRaisesAnAlert) {
 
 }  // namespace
 }  // namespace payq
+
+namespace payq {
+namespace {
+
+// claim_plain is one statement, run by the worker as its own transaction:
+// it claims from a plain queue, takes nothing from a paused one, and hands
+// a limited queue (or one with partitions) to the locked path.
+TEST_F(Outbox_, PlainClaimIsOneStatementAndDefersToTheLockedPath) {
+  enqueue(spec("sms.send", "plain"));
+  enqueue(spec("sms.send", "limited"));
+  db->transact([](Transaction& tx) {
+    QueueConfig limited;
+    limited.name = "limited";
+    limited.concurrency_max = 1;
+    Outbox(tx).queue_configure(limited);
+  });
+  auto plain_claim = [&](const std::string& queue) {
+    auto lease = db->acquire();
+    SingleStatement alone(*lease);
+    return Outbox(alone).claim_plain({queue, "w1", 10});
+  };
+  const auto limited = plain_claim("limited");
+  EXPECT_FALSE(limited.has_value());
+  db->transact([](Transaction& tx) { Outbox(tx).queue_pause("plain", true); });
+  ASSERT_TRUE(plain_claim("plain").has_value());
+  EXPECT_TRUE(plain_claim("plain")->empty());
+  db->transact([](Transaction& tx) { Outbox(tx).queue_pause("plain", false); });
+  const auto claimed = plain_claim("plain");
+  ASSERT_TRUE(claimed.has_value());
+  ASSERT_EQ(claimed->size(), 1u);
+  EXPECT_EQ(claimed->at(0).state, TaskState::running);
+  // Committed on its own: another transaction sees the task running.
+  EXPECT_EQ(get(claimed->at(0).id).state, TaskState::running);
+  // The locked path still claims the limited queue, within its limit.
+  const auto locked = db->transact([](Transaction& tx) { return Outbox(tx).claim_limited({"limited", "w1", 10}); });
+  EXPECT_EQ(locked.size(), 1u);
+}
+
+TEST_F(Outbox_, SingleStatementExecutorRunsOneStatementOnly) {
+  auto lease = db->acquire();
+  SingleStatement alone(*lease);
+  alone.exec(Statement{"test_single_one", "SELECT 1 AS one"}, {});
+  EXPECT_THROW(alone.exec(Statement{"test_single_two", "SELECT 2 AS two"}, {}), std::logic_error);
+  EXPECT_THROW(alone.savepoint_begin(), std::logic_error);
+}
+
+}  // namespace
+}  // namespace payq

@@ -42,3 +42,11 @@ ALTER TABLE @schema@.task_key
 ALTER TABLE @schema@.task_attempt
   DROP CONSTRAINT task_attempt_outcome_check,
   ALTER COLUMN outcome TYPE @schema@.attempt_outcome;
+
+-- The (state, queue) index held an entry for every version of every task,
+-- finished ones included, and a state change (every claim and completion)
+-- added one more. Operators count live tasks and those waiting for them;
+-- finished tasks are found by task_finished.
+DROP INDEX @schema@.task_state_queue;
+CREATE INDEX task_live_queue_state ON @schema@.task (queue, state)
+  WHERE state IN ('pending', 'running', 'held', 'dead', 'needs_review');

@@ -2,6 +2,8 @@
 
 #include <libpq-fe.h>
 
+#include <stdexcept>
+
 #include <pqxx/except>
 #include <pqxx/nontransaction>
 #include <pqxx/prepared_statement>
@@ -186,6 +188,29 @@ void Transaction::savepoint_rollback() {
   exec_script("ROLLBACK TO SAVEPOINT payq_sp_" + std::to_string(depth) + "; RELEASE SAVEPOINT payq_sp_" +
               std::to_string(depth));
 }
+
+Rows SingleStatement::exec(const Statement& statement, const Params& params) {
+  if (used_) throw std::logic_error("a SingleStatement executor runs one statement only");
+  used_ = true;
+  try {
+    const std::string& sql = connection_.statement_sql(statement);
+    const auto pointers = param_pointers(params);
+    pqxx::nontransaction alone(connection_.raw());
+    if (connection_.prepare_statements()) {
+      return rows_from(alone.exec_prepared(statement.name, pqxx::prepare::make_dynamic_params(pointers)));
+    }
+    return rows_from(alone.exec_params(sql, pqxx::prepare::make_dynamic_params(pointers)));
+  } catch (const pqxx::broken_connection& e) {
+    throw CommitUnknown(std::string("connection lost while a single-statement transaction ran, outcome unknown: ") +
+                        e.what());
+  } catch (...) {
+    rethrow_as_payq_error();
+  }
+}
+
+void SingleStatement::savepoint_begin() { throw std::logic_error("a SingleStatement executor has no savepoints"); }
+void SingleStatement::savepoint_release() { throw std::logic_error("a SingleStatement executor has no savepoints"); }
+void SingleStatement::savepoint_rollback() { throw std::logic_error("a SingleStatement executor has no savepoints"); }
 
 void Transaction::commit() {
   if (!work_) throw DatabaseError("transaction is already finished");

@@ -49,20 +49,35 @@ std::vector<Task> tasks_from(const Rows& rows) {
   return tasks;
 }
 
-}  // namespace
-
-std::vector<Task> Outbox::claim(const ClaimRequest& request) {
+void claim_validate(const ClaimRequest& request) {
   if (request.count_max == 0 || request.count_max > claim_batch_count_max) {
     throw InvalidArgument("a claim takes 1 to " + std::to_string(claim_batch_count_max) + " tasks");
   }
   text_bounded(request.worker_id, 200, "worker id");
-  Rows queue = executor_.exec(outbox_sql::queue_get, {request.queue});
-  if (!queue.empty() && queue.boolean(0, "paused")) return {};
-  const std::string count_text = std::to_string(request.count_max);
-  if (queue.empty() || !queue.boolean(0, "limited")) {
-    return tasks_from(executor_.exec(outbox_sql::claim_fast, {request.queue, count_text, request.worker_id}));
-  }
+}
 
+}  // namespace
+
+std::vector<Task> Outbox::claim(const ClaimRequest& request) {
+  if (auto tasks = claim_plain(request)) return std::move(*tasks);
+  return claim_limited(request);
+}
+
+std::optional<std::vector<Task>> Outbox::claim_plain(const ClaimRequest& request) {
+  claim_validate(request);
+  Rows rows = executor_.exec(outbox_sql::claim_plain,
+                             {request.queue, std::to_string(request.count_max), request.worker_id});
+  if (rows.boolean(0, "queue_limited") && !rows.boolean(0, "queue_paused")) return std::nullopt;
+  std::vector<Task> tasks;
+  tasks.reserve(rows.size());
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    if (!rows.is_null(i, "id")) tasks.push_back(task_from(rows, i));
+  }
+  return tasks;
+}
+
+std::vector<Task> Outbox::claim_limited(const ClaimRequest& request) {
+  claim_validate(request);
   // A limited queue: lock its row, then read usage with a fresh snapshot.
   Rows locked = executor_.exec(outbox_sql::queue_lock, {request.queue});
   if (locked.boolean(0, "paused")) return {};

@@ -58,13 +58,6 @@ ORDER BY ids.n)sql"};
 inline const Statement task_key_get{"payq_task_key_get", R"sql(
 SELECT task_id FROM @schema@.task_key WHERE key = $1)sql"};
 
-inline const Statement queue_get{"payq_queue_get", R"sql(
-SELECT name, paused OR coalesce(paused_until > now(), false) AS paused, concurrency_max, rate_count_max,
-       rate_window_ms, amount_max_minor, amount_currency, amount_window_ms, weight, uses_partitions,
-       (concurrency_max IS NOT NULL OR rate_count_max IS NOT NULL OR amount_max_minor IS NOT NULL
-        OR uses_partitions) AS limited
-FROM @schema@.queue WHERE name = $1)sql"};
-
 inline const Statement queue_lock{"payq_queue_lock", R"sql(
 SELECT name, paused OR coalesce(paused_until > now(), false) AS paused, concurrency_max, rate_count_max,
        rate_window_ms, amount_max_minor, amount_currency, amount_window_ms, uses_partitions
@@ -99,7 +92,9 @@ WITH picked AS (
   UPDATE @schema@.task t
   SET state = 'running', attempt = t.attempt + 1, lease_token = nextval('@schema@.lease_token_seq'),
       lease_until = now() + t.timeout_ms * interval '1 millisecond', worker_id = $2, updated_at = now()
-  WHERE t.id = ANY($1::bigint[]) AND t.state = 'pending'
+  -- claim_candidates locked these rows, still pending, in this transaction:
+  -- no state test here, which would let the planner scan a state index.
+  WHERE t.id = ANY($1::bigint[])
   RETURNING t.*
 ), started AS (
   INSERT INTO @schema@.queue_start (queue, task_id, amount_minor)
@@ -107,13 +102,26 @@ WITH picked AS (
 )
 SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM picked t ORDER BY t.priority DESC, t.run_at, t.id)sql"};
 
-// The fast path for a queue without limits or partitions. A task with a
-// partition key is never taken here: it may have been committed after the
-// queue settings were read, and only the locked path serialises partitions.
-inline const Statement claim_fast{"payq_claim_fast", R"sql(
-WITH candidates AS (
+// The claim of a queue without limits or partitions, in one statement
+// (so it can run as its own transaction): the queue's row says whether it
+// is paused or needs the locked path, and only otherwise are tasks taken.
+// One row always comes back: the queue's flags, with the columns of a
+// claimed task, or NULL ones when none was taken. A task with a partition
+// key is never taken here: it may have been committed after the queue's
+// row was read, and only the locked path serialises partitions.
+inline const Statement claim_plain{"payq_claim_plain", R"sql(
+WITH q AS (
+  SELECT paused OR coalesce(paused_until > now(), false) AS paused,
+         (concurrency_max IS NOT NULL OR rate_count_max IS NOT NULL OR amount_max_minor IS NOT NULL
+          OR uses_partitions) AS limited
+  FROM @schema@.queue WHERE name = $1
+), flags AS (
+  SELECT coalesce((SELECT paused FROM q), false) AS queue_paused,
+         coalesce((SELECT limited FROM q), false) AS queue_limited
+), candidates AS (
   SELECT id FROM @schema@.task
   WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND partition_key IS NULL
+    AND (SELECT NOT (queue_paused OR queue_limited) FROM flags)
   ORDER BY priority DESC, run_at, id
   LIMIT $2::bigint
   FOR UPDATE SKIP LOCKED
@@ -126,7 +134,9 @@ WITH candidates AS (
   WHERE t.id = ANY (ARRAY(SELECT id FROM candidates))
   RETURNING t.*
 )
-SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM picked t ORDER BY t.priority DESC, t.run_at, t.id)sql"};
+SELECT flags.queue_paused, flags.queue_limited, )sql" PAYQ_TASK_COLUMNS R"sql(
+FROM flags LEFT JOIN picked t ON true
+ORDER BY t.priority DESC, t.run_at, t.id)sql"};
 
 // The fenced completion: only the attempt that holds the lease moves the
 // task on, and its attempt record is written with it.
@@ -147,7 +157,10 @@ WITH done AS (
       finished_at = CASE
                       WHEN $3 IN ('success', 'fail') OR t.attempt >= t.attempt_max THEN now()
                     END
-  WHERE t.id = $1::bigint AND t.state = 'running' AND t.lease_token = $2::bigint
+  -- A lease token is set exactly while the task runs (constraint
+  -- task_consistent), so the token alone fences; a test on state would let
+  -- the planner prefer scanning every running task to the primary key.
+  WHERE t.id = $1::bigint AND t.lease_token = $2::bigint
   RETURNING t.*
 ), attempt AS (
   INSERT INTO @schema@.task_attempt (task_id, attempt, lease_token, worker_id, kind, started_at, outcome, error,
@@ -172,7 +185,7 @@ WITH input AS (
   SET state = 'succeeded', result = input.result, error = NULL, lease_token = NULL, lease_until = NULL,
       updated_at = now(), finished_at = now()
   FROM input
-  WHERE t.id = input.task_id AND t.state = 'running' AND t.lease_token = input.lease_token
+  WHERE t.id = input.task_id AND t.lease_token = input.lease_token  -- running: see complete
     AND t.settle_hold_id IS NULL AND t.settle_reverse_transaction_id IS NULL AND t.followup IS NULL
   RETURNING t.id, t.attempt, t.kind, input.lease_token AS attempt_lease_token,
             input.duration_ms AS attempt_duration_ms
@@ -190,7 +203,7 @@ WITH back AS (
   UPDATE @schema@.task
   SET state = 'pending', attempt = attempt - 1, lease_token = NULL, lease_until = NULL, worker_id = NULL,
       updated_at = now()
-  WHERE id = $1::bigint AND state = 'running' AND lease_token = $2::bigint
+  WHERE id = $1::bigint AND lease_token = $2::bigint  -- running: see complete
   RETURNING id
 )
 DELETE FROM @schema@.queue_start WHERE task_id IN (SELECT id FROM back))sql"};
@@ -244,8 +257,8 @@ FROM @schema@.task_action WHERE task_id = $1::bigint ORDER BY created_at, action
 inline const Statement stats{"payq_outbox_stats", R"sql(
 SELECT queue, state, count(*) AS n FROM @schema@.task GROUP BY queue, state ORDER BY queue, state)sql"};
 
-// Finished tasks are left out: the (state, queue) index then reads only
-// what is live or waits for an operator.
+// Finished tasks are left out, so the partial index task_live_queue_state
+// (live tasks and those waiting for an operator) answers it.
 inline const Statement queues_overview{"payq_queues_overview", R"sql(
 SELECT q.name, q.paused,
        CASE WHEN q.paused_until > now() THEN )sql" PAYQ_TS("q.paused_until") R"sql( END AS paused_until,

@@ -85,6 +85,33 @@ bool success_batchable(const Task& task, const Outcome& outcome) {
   return outcome.kind == OutcomeKind::success && !s.hold_id && !s.reverse_transaction_id && !s.followup_json;
 }
 
+// Successes without settlement are recorded by one fenced statement (the
+// batch completion): run as its own transaction, it needs no BEGIN and
+// COMMIT round trips. Returns the ids of the tasks it completed.
+std::vector<std::int64_t> successes_complete_alone(Connection& connection, const std::vector<BatchSuccess>& items,
+                                                   const std::string& worker_id, int retry_count_max) {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      SingleStatement alone(connection);
+      return Outbox(alone).complete_success_batch(items, worker_id);
+    } catch (const TransientError&) {
+      if (attempt >= retry_count_max) throw;
+      transient_backoff(attempt);
+    }
+  }
+}
+
+Completion success_complete_alone(Connection& connection, const CompleteRequest& request, int retry_count_max) {
+  const BatchSuccess item{request.task_id, request.lease_token, request.outcome.result_json, request.duration_ms};
+  if (successes_complete_alone(connection, {item}, request.worker_id, retry_count_max).empty()) {
+    throw LeaseLost("task " + std::to_string(request.task_id) + " is no longer running under lease " +
+                    std::to_string(request.lease_token));
+  }
+  Completion completion;
+  completion.state = TaskState::succeeded;
+  return completion;
+}
+
 nlohmann::json task_fields(const Task& task) {
   return {{"task_id", task.id}, {"kind", task.kind}, {"queue", task.queue}, {"attempt", task.attempt}};
 }
@@ -414,8 +441,23 @@ std::vector<Worker::ClaimedTask> Worker::claim_round(Connection& connection, Que
   for (std::size_t offset = 0; offset < queue_count; ++offset) {
     const std::string& queue = options_.queues[(first + offset) % queue_count].first;
     ClaimRequest request{queue, options_.worker_id, options_.claim_batch_count_max};
-    std::vector<Task> tasks = transact_on(connection, database_.options().transient_retry_count_max,
-                                          [&](Transaction& tx) { return Outbox(tx).claim(request); });
+    const int retry_count_max = database_.options().transient_retry_count_max;
+    // A plain queue is claimed by one statement, run as its own transaction
+    // (no BEGIN and COMMIT round trips); a limited one needs the locked path.
+    std::optional<std::vector<Task>> plain;
+    for (int attempt = 0;; ++attempt) {
+      try {
+        SingleStatement alone(connection);
+        plain = Outbox(alone).claim_plain(request);
+        break;
+      } catch (const TransientError&) {
+        if (attempt >= retry_count_max) throw;
+        transient_backoff(attempt);
+      }
+    }
+    std::vector<Task> tasks =
+        plain ? std::move(*plain)
+              : transact_on(connection, retry_count_max, [&](Transaction& tx) { return Outbox(tx).claim_limited(request); });
     if (tasks.empty()) continue;
     if (tasks.size() > options_.claim_batch_count_max) {
       throw std::logic_error("claim returned " + std::to_string(tasks.size()) + " tasks, more than asked");
@@ -544,9 +586,8 @@ void Worker::successes_flush(ThreadConnection& connection, std::vector<QueuedSuc
   }
   std::vector<std::int64_t> completed;
   try {
-    completed = transact_on(connection.get(), database_.options().transient_retry_count_max, [&](Transaction& tx) {
-      return Outbox(tx).complete_success_batch(items, options_.worker_id);
-    });
+    completed = successes_complete_alone(connection.get(), items, options_.worker_id,
+                                         database_.options().transient_retry_count_max);
   } catch (const InvalidArgument& e) {
     log("warning", "task_batch_complete_refused", {{"count", flushing.size()}, {"error", e.what()}});
     for (const auto& q : flushing) {
@@ -640,9 +681,11 @@ void Worker::task_complete(ThreadConnection& connection, const Task& task, const
   fields["outcome"] = outcome_kind_name(outcome.kind);
   fields["duration_ms"] = duration_ms;
   try {
+    const int retry_count_max = database_.options().transient_retry_count_max;
     const Completion completion =
-        transact_on(connection.get(), database_.options().transient_retry_count_max,
-                    [&](Transaction& tx) { return Outbox(tx).complete(request); });
+        success_batchable(task, outcome)
+            ? success_complete_alone(connection.get(), request, retry_count_max)
+            : transact_on(connection.get(), retry_count_max, [&](Transaction& tx) { return Outbox(tx).complete(request); });
     outcome_count(outcome.kind);
     fields["state"] = task_state_name(completion.state);
     if (completion.next_run_in_ms) fields["next_run_in_ms"] = *completion.next_run_in_ms;

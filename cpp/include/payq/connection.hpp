@@ -80,6 +80,27 @@ class Transaction final : public Executor {
 };
 
 // Converts the libpqxx exception in flight into its payq type and throws it.
+// One statement that is its own transaction: no BEGIN and COMMIT round
+// trips, for work that one statement does atomically (a fenced success
+// completion, say). It runs at most one statement: a second exec() is a
+// logic error, since two statements here would be two transactions. If
+// the connection is lost while the statement runs, its outcome is unknown
+// (CommitUnknown); any other error means nothing was written.
+class SingleStatement final : public Executor {
+ public:
+  explicit SingleStatement(Connection& connection) : connection_(connection) {}
+
+  Rows exec(const Statement& statement, const Params& params) override;
+  void savepoint_begin() override;
+  void savepoint_release() override;
+  void savepoint_rollback() override;
+  const std::string& schema() const override { return connection_.schema(); }
+
+ private:
+  Connection& connection_;
+  bool used_ = false;
+};
+
 [[noreturn]] void rethrow_as_payq_error();
 
 }  // namespace payq

@@ -227,6 +227,12 @@ class Outbox {
   // queue's pause, concurrency, rate, amount and partition rules. The caller
   // commits the claim before running the tasks.
   std::vector<Task> claim(const ClaimRequest& request);
+  // The two halves of claim(). claim_plain is one statement (it may run as
+  // its own transaction): it claims from a queue without limits or
+  // partitions, returns nothing for a paused queue, and nullopt for a queue
+  // that needs claim_limited, which locks the queue's row for its rules.
+  std::optional<std::vector<Task>> claim_plain(const ClaimRequest& request);
+  std::vector<Task> claim_limited(const ClaimRequest& request);
 
   // Records the attempt's outcome, moves the task on and runs its settlement,
   // all in the executor's transaction; only while the task is still running
