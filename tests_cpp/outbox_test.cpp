@@ -510,6 +510,24 @@ TEST_F(Outbox_, PlainClaimIsOneStatementAndDefersToTheLockedPath) {
   EXPECT_EQ(locked.size(), 1u);
 }
 
+// Completions fence on the lease token alone; that is sound because the
+// table refuses a token on a task that is not running, and a running task
+// without one.
+TEST_F(Outbox_, LeaseTokenIsSetExactlyWhileRunning) {
+  enqueue(spec());
+  const Task task = claim().at(0);
+  const std::string id = std::to_string(task.id);
+  EXPECT_THROW(db->transact([&](Transaction& tx) {
+    tx.exec_sql("UPDATE @schema@.task SET state = 'pending' WHERE id = $1", {id});
+  }), DatabaseError);
+  EXPECT_THROW(db->transact([&](Transaction& tx) {
+    tx.exec_sql("UPDATE @schema@.task SET lease_token = NULL WHERE id = $1", {id});
+  }), DatabaseError);
+  EXPECT_EQ(complete(task, OutcomeKind::success).state, TaskState::succeeded);
+  Task late = task;  // the same lease, after the completion: fenced out
+  EXPECT_THROW(complete(late, OutcomeKind::success), LeaseLost);
+}
+
 TEST_F(Outbox_, SingleStatementExecutorRunsOneStatementOnly) {
   auto lease = db->acquire();
   SingleStatement alone(*lease);
