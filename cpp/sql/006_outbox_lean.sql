@@ -45,8 +45,7 @@ ALTER TABLE @schema@.task_attempt
 
 -- The (state, queue) index held an entry for every version of every task,
 -- finished ones included, and a state change (every claim and completion)
--- added one more. Operators count live tasks and those waiting for them;
--- finished tasks are found by task_finished.
+-- added one more. Pending tasks are in task_claim and running ones in
+-- task_lease already; this one keeps those waiting for an operator.
 DROP INDEX @schema@.task_state_queue;
-CREATE INDEX task_live_queue_state ON @schema@.task (queue, state)
-  WHERE state IN ('pending', 'running', 'held', 'dead', 'needs_review');
+CREATE INDEX task_waiting_queue_state ON @schema@.task (queue, state) WHERE state IN ('held', 'dead', 'needs_review');

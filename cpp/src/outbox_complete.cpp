@@ -200,9 +200,13 @@ std::vector<std::int64_t> Outbox::complete_success_batch(const std::vector<Batch
     results.push_back(json_canonical(item->result_json.empty() ? "null" : item->result_json, "task result",
                                      task_payload_bytes_max));
   }
-  Rows done = executor_.exec(outbox_sql::complete_success_batch,
-                             {array_text_i64(ids), array_text_i64(tokens), array_text_quoted(results),
-                              array_text_i64(durations), worker_id});
+  Rows done = ids.size() == 1
+                  ? executor_.exec(outbox_sql::complete_success_one,
+                                   {std::to_string(ids[0]), std::to_string(tokens[0]), results[0],
+                                    std::to_string(durations[0]), worker_id})
+                  : executor_.exec(outbox_sql::complete_success_batch,
+                                   {array_text_i64(ids), array_text_i64(tokens), array_text_quoted(results),
+                                    array_text_i64(durations), worker_id});
   std::vector<std::int64_t> completed;
   completed.reserve(done.size());
   for (std::size_t i = 0; i < done.size(); ++i) completed.push_back(done.i64(i, "id"));

@@ -198,6 +198,26 @@ WITH input AS (
 )
 SELECT id FROM done ORDER BY id)sql"};
 
+// The same for one success: the worker's synchronous path, where a task
+// without settlement succeeds and is recorded alone, without the batch's
+// unnest, join and sort.
+inline const Statement complete_success_one{"payq_task_complete_success_one", R"sql(
+WITH done AS (
+  UPDATE @schema@.task t
+  SET state = 'succeeded', result = $3::jsonb, error = NULL, lease_token = NULL, lease_until = NULL,
+      updated_at = now(), finished_at = now()
+  WHERE t.id = $1::bigint AND t.lease_token = $2::bigint  -- running: see complete
+    AND t.settle_hold_id IS NULL AND t.settle_reverse_transaction_id IS NULL AND t.followup IS NULL
+  RETURNING t.id, t.attempt, t.kind
+), attempt AS (
+  INSERT INTO @schema@.task_attempt (task_id, attempt, lease_token, worker_id, kind, started_at, outcome, error,
+                                     duration_ms)
+  SELECT id, attempt, $2::bigint, $5, kind, now() - $4::bigint * interval '1 millisecond', 'success', NULL,
+         $4::bigint
+  FROM done
+)
+SELECT id FROM done)sql"};
+
 inline const Statement give_back{"payq_task_give_back", R"sql(
 WITH back AS (
   UPDATE @schema@.task
@@ -257,8 +277,9 @@ FROM @schema@.task_action WHERE task_id = $1::bigint ORDER BY created_at, action
 inline const Statement stats{"payq_outbox_stats", R"sql(
 SELECT queue, state, count(*) AS n FROM @schema@.task GROUP BY queue, state ORDER BY queue, state)sql"};
 
-// Finished tasks are left out, so the partial index task_live_queue_state
-// (live tasks and those waiting for an operator) answers it.
+// Finished tasks are left out: each state group is read from its partial
+// index (task_claim, task_lease, task_waiting_queue_state), which is why
+// the states are spelt as ORs.
 inline const Statement queues_overview{"payq_queues_overview", R"sql(
 SELECT q.name, q.paused,
        CASE WHEN q.paused_until > now() THEN )sql" PAYQ_TS("q.paused_until") R"sql( END AS paused_until,
@@ -279,7 +300,8 @@ LEFT JOIN LATERAL (
          count(*) FILTER (WHERE t.state = 'needs_review') AS needs_review,
          min(t.run_at) FILTER (WHERE t.state = 'pending' AND t.run_at <= now()) AS oldest_runnable_at
   FROM @schema@.task t
-  WHERE t.queue = q.name AND t.state IN ('pending', 'running', 'held', 'dead', 'needs_review')
+  WHERE t.queue = q.name
+    AND (t.state = 'pending' OR t.state = 'running' OR t.state IN ('held', 'dead', 'needs_review'))
 ) c ON true
 ORDER BY q.name)sql"};
 
