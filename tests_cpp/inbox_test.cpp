@@ -177,3 +177,35 @@ TEST_F(Inbox_, PruneRemovesOnlyOldEvents) {
 
 }  // namespace
 }  // namespace payq
+
+namespace payq {
+namespace {
+
+// A task without a chosen key is known to the provider as 'task:<id>',
+// which is not indexed (006_outbox_lean.sql): the inbox finds it by id. A
+// chosen key of the same form (naming no task's id) is found through the
+// index of chosen keys.
+TEST_F(Inbox_, DefaultAndChosenKeysBothFindTheirTask) {
+  const auto plain_id = db->transact([](Transaction& tx) {
+    TaskSpec s;
+    s.kind = "payout";
+    s.queue = "provider";
+    return Outbox(tx).enqueue(s).task_id;
+  });
+  const std::string plain_key = "task:" + std::to_string(plain_id);
+  EXPECT_EQ(get(plain_id).idempotency_key, plain_key);
+  const Task running = claim();
+  ASSERT_EQ(running.id, plain_id);
+  EXPECT_EQ(callback("evt-default", plain_key, true).effect, CallbackEffect::settled_success);
+  EXPECT_EQ(get(plain_id).state, TaskState::succeeded);
+
+  auto [hold, chosen] = withdraw("task:999999999");
+  claim();
+  EXPECT_EQ(callback("evt-chosen", "task:999999999", true).effect, CallbackEffect::settled_success);
+  EXPECT_EQ(get(chosen.id).state, TaskState::succeeded);
+  EXPECT_EQ(hold_status(hold), HoldStatus::captured);
+  EXPECT_EQ(callback("evt-none", "task:888888888", true).effect, CallbackEffect::no_task);
+}
+
+}  // namespace
+}  // namespace payq

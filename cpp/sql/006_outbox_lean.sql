@@ -49,3 +49,11 @@ ALTER TABLE @schema@.task_attempt
 -- task_lease already; this one keeps those waiting for an operator.
 DROP INDEX @schema@.task_state_queue;
 CREATE INDEX task_waiting_queue_state ON @schema@.task (queue, state) WHERE state IN ('held', 'dead', 'needs_review');
+
+-- Callbacks find their task by the key the provider saw (004), but most
+-- tasks keep the default key 'task:<id>', which names the task already:
+-- only keys an application chose are indexed, so claims and completions
+-- of the others add no entry here (the inbox reads those by id).
+DROP INDEX @schema@.task_idempotency_key;
+CREATE INDEX task_idempotency_key_chosen ON @schema@.task (idempotency_key)
+  WHERE idempotency_key <> ('task:' || id::text);

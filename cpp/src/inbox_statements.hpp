@@ -18,15 +18,24 @@ INSERT INTO @schema@.inbox_event (provider, event_id, task_key, applied, effect,
 VALUES ($1, $2, $3, $4::boolean, $5, $6::bigint, $7::jsonb))sql"};
 
 // The task a key names: a live one first (several tasks may share a
-// caller-chosen key), else the newest.
+// caller-chosen key), else the newest. A chosen key is found through its
+// partial index (task_idempotency_key_chosen, 006_outbox_lean.sql), the
+// default 'task:<id>' through the id it names.
 inline const Statement task_by_key_lock{"payq_inbox_task_by_key_lock", R"sql(
 SELECT id, state, attempt, kind, lease_token,
        (extract(epoch FROM now() - (lease_until - timeout_ms * interval '1 millisecond')) * 1000)::bigint
          AS running_ms
 FROM @schema@.task
-WHERE idempotency_key = $1
-ORDER BY state IN ('running', 'pending', 'needs_review') DESC, id DESC
-LIMIT 1
+WHERE id = (
+  SELECT k.id FROM (
+    SELECT id, state FROM @schema@.task
+    WHERE idempotency_key = $1 AND idempotency_key <> ('task:' || id::text)
+    UNION ALL
+    SELECT id, state FROM @schema@.task
+    WHERE id = CASE WHEN $1 ~ '^task:[0-9]{1,18}$' THEN substr($1, 6)::bigint END AND idempotency_key = $1
+  ) k
+  ORDER BY k.state IN ('running', 'pending', 'needs_review') DESC, k.id DESC
+  LIMIT 1)
 FOR UPDATE)sql"};
 
 // Settles a task through a callback; a running attempt is recorded as
