@@ -132,3 +132,24 @@ TEST_F(Holds, BadInputIsRejected) {
 
 }  // namespace
 }  // namespace payq
+
+namespace payq {
+namespace {
+
+// As for transfers: a replayed hold answers with the original even when the
+// account could no longer cover it.
+TEST_F(Holds, ReplayAnswersEvenWhenFundsAreGone) {
+  Account a = open("a"), b = open("b");
+  fund(a, 1000);
+  const Hold first = hold(a.id, 600, "h-replay");
+  transfer(a.id, b.id, 400, "spend-rest");
+  const Hold again = hold(a.id, 600, "h-replay");
+  EXPECT_TRUE(again.replayed);
+  EXPECT_EQ(again.id, first.id);
+  EXPECT_THROW(hold(a.id, 601, "h-replay"), IdempotencyConflict);
+  EXPECT_EQ(account(a.id).held_minor, 600);
+  expect_audit_clean();
+}
+
+}  // namespace
+}  // namespace payq

@@ -2,7 +2,9 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <set>
+#include <thread>
 
 #include "ledger_test_support.hpp"
 #include "payq/error.hpp"
@@ -341,6 +343,62 @@ TEST_F(Ledger_, AccountsListPagesByIdAndFiltersByOwner) {
   EXPECT_EQ(of_a.size(), 2u);
   (void)b;
   EXPECT_THROW(with_ledger([](Ledger& l) { return l.accounts_list(0, 0); }), InvalidArgument);
+}
+
+}  // namespace
+}  // namespace payq
+
+namespace payq {
+namespace {
+
+// The key is not read before the checks (posting_lock): a posting that the
+// current state would refuse must still answer a replay with the original
+// result, and a different request under a used key with a conflict.
+TEST_F(Ledger_, ReplayAnswersEvenWhenTheStateWouldNowRefuse) {
+  Account a = open("a"), b = open("b"), c = open("c");
+  fund(a, 1000);
+  const auto first = transfer(a.id, b.id, 300, "pay-1");
+  transfer(a.id, c.id, 700, "drain");  // a now has nothing left
+  const auto again = transfer(a.id, b.id, 300, "pay-1");
+  EXPECT_TRUE(again.replayed);
+  EXPECT_EQ(again.id, first.id);
+  EXPECT_THROW(transfer(a.id, b.id, 301, "pay-1"), IdempotencyConflict);  // not InsufficientFunds
+  transfer(b.id, c.id, 300, "move-on");
+  with_ledger([&](Ledger& l) { return l.account_close(b.id); });
+  EXPECT_TRUE(transfer(a.id, b.id, 300, "pay-1").replayed);  // not AccountClosed
+  EXPECT_EQ(account(a.id).balance_minor, 0);
+  EXPECT_EQ(account(c.id).balance_minor, 1000);
+  expect_audit_clean();
+}
+
+// Many threads sending one request under one key: it is applied once, and
+// every other call gets that result back.
+TEST_F(Ledger_, ConcurrentSameKeyTransfersApplyOnce) {
+  Account a = open("a"), b = open("b");
+  fund(a, 1000);
+  constexpr int thread_count = 8;
+  std::atomic<int> applied{0}, replayed{0}, failed{0};
+  std::atomic<std::int64_t> transaction_id{0};
+  std::vector<std::thread> threads;
+  for (int t = 0; t < thread_count; ++t) {
+    threads.emplace_back([&] {
+      try {
+        const auto result = transfer(a.id, b.id, 250, "same-key");
+        (result.replayed ? replayed : applied) += 1;
+        std::int64_t expected = 0;
+        if (!transaction_id.compare_exchange_strong(expected, result.id) && expected != result.id) failed += 1;
+      } catch (const std::exception&) {
+        failed += 1;
+      }
+    });
+  }
+  for (auto& thread : threads) thread.join();
+  EXPECT_EQ(applied.load(), 1);
+  EXPECT_EQ(replayed.load(), thread_count - 1);
+  EXPECT_EQ(failed.load(), 0);
+  EXPECT_EQ(account(a.id).balance_minor, 750);
+  EXPECT_EQ(account(b.id).balance_minor, 250);
+  expect_audit_clean();
 }
 
 }  // namespace
