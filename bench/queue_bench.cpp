@@ -805,17 +805,22 @@ json burndown_section(Database& db, const Options& o) {
 // One Python burn-down (a child process, one concurrency), then the C++
 // burn-down at the same concurrency right after it: on shared cores the
 // load drifts, so the ratio compares neighbours in time.
-json python_point(Database& db, const Options& o, int concurrency) {
-  const ChildResult child = child_run({o.python, o.python_script, "--dsn", db.dsn(), "--schema", db.schema(),
-                                       "--tasks", std::to_string(o.burn_tasks), "--concurrency",
-                                       std::to_string(concurrency), "--claim-batch", std::to_string(o.claim_batch)});
+json python_point(Database& db, const Options& o, int concurrency, bool batched) {
+  std::vector<std::string> argv = {o.python, o.python_script, "--dsn", db.dsn(), "--schema", db.schema(),
+                                   "--tasks", std::to_string(o.burn_tasks), "--concurrency",
+                                   std::to_string(concurrency), "--claim-batch", std::to_string(o.claim_batch)};
+  if (batched) argv.push_back("--batched");
+  const ChildResult child = child_run(argv);
   if (child.exit_status != 0) {
     return {{"concurrency", concurrency},
             {"failed", "python exited with status " + std::to_string(child.exit_status)},
             {"output", child.out.substr(0, 2000)}};
   }
   json row = json::parse(child.out);
-  const json cpp = payq_burn_point(db, burn_config(o, concurrency, o.burn_tasks));
+  BurnConfig config = burn_config(o, concurrency, o.burn_tasks);
+  config.batched = batched;
+  const json cpp = payq_burn_point(db, config);
+  row["results"][0]["completion"] = batched ? "batched" : "synchronous";
   row["results"][0]["payq_cpp_handler_per_s_adjacent"] = cpp["per_s"];
   row["results"][0]["ratio_python_vs_cpp"] = ratio_or_null(row["results"][0]["per_s"], cpp["per_s"]);
   return row;
@@ -825,20 +830,25 @@ json python_section(Database& db, const Options& o) {
   if (o.python_script.empty()) return {{"skipped", "no --python-script given"}};
   json results = json::array();
   json about;
-  for (int concurrency : o.burn_concurrency) {
-    progress("python burn-down at concurrency " + std::to_string(concurrency) + ": " + o.python + " " +
-             o.python_script);
-    json point = python_point(db, o, concurrency);
-    if (point.contains("failed")) {
-      results.push_back(point);
-      continue;
+  for (const bool batched : {false, true}) {
+    for (int concurrency : o.burn_concurrency) {
+      progress("python burn-down at concurrency " + std::to_string(concurrency) + (batched ? ", batched" : "") +
+               ": " + o.python + " " + o.python_script);
+      json point = python_point(db, o, concurrency, batched);
+      if (point.contains("failed")) {
+        point["completion"] = batched ? "batched" : "synchronous";
+        results.push_back(point);
+        continue;
+      }
+      results.push_back(point["results"][0]);
+      point.erase("results");
+      point.erase("completion");
+      about = point;
+      progress("python " + json{{"completion", batched ? "batched" : "synchronous"},
+                                {"concurrency", concurrency},
+                                {"python_per_s", results.back()["per_s"]},
+                                {"cpp_per_s", results.back()["payq_cpp_handler_per_s_adjacent"]}}.dump());
     }
-    results.push_back(point["results"][0]);
-    point.erase("results");
-    about = point;
-    progress("python " + json{{"concurrency", concurrency},
-                              {"python_per_s", results.back()["per_s"]},
-                              {"cpp_per_s", results.back()["payq_cpp_handler_per_s_adjacent"]}}.dump());
   }
   payq_reset(db);
   about["comparison"] = "each Python run is followed at once by a C++ run at the same concurrency on the same rows";
@@ -1084,8 +1094,9 @@ json targets_of(const json& doc) {
   if (doc.contains("python_handler") && doc["python_handler"].contains("results")) {
     for (const auto& row : doc["python_handler"]["results"]) {
       const json ratio = row.contains("ratio_python_vs_cpp") ? row["ratio_python_vs_cpp"] : json(nullptr);
-      out.push_back(target("python_handler_vs_cpp_handler@concurrency=" + row["concurrency"].dump(), ">= 0.5",
-                           ratio, !ratio.is_null() && ratio.get<double>() >= 0.5));
+      const std::string mode = row.contains("completion") ? row["completion"].get<std::string>() : "synchronous";
+      out.push_back(target("python_handler_vs_cpp_handler@" + mode + "@concurrency=" + row["concurrency"].dump(),
+                           ">= 0.5", ratio, !ratio.is_null() && ratio.get<double>() >= 0.5));
     }
   } else if (doc.contains("python_handler")) {
     out.push_back(target("python_handler_vs_cpp_handler", ">= 0.5", nullptr, false));

@@ -4,7 +4,7 @@ rows and the same worker settings as the C++ burn-down of
 bench/queue_bench.cpp, which runs this script on its server and computes the
 Python/C++ ratio. Prints one JSON document; progress goes to stderr.
 
-    python bench/queue_python.py [--dsn DSN] [--tasks 10000] [--concurrency 1,8,32] [--claim-batch 10]
+    python bench/queue_python.py [--dsn DSN] [--tasks 10000] [--concurrency 1,8,32] [--claim-batch 10] [--batched]
 
 Without --dsn it starts a throwaway cluster of its own.
 """
@@ -64,11 +64,11 @@ def worker_log_discarded(progress: TextIO) -> Iterator[None]:
         os.close(saved)
 
 
-def burn(db: payq.Database, concurrency: int, batch: int, tasks: int, timeout_s: float,
+def burn(db: payq.Database, concurrency: int, batch: int, tasks: int, timeout_s: float, batched: bool,
          progress: TextIO) -> Dict[str, Any]:
     registry = Registry()
 
-    @registry.handler("bench.noop")
+    @registry.handler("bench.noop", batched_completion=batched)
     def noop(task: payq.TaskRun) -> None:
         return None
 
@@ -101,11 +101,12 @@ def burn(db: payq.Database, concurrency: int, batch: int, tasks: int, timeout_s:
     }
 
 
-def run(dsn: str, schema: str, tasks: int, concurrency: List[int], batch: int, timeout_s: float) -> Dict[str, Any]:
+def run(dsn: str, schema: str, tasks: int, concurrency: List[int], batch: int, timeout_s: float,
+        batched: bool) -> Dict[str, Any]:
     db = payq.connect(dsn, schema=schema, migrate=True)
     results = []
     for c in concurrency:
-        row = burn(db, c, batch, tasks, timeout_s, sys.stderr)
+        row = burn(db, c, batch, tasks, timeout_s, batched, sys.stderr)
         print(f"[queue_python] {json.dumps({'concurrency': c, 'per_s': row['per_s']})}", file=sys.stderr, flush=True)
         results.append(row)
     return {
@@ -113,6 +114,7 @@ def run(dsn: str, schema: str, tasks: int, concurrency: List[int], batch: int, t
         "python": sys.version.split()[0],
         "tasks": tasks,
         "claim_batch": batch,
+        "completion": "batched" if batched else "synchronous",
         "handler": "@registry.handler('bench.noop') def noop(task): return None  (success, result null)",
         "worker_options": "payq.Worker defaults: listen on, maintenance on, poll_interval 1 s; "
                           "log lines to /dev/null",
@@ -128,13 +130,14 @@ def main(argv: Optional[List[str]] = None) -> int:
     parser.add_argument("--concurrency", default="1,8,32")
     parser.add_argument("--claim-batch", type=int, default=10)
     parser.add_argument("--timeout-s", type=float, default=600.0)
+    parser.add_argument("--batched", action="store_true", help="register the handler with batched_completion=True")
     args = parser.parse_args(argv)
     concurrency = [int(c) for c in args.concurrency.split(",")]
     if args.dsn:
-        doc = run(args.dsn, args.schema, args.tasks, concurrency, args.claim_batch, args.timeout_s)
+        doc = run(args.dsn, args.schema, args.tasks, concurrency, args.claim_batch, args.timeout_s, args.batched)
     else:
         with throwaway_cluster() as dsn:
-            doc = run(dsn, args.schema, args.tasks, concurrency, args.claim_batch, args.timeout_s)
+            doc = run(dsn, args.schema, args.tasks, concurrency, args.claim_batch, args.timeout_s, args.batched)
     print(json.dumps(doc, indent=2))
     return 0
 
