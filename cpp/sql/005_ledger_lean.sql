@@ -55,6 +55,12 @@ ALTER TABLE @schema@.pending_credit
 ALTER TABLE @schema@.entry DROP CONSTRAINT entry_account_id_fkey;
 ALTER TABLE @schema@.pending_credit DROP CONSTRAINT pending_credit_account_id_fkey;
 
+-- A pending credit is found by its account (the fold) or its transaction;
+-- the key (account_id, id) serves the first, so the separate index on
+-- (account_id, id) and the one on id alone become one.
+ALTER TABLE @schema@.pending_credit DROP CONSTRAINT pending_credit_pkey, ADD PRIMARY KEY (account_id, id);
+DROP INDEX @schema@.pending_credit_account;
+
 CREATE FUNCTION @schema@.account_no_delete() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
   RAISE EXCEPTION 'payq: accounts are never deleted (close them instead)' USING ERRCODE = 'P0001';

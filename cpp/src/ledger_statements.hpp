@@ -242,7 +242,8 @@ RETURNING account.id)sql"};
 inline const Statement pending_fold{"payq_pending_fold", R"sql(
 WITH d AS (
   DELETE FROM @schema@.pending_credit
-  WHERE id = ANY (ARRAY(SELECT id FROM @schema@.pending_credit WHERE account_id = $1::bigint ORDER BY id
+  WHERE account_id = $1::bigint
+    AND id = ANY (ARRAY(SELECT id FROM @schema@.pending_credit WHERE account_id = $1::bigint ORDER BY id
                         LIMIT $2::bigint))
   RETURNING id, transaction_id, leg, amount, created_at
 ), o AS (
