@@ -83,14 +83,7 @@ class HttpWorkerTest : public testing::DbTest {
     return db->transact([&](Transaction& tx) { return Outbox(tx).attempts(id); });
   }
 
-  bool wait_state(std::int64_t task_id, const std::string& state) {
-    return logs.wait_for([&](const std::vector<Json>& events) {
-      for (const auto& e : events) {
-        if (e.at("event") == "task_done" && e.at("task_id") == task_id && e.at("state") == state) return true;
-      }
-      return false;
-    });
-  }
+  bool wait_state(std::int64_t task_id, const std::string& state) { return logs.wait_task_state(task_id, state); }
 
   LogCollector logs;
   HandlerRegistry registry;

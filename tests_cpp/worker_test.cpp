@@ -125,15 +125,7 @@ class WorkerTest : public testing::DbTest {
   // Waits until `count` tasks are done (any outcome) according to the log.
   bool wait_done(std::size_t count) { return logs.wait_count("task_done", count); }
 
-  // Waits for a task_done event of `task_id` that left it in `state`.
-  bool wait_state(std::int64_t task_id, const std::string& state) {
-    return logs.wait_for([&](const std::vector<Json>& events) {
-      for (const auto& e : events) {
-        if (e.at("event") == "task_done" && e.at("task_id") == task_id && e.at("state") == state) return true;
-      }
-      return false;
-    });
-  }
+  bool wait_state(std::int64_t task_id, const std::string& state) { return logs.wait_task_state(task_id, state); }
 
   LogCollector logs;
   HandlerRegistry registry;

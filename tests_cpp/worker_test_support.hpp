@@ -3,6 +3,7 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <condition_variable>
 #include <functional>
 #include <mutex>
@@ -44,6 +45,19 @@ class LogCollector {
 
   bool wait_count(const std::string& event, std::size_t count, std::chrono::milliseconds bound = worker_wait_bound) {
     return wait_for([&](const std::vector<Json>& events) { return count_of(events, event) >= count; }, bound);
+  }
+
+  // Waits for a task_done event of `task_id` that left it in `state`.
+  bool wait_task_state(std::int64_t task_id, const std::string& state,
+                       std::chrono::milliseconds bound = worker_wait_bound) {
+    return wait_for(
+        [&](const std::vector<Json>& events) {
+          for (const auto& e : events) {
+            if (e.at("event") == "task_done" && e.at("task_id") == task_id && e.at("state") == state) return true;
+          }
+          return false;
+        },
+        bound);
   }
 
   std::vector<Json> events() {
