@@ -57,6 +57,18 @@ Rows rows_from(const pqxx::result& result) {
   return Rows(std::move(columns), std::move(values));
 }
 
+// A named statement on `work`: prepared on the connection, or sent with its
+// text when prepared statements are off (behind a transaction-mode pooler).
+Rows statement_run(Connection& connection, pqxx::transaction_base& work, const Statement& statement,
+                   const Params& params) {
+  const std::string& sql = connection.statement_sql(statement);
+  const auto pointers = param_pointers(params);
+  if (connection.prepare_statements()) {
+    return rows_from(work.exec_prepared(statement.name, pqxx::prepare::make_dynamic_params(pointers)));
+  }
+  return rows_from(work.exec_params(sql, pqxx::prepare::make_dynamic_params(pointers)));
+}
+
 }  // namespace
 
 void rethrow_as_payq_error() {
@@ -139,12 +151,7 @@ pqxx::dbtransaction& Transaction::current() {
 
 Rows Transaction::exec(const Statement& statement, const Params& params) {
   try {
-    const std::string& sql = connection_.statement_sql(statement);
-    const auto pointers = param_pointers(params);
-    if (connection_.prepare_statements()) {
-      return rows_from(current().exec_prepared(statement.name, pqxx::prepare::make_dynamic_params(pointers)));
-    }
-    return rows_from(current().exec_params(sql, pqxx::prepare::make_dynamic_params(pointers)));
+    return statement_run(connection_, current(), statement, params);
   } catch (...) {
     rethrow_as_payq_error();
   }
@@ -193,13 +200,8 @@ Rows SingleStatement::exec(const Statement& statement, const Params& params) {
   if (used_) throw std::logic_error("a SingleStatement executor runs one statement only");
   used_ = true;
   try {
-    const std::string& sql = connection_.statement_sql(statement);
-    const auto pointers = param_pointers(params);
     pqxx::nontransaction alone(connection_.raw());
-    if (connection_.prepare_statements()) {
-      return rows_from(alone.exec_prepared(statement.name, pqxx::prepare::make_dynamic_params(pointers)));
-    }
-    return rows_from(alone.exec_params(sql, pqxx::prepare::make_dynamic_params(pointers)));
+    return statement_run(connection_, alone, statement, params);
   } catch (const pqxx::broken_connection& e) {
     throw CommitUnknown(std::string("connection lost while a single-statement transaction ran, outcome unknown: ") +
                         e.what());

@@ -1,6 +1,7 @@
 // The posting engine, and the operations that write journal entries:
 // post, transfer, capture, reverse.
 #include <algorithm>
+#include <array>
 #include <map>
 #include <set>
 
@@ -128,8 +129,6 @@ PostingRows posting_compute(Executor& executor, const PostingPlan& plan, std::ma
   }
 
   PostingRows out;
-  auto& [entry_account, entry_amount, entry_seq, entry_after, entry_leg, pending_account, pending_amount,
-         pending_leg, update_id, update_balance, update_seq, update_held_release, track_limits, result] = out;
   for (std::size_t leg_index = 0; leg_index < plan.legs.size(); ++leg_index) {
     const Leg& leg = plan.legs[leg_index];
     AccountState& state = accounts.at(leg.account_id);
@@ -142,17 +141,17 @@ PostingRows posting_compute(Executor& executor, const PostingPlan& plan, std::ma
       state.account.seq += 1;
       entry.seq = state.account.seq;
       entry.balance_after = state.account.balance_minor;
-      entry_account.push_back(leg.account_id);
-      entry_amount.push_back(leg.amount_minor);
-      entry_seq.push_back(state.account.seq);
-      entry_after.push_back(state.account.balance_minor);
-      entry_leg.push_back(static_cast<std::int64_t>(leg_index));
+      out.entry_account.push_back(leg.account_id);
+      out.entry_amount.push_back(leg.amount_minor);
+      out.entry_seq.push_back(state.account.seq);
+      out.entry_after.push_back(state.account.balance_minor);
+      out.entry_leg.push_back(static_cast<std::int64_t>(leg_index));
     } else {
-      pending_account.push_back(leg.account_id);
-      pending_amount.push_back(leg.amount_minor);
-      pending_leg.push_back(static_cast<std::int64_t>(leg_index));
+      out.pending_account.push_back(leg.account_id);
+      out.pending_amount.push_back(leg.amount_minor);
+      out.pending_leg.push_back(static_cast<std::int64_t>(leg_index));
     }
-    result.entries.push_back(entry);
+    out.result.entries.push_back(entry);
   }
 
   for (auto& [id, state] : accounts) {
@@ -163,16 +162,16 @@ PostingRows posting_compute(Executor& executor, const PostingPlan& plan, std::ma
       state.account.held_minor = amount_sub(state.account.held_minor, held_release);
     }
     funds_check(state);
-    update_id.push_back(id);
-    update_balance.push_back(state.account.balance_minor);
-    update_seq.push_back(state.account.seq);
-    update_held_release.push_back(held_release);
+    out.update_id.push_back(id);
+    out.update_balance.push_back(state.account.balance_minor);
+    out.update_seq.push_back(state.account.seq);
+    out.update_held_release.push_back(held_release);
   }
 
   if (plan.limit_account_id) {
     const AccountState& state = accounts.at(*plan.limit_account_id);
     limits_check(executor, rows, state.row, plan.limit_amount_minor, *plan.limit_account_id);
-    track_limits = limits_present(rows, state.row);
+    out.track_limits = limits_present(rows, state.row);
   }
 
   return out;
@@ -198,38 +197,38 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
     }
     throw;
   }
-  auto& [entry_account, entry_amount, entry_seq, entry_after, entry_leg, pending_account, pending_amount,
-         pending_leg, update_id, update_balance, update_seq, update_held_release, track_limits, result] = *computed;
-
-  const ledger_sql::PostingWriteShape shape{!pending_account.empty(), plan.captured_minor.has_value(), track_limits};
-  const std::map<std::string, Value> values{
-      {"key", plan.key},
-      {"op_kind", plan.op_kind},
-      {"request_hash", plan.request_hash},
-      {"hold_id", optional_text(plan.hold_id)},
-      {"transaction_kind", plan.transaction_kind},
-      {"metadata", plan.metadata_json},
-      {"reverses_id", optional_text(plan.reverses_id)},
-      {"reversed_minor", optional_text(plan.reversed_minor)},
-      {"entry_account", array_text(entry_account)},
-      {"entry_amount", array_text(entry_amount)},
-      {"entry_seq", array_text(entry_seq)},
-      {"entry_balance_after", array_text(entry_after)},
-      {"entry_leg", array_text(entry_leg)},
-      {"update_account", array_text(update_id)},
-      {"update_balance", array_text(update_balance)},
-      {"update_seq", array_text(update_seq)},
-      {"update_held_release", array_text(update_held_release)},
-      {"pending_account", array_text(pending_account)},
-      {"pending_amount", array_text(pending_amount)},
-      {"pending_leg", array_text(pending_leg)},
-      {"captured_minor", optional_text(plan.captured_minor)},
-      {"limit_account", optional_text(plan.limit_account_id)},
-      {"limit_amount", std::to_string(plan.limit_amount_minor)}};
-  const ledger_sql::PostingWrite& write = ledger_sql::posting_write(shape);
+  const PostingRows& w = *computed;
+  using ledger_sql::PostingParam;
+  std::array<Value, static_cast<std::size_t>(PostingParam::count)> values;
+  auto set = [&values](PostingParam param, Value value) { values[static_cast<std::size_t>(param)] = std::move(value); };
+  set(PostingParam::key, plan.key);
+  set(PostingParam::op_kind, plan.op_kind);
+  set(PostingParam::request_hash, plan.request_hash);
+  set(PostingParam::hold_id, optional_text(plan.hold_id));
+  set(PostingParam::transaction_kind, plan.transaction_kind);
+  set(PostingParam::metadata, plan.metadata_json);
+  set(PostingParam::reverses_id, optional_text(plan.reverses_id));
+  set(PostingParam::reversed_minor, optional_text(plan.reversed_minor));
+  set(PostingParam::entry_account, array_text(w.entry_account));
+  set(PostingParam::entry_amount, array_text(w.entry_amount));
+  set(PostingParam::entry_seq, array_text(w.entry_seq));
+  set(PostingParam::entry_balance_after, array_text(w.entry_after));
+  set(PostingParam::entry_leg, array_text(w.entry_leg));
+  set(PostingParam::update_account, array_text(w.update_id));
+  set(PostingParam::update_balance, array_text(w.update_balance));
+  set(PostingParam::update_seq, array_text(w.update_seq));
+  set(PostingParam::update_held_release, array_text(w.update_held_release));
+  set(PostingParam::pending_account, array_text(w.pending_account));
+  set(PostingParam::pending_amount, array_text(w.pending_amount));
+  set(PostingParam::pending_leg, array_text(w.pending_leg));
+  set(PostingParam::captured_minor, optional_text(plan.captured_minor));
+  set(PostingParam::limit_account, optional_text(plan.limit_account_id));
+  set(PostingParam::limit_amount, std::to_string(plan.limit_amount_minor));
+  const ledger_sql::PostingWrite& write =
+      ledger_sql::posting_write({!w.pending_account.empty(), plan.captured_minor.has_value(), w.track_limits});
   Params params;
   params.reserve(write.params.size());
-  for (const std::string& name : write.params) params.push_back(values.at(name));
+  for (const PostingParam param : write.params) params.push_back(values[static_cast<std::size_t>(param)]);
   Rows written = executor.exec(write.statement, params);
   if (written.empty()) {
     // Another request took the key after our first read: it is that
@@ -240,6 +239,7 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
     return transaction_replay(executor, plan.key);
   }
 
+  LedgerTransaction result = std::move(computed->result);
   result.id = written.i64(0, "transaction_id");
   result.key = plan.key;
   result.kind = plan.transaction_kind;

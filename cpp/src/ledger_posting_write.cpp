@@ -7,6 +7,7 @@
 #include <array>
 #include <map>
 #include <memory>
+#include <stdexcept>
 #include <string>
 
 #include "ledger_statements.hpp"
@@ -65,6 +66,22 @@ SELECT t.id AS transaction_id,
        to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
 FROM t)sql";
 
+// The placeholder name of each PostingParam, in its order.
+constexpr std::array<const char*, static_cast<std::size_t>(PostingParam::count)> param_names = {
+    "key",           "op_kind",        "request_hash",  "hold_id",
+    "transaction_kind", "metadata",     "reverses_id",   "reversed_minor",
+    "entry_account", "entry_amount",   "entry_seq",     "entry_balance_after",
+    "entry_leg",     "update_account", "update_balance", "update_seq",
+    "update_held_release", "pending_account", "pending_amount", "pending_leg",
+    "captured_minor", "limit_account", "limit_amount"};
+
+PostingParam param_named(const std::string& name) {
+  for (std::size_t i = 0; i < param_names.size(); ++i) {
+    if (name == param_names[i]) return static_cast<PostingParam>(i);
+  }
+  throw std::logic_error("posting write: no parameter named {" + name + "}");
+}
+
 // Owns the text a Statement points into.
 struct Composed {
   std::string name;
@@ -94,7 +111,7 @@ std::unique_ptr<Composed> compose(PostingWriteShape shape) {
     composed->sql.append(text, at, open - at);
     const std::string name = text.substr(open + 1, close - open - 1);
     auto [found, added] = numbers.emplace(name, static_cast<int>(numbers.size()) + 1);
-    if (added) composed->write.params.push_back(name);
+    if (added) composed->write.params.push_back(param_named(name));
     composed->sql += "$" + std::to_string(found->second);
     at = close + 1;
   }

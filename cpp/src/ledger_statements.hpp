@@ -107,10 +107,38 @@ struct PostingWriteShape {
   bool limits = false;   // today's limit usage of the source
 };
 
-// The statement for a shape, and the names of its parameters in order.
+// The values a posting write may take, named {like_this} in its parts.
+enum class PostingParam {
+  key,
+  op_kind,
+  request_hash,
+  hold_id,
+  transaction_kind,
+  metadata,
+  reverses_id,
+  reversed_minor,
+  entry_account,
+  entry_amount,
+  entry_seq,
+  entry_balance_after,
+  entry_leg,
+  update_account,
+  update_balance,
+  update_seq,
+  update_held_release,
+  pending_account,
+  pending_amount,
+  pending_leg,
+  captured_minor,
+  limit_account,
+  limit_amount,
+  count
+};
+
+// The statement for a shape, and which value goes to each of its $n.
 struct PostingWrite {
   Statement statement;
-  std::vector<std::string> params;
+  std::vector<PostingParam> params;
 };
 const PostingWrite& posting_write(PostingWriteShape shape);
 

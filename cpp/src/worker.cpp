@@ -90,15 +90,9 @@ bool success_batchable(const Task& task, const Outcome& outcome) {
 // COMMIT round trips. Returns the ids of the tasks it completed.
 std::vector<std::int64_t> successes_complete_alone(Connection& connection, const std::vector<BatchSuccess>& items,
                                                    const std::string& worker_id, int retry_count_max) {
-  for (int attempt = 0;; ++attempt) {
-    try {
-      SingleStatement alone(connection);
-      return Outbox(alone).complete_success_batch(items, worker_id);
-    } catch (const TransientError&) {
-      if (attempt >= retry_count_max) throw;
-      transient_backoff(attempt);
-    }
-  }
+  return single_statement_on(connection, retry_count_max, [&](SingleStatement& alone) {
+    return Outbox(alone).complete_success_batch(items, worker_id);
+  });
 }
 
 Completion success_complete_alone(Connection& connection, const CompleteRequest& request, int retry_count_max) {
@@ -444,17 +438,8 @@ std::vector<Worker::ClaimedTask> Worker::claim_round(Connection& connection, Que
     const int retry_count_max = database_.options().transient_retry_count_max;
     // A plain queue is claimed by one statement, run as its own transaction
     // (no BEGIN and COMMIT round trips); a limited one needs the locked path.
-    std::optional<std::vector<Task>> plain;
-    for (int attempt = 0;; ++attempt) {
-      try {
-        SingleStatement alone(connection);
-        plain = Outbox(alone).claim_plain(request);
-        break;
-      } catch (const TransientError&) {
-        if (attempt >= retry_count_max) throw;
-        transient_backoff(attempt);
-      }
-    }
+    std::optional<std::vector<Task>> plain = single_statement_on(
+        connection, retry_count_max, [&](SingleStatement& alone) { return Outbox(alone).claim_plain(request); });
     std::vector<Task> tasks =
         plain ? std::move(*plain)
               : transact_on(connection, retry_count_max, [&](Transaction& tx) { return Outbox(tx).claim_limited(request); });

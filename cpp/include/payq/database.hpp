@@ -123,6 +123,22 @@ auto transact_on(Connection& connection, int transient_retry_count_max, Work&& w
   }
 }
 
+// The same for work that is one statement, run as its own transaction
+// (SingleStatement): no BEGIN and COMMIT round trips.
+template <typename Work>
+auto single_statement_on(Connection& connection, int transient_retry_count_max, Work&& work)
+    -> std::invoke_result_t<Work&, SingleStatement&> {
+  for (int attempt = 0;; ++attempt) {
+    try {
+      SingleStatement alone(connection);
+      return work(alone);
+    } catch (const TransientError&) {
+      if (attempt >= transient_retry_count_max) throw;
+      transient_backoff(attempt);
+    }
+  }
+}
+
 template <typename Work>
 auto Database::transact(Work&& work) -> std::invoke_result_t<Work&, Transaction&> {
   Lease lease = acquire();
