@@ -51,7 +51,7 @@ Hold Ledger::hold(const HoldRequest& request) {
     if (rows.empty()) throw UnknownAccount("no account with id " + account_text);
     account = account_from(rows, 0);
     if (account.closed) throw AccountClosed("account " + account_text + " is closed");
-    if (account.deferred_credit && rows.i64(0, "pending_count") > 0) {
+    if (account.deferred_credit && rows.boolean(0, "pending_any")) {
       constexpr std::int64_t fold_count_max = 1'000'000;
       account.balance_minor =
           pending_fold_locked(executor_, account.id, account.balance_minor, account.seq, fold_count_max).first;

@@ -1,4 +1,6 @@
-#include <nlohmann/json.hpp>
+#include <charconv>
+#include <string_view>
+#include <vector>
 
 #include "ledger_internal.hpp"
 #include "ledger_statements.hpp"
@@ -56,9 +58,44 @@ void Ledger::limit_remove(const LimitRule& rule) {
 
 namespace ledger_detail {
 
+namespace {
+
+struct RuleText {
+  std::string kind;
+  std::int64_t value = 0;
+};
+
+// posting_lock's rules: a PostgreSQL array of 'kind=value', as in
+// {daily_count=5,per_transaction_max=10000}. Kinds and values never need
+// quoting in array text, so anything else is a broken read.
+std::vector<RuleText> rules_parse(const std::string& text) {
+  auto broken = [&] { return DatabaseError("unexpected limit rules from the database: " + text); };
+  if (text.size() < 2 || text.front() != '{' || text.back() != '}') throw broken();
+  std::vector<RuleText> rules;
+  const std::string_view body(text.data() + 1, text.size() - 2);
+  std::size_t start = 0;
+  while (start < body.size()) {
+    std::size_t end = body.find(',', start);
+    if (end == std::string_view::npos) end = body.size();
+    const std::string_view element = body.substr(start, end - start);
+    const std::size_t equals = element.find('=');
+    if (equals == std::string_view::npos) throw broken();
+    RuleText rule;
+    rule.kind = std::string(element.substr(0, equals));
+    const std::string_view value = element.substr(equals + 1);
+    const auto parsed = std::from_chars(value.data(), value.data() + value.size(), rule.value);
+    if (parsed.ec != std::errc() || parsed.ptr != value.data() + value.size()) throw broken();
+    rules.push_back(std::move(rule));
+    start = end + 1;
+  }
+  return rules;
+}
+
+}  // namespace
+
 bool limits_present(const Rows& rows, std::size_t row) {
   const Value& rules = rows.at(row, "limit_rules");
-  return rules && *rules != "[]";
+  return rules && *rules != "{}";
 }
 
 void limits_check(Executor& executor, const Rows& rows, std::size_t row, std::int64_t amount_minor,
@@ -67,11 +104,11 @@ void limits_check(Executor& executor, const Rows& rows, std::size_t row, std::in
   Rows usage = executor.exec(ledger_sql::limit_usage_today, {std::to_string(account_id)});
   const std::int64_t used_count = usage.empty() ? 0 : usage.i64(0, "count");
   const std::int64_t used_minor = usage.empty() ? 0 : usage.i64(0, "amount_minor");
-  const auto rules = nlohmann::json::parse(*rows.at(row, "limit_rules"));
+  const std::vector<RuleText> rules = rules_parse(*rows.at(row, "limit_rules"));
   const std::string subject = "account " + std::to_string(account_id);
   for (const auto& rule : rules) {
-    const LimitKind kind = limit_kind_parse(rule.at("kind").get<std::string>());
-    const auto value = rule.at("value").get<std::int64_t>();
+    const LimitKind kind = limit_kind_parse(rule.kind);
+    const std::int64_t value = rule.value;
     switch (kind) {
       case LimitKind::per_transaction_max:
         if (amount_minor > value) {

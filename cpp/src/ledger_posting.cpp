@@ -18,7 +18,7 @@ struct AccountState {
   Account account;
   bool locked = false;
   std::size_t row = 0;  // in the posting_lock result
-  std::int64_t pending_count = 0;
+  bool pending_any = false;  // pending credits wait to be folded in
   std::int64_t net_minor = 0;  // this posting's net effect
 };
 
@@ -51,7 +51,7 @@ std::map<std::int64_t, AccountState> accounts_locked(Executor& executor, const P
     state.account = account_from(rows, i);
     state.locked = rows.boolean(i, "locked");
     state.row = i;
-    state.pending_count = rows.i64(i, "pending_count");
+    state.pending_any = rows.boolean(i, "pending_any");
     accounts.emplace(state.account.id, std::move(state));
   }
   return accounts;
@@ -120,7 +120,7 @@ PostingRows posting_compute(Executor& executor, const PostingPlan& plan, std::ma
   // first so the journal stays in order and the balance is complete.
   constexpr std::int64_t fold_count_max = 1'000'000;
   for (auto& [id, state] : accounts) {
-    if (state.locked && state.account.deferred_credit && state.pending_count > 0) {
+    if (state.locked && state.account.deferred_credit && state.pending_any) {
       auto [balance, seq] = pending_fold_locked(executor, id, state.account.balance_minor, state.account.seq,
                                                 fold_count_max);
       state.account.balance_minor = balance;

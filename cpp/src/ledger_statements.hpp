@@ -66,9 +66,11 @@ SELECT exponent FROM ins UNION ALL SELECT exponent FROM @schema@.currency WHERE 
 
 // Locks the accounts a posting touches, in ascending id order, and reads
 // what the checks need in the same round trip: the accounts and, for the
-// account subject to limits ($3), its rules. Deferred-credit accounts that
-// are only credited ($2) are read without a lock: that is what keeps a hot
-// fee account off the critical path. The idempotency key is not read here:
+// account subject to limits ($3), its rules as an array of 'kind=value'
+// (an ARRAY sub-select and EXISTS: no aggregate for the executor to set up
+// on every call). Deferred-credit accounts that are only credited ($2) are
+// read without a lock: that is what keeps a hot fee account off the
+// critical path. The idempotency key is not read here:
 // the write inserts it or finds it taken (ON CONFLICT), and a posting that
 // fails a check looks it up before reporting (see posting_execute).
 // Under READ COMMITTED only the locked rows are re-read after waiting for a
@@ -78,14 +80,14 @@ inline const Statement posting_lock{"payq_posting_lock", R"sql(
 WITH locked AS (
   SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit,
          closed_at IS NOT NULL AS closed, true AS locked,
-         CASE WHEN deferred_credit
-              THEN (SELECT count(*) FROM @schema@.pending_credit p WHERE p.account_id = a.id) ELSE 0 END
-           AS pending_count,
+         deferred_credit AND EXISTS (SELECT FROM @schema@.pending_credit p WHERE p.account_id = a.id)
+           AS pending_any,
          CASE WHEN id = $3::bigint THEN
-           (SELECT coalesce(json_agg(json_build_object('kind', r.kind, 'value', r.value) ORDER BY r.id), '[]')::text
-            FROM @schema@.limit_rule r
-            WHERE r.account_id = a.id
-               OR (r.account_id IS NULL AND r.namespace = a.namespace AND r.currency = a.currency))
+           ARRAY(SELECT r.kind || '=' || r.value
+                 FROM @schema@.limit_rule r
+                 WHERE r.account_id = a.id
+                    OR (r.account_id IS NULL AND r.namespace = a.namespace AND r.currency = a.currency)
+                 ORDER BY r.id)::text
          END AS limit_rules
   FROM @schema@.account a
   WHERE id = ANY($1::bigint[]) AND NOT (deferred_credit AND id = ANY($2::bigint[]))
@@ -95,7 +97,7 @@ WITH locked AS (
 SELECT * FROM locked
 UNION ALL
 SELECT id, owner, namespace, currency, balance, held, seq, allow_negative, overdraft_minor, deferred_credit,
-       closed_at IS NOT NULL, false, 0, NULL
+       closed_at IS NOT NULL, false, false, NULL
 FROM @schema@.account
 WHERE deferred_credit AND id = ANY($2::bigint[]))sql"};
 
