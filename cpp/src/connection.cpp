@@ -134,44 +134,95 @@ const std::string& Connection::statement_sql(const Statement& statement) {
 
 Transaction::Transaction(Connection& connection) : connection_(connection) {
   try {
-    work_ = std::make_unique<pqxx::work>(connection_.raw());
+    work_ = std::make_unique<pqxx::nontransaction>(connection_.raw());
   } catch (...) {
     rethrow_as_payq_error();
   }
 }
 
 Transaction::~Transaction() {
-  work_.reset();  // a pqxx::work destroyed without commit rolls back
+  if (work_ && begun_) {
+    try {
+      work_->exec("ROLLBACK");
+    } catch (...) {
+      // The connection is gone, and the server rolls back with it.
+    }
+  }
 }
 
-pqxx::dbtransaction& Transaction::current() {
-  if (!work_) throw DatabaseError("transaction is already finished");
+pqxx::nontransaction& Transaction::current() {
+  if (!open_ || !work_) throw DatabaseError("transaction is already finished");
   return *work_;
+}
+
+void Transaction::failed() {
+  try {
+    throw;
+  } catch (const pqxx::sql_error&) {
+    // The server aborted the transaction: only a rollback (to a savepoint)
+    // makes it usable again.
+    if (begun_) aborted_ = true;
+    rethrow_as_payq_error();
+  } catch (...) {
+    rethrow_as_payq_error();
+  }
+}
+
+void Transaction::begin_now() {
+  if (begun_) return;
+  pqxx::nontransaction& work = current();
+  begun_ = true;  // before the round trip: if it fails, ROLLBACK is harmless
+  work.exec("BEGIN");
+}
+
+pqxx::result Transaction::simple_query(const std::string& sql) {
+  pqxx::nontransaction& work = current();
+  if (begun_) return work.exec(sql);
+  begun_ = true;
+  // One simple query runs both; its result is the last statement's.
+  return work.exec("BEGIN; " + sql);
 }
 
 Rows Transaction::exec(const Statement& statement, const Params& params) {
   try {
-    return statement_run(connection_, current(), statement, params);
+    if (begun_ || !connection_.prepare_statements()) {
+      begin_now();
+      return statement_run(connection_, current(), statement, params);
+    }
+    // The first statement: EXECUTE the prepared statement by SQL, so that
+    // BEGIN travels in the same round trip. Parameters become quoted
+    // literals, which the server converts to the statement's parameter
+    // types exactly as it converts text parameters.
+    connection_.statement_sql(statement);
+    connection_.raw().prepare_now(statement.name);
+    std::string sql = std::string("EXECUTE ") + statement.name;
+    for (std::size_t i = 0; i < params.size(); ++i) {
+      sql += i == 0 ? "(" : ", ";
+      sql += params[i] ? connection_.raw().quote(*params[i]) : "NULL";
+    }
+    if (!params.empty()) sql += ")";
+    return rows_from(simple_query(sql));
   } catch (...) {
-    rethrow_as_payq_error();
+    failed();
   }
 }
 
 Rows Transaction::exec_sql(const std::string& sql, const Params& params) {
   try {
     const auto pointers = param_pointers(params);
+    begin_now();
     return rows_from(current().exec_params(sql_expand_schema(sql, schema()),
                                            pqxx::prepare::make_dynamic_params(pointers)));
   } catch (...) {
-    rethrow_as_payq_error();
+    failed();
   }
 }
 
 void Transaction::exec_script(const std::string& sql) {
   try {
-    current().exec(sql_expand_schema(sql, schema()));
+    simple_query(sql_expand_schema(sql, schema()));
   } catch (...) {
-    rethrow_as_payq_error();
+    failed();
   }
 }
 
@@ -194,6 +245,9 @@ void Transaction::savepoint_rollback() {
   const std::size_t depth = savepoint_depth_--;
   exec_script("ROLLBACK TO SAVEPOINT payq_sp_" + std::to_string(depth) + "; RELEASE SAVEPOINT payq_sp_" +
               std::to_string(depth));
+  // Every savepoint still open was set before the error that aborted the
+  // transaction, so rolling back to one recovers it.
+  aborted_ = false;
 }
 
 Rows SingleStatement::exec(const Statement& statement, const Params& params) {
@@ -215,11 +269,24 @@ void SingleStatement::savepoint_release() { throw std::logic_error("a SingleStat
 void SingleStatement::savepoint_rollback() { throw std::logic_error("a SingleStatement executor has no savepoints"); }
 
 void Transaction::commit() {
-  if (!work_) throw DatabaseError("transaction is already finished");
+  if (!open_) throw DatabaseError("transaction is already finished");
   if (savepoint_depth_ != 0) throw DatabaseError("commit with an open savepoint");
+  open_ = false;
   auto work = std::move(work_);
+  if (!begun_) return;  // nothing ran: nothing to commit
+  begun_ = false;
+  // A transaction that an error aborted would answer COMMIT with a
+  // rollback, and libpqxx does not show the command tag: refuse here.
+  if (aborted_) {
+    try {
+      work->exec("ROLLBACK");
+    } catch (...) {
+      // The server rolls back when the connection goes.
+    }
+    throw DatabaseError("the transaction failed earlier and was rolled back; nothing was committed", "25P02");
+  }
   try {
-    work->commit();
+    work->exec("COMMIT");
   } catch (const pqxx::in_doubt_error& e) {
     throw CommitUnknown(std::string("commit outcome unknown: ") + e.what());
   } catch (const pqxx::broken_connection& e) {
@@ -231,10 +298,13 @@ void Transaction::commit() {
 
 void Transaction::rollback() {
   savepoint_depth_ = 0;
+  if (!open_) return;
+  open_ = false;
   auto work = std::move(work_);
-  if (!work) return;
+  if (!begun_) return;
+  begun_ = false;
   try {
-    work->abort();
+    work->exec("ROLLBACK");
   } catch (...) {
     rethrow_as_payq_error();
   }

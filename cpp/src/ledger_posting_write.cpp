@@ -32,11 +32,13 @@ WITH t AS (
                  {entry_balance_after}::bigint[], {entry_leg}::smallint[])
           AS x(account_id, amount, seq, balance_after, leg)
 ), a AS (
+  -- Each account's values by its position in the arrays: a join with
+  -- unnest() would be planned as a hash join, costly to set up per call.
   UPDATE @schema@.account acc
-  SET balance = x.balance, seq = x.seq, held = acc.held - x.held_release
-  FROM t, unnest({update_account}::bigint[], {update_balance}::bigint[], {update_seq}::bigint[],
-                 {update_held_release}::bigint[]) AS x(id, balance, seq, held_release)
-  WHERE acc.id = x.id AND acc.id = ANY({update_account}::bigint[])  -- steers the planner to the primary key
+  SET balance = ({update_balance}::bigint[])[array_position({update_account}::bigint[], acc.id)],
+      seq = ({update_seq}::bigint[])[array_position({update_account}::bigint[], acc.id)],
+      held = acc.held - ({update_held_release}::bigint[])[array_position({update_account}::bigint[], acc.id)]
+  WHERE acc.id = ANY({update_account}::bigint[]) AND EXISTS (SELECT FROM t)
 ))sql";
 
 constexpr char pending_part[] = R"sql(, p AS (

@@ -7,7 +7,7 @@
 #include <vector>
 
 #include <pqxx/connection>
-#include <pqxx/transaction>
+#include <pqxx/nontransaction>
 
 #include "payq/db.hpp"
 
@@ -46,7 +46,10 @@ class Connection {
 class Database;
 
 // A transaction on a payq connection; rolled back on destruction unless
-// committed.
+// committed. BEGIN is not a round trip of its own: it travels with the
+// transaction's first statement (as `BEGIN; EXECUTE ...` when statements
+// are prepared), and a transaction that ran nothing commits without
+// talking to the server.
 class Transaction final : public Executor {
  public:
   explicit Transaction(Connection& connection);
@@ -65,17 +68,29 @@ class Transaction final : public Executor {
   // Several statements without parameters, as one simple query.
   void exec_script(const std::string& sql);
 
-  // Throws CommitUnknown when the outcome of COMMIT cannot be known.
+  // Throws CommitUnknown when the outcome of COMMIT cannot be known, and
+  // DatabaseError when an earlier error had already aborted the
+  // transaction (the server answers such a COMMIT with a rollback).
   void commit();
   void rollback();
-  bool is_open() const noexcept { return work_ != nullptr; }
+  bool is_open() const noexcept { return open_; }
   std::size_t savepoint_depth() const noexcept { return savepoint_depth_; }
 
  private:
-  pqxx::dbtransaction& current();
+  pqxx::nontransaction& current();
+  // Runs `sql` (no parameters), preceded by BEGIN if nothing ran yet.
+  pqxx::result simple_query(const std::string& sql);
+  void begin_now();
+  // Records a server error (which aborts the transaction) and rethrows the
+  // exception in flight as its payq type.
+  [[noreturn]] void failed();
 
   Connection& connection_;
-  std::unique_ptr<pqxx::work> work_;
+  // libpqxx's view of the connection: payq sends BEGIN and COMMIT itself.
+  std::unique_ptr<pqxx::nontransaction> work_;
+  bool open_ = true;
+  bool begun_ = false;    // BEGIN has been sent
+  bool aborted_ = false;  // a statement failed; the server refuses all but a rollback
   std::size_t savepoint_depth_ = 0;
 };
 
