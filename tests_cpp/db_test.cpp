@@ -1,5 +1,7 @@
 #include "payq/db.hpp"
 
+#include <cstdint>
+
 #include <gtest/gtest.h>
 
 #include "harness.hpp"
@@ -122,6 +124,90 @@ TEST_F(Transactions, RealSerializationFailureBecomesTransientError) {
   second.exec_sql("INSERT INTO @schema@.t VALUES (20)");
   first.commit();
   EXPECT_THROW(second.commit(), TransientError);
+}
+
+// A transaction's first statement carries BEGIN and goes as EXECUTE with
+// quoted literals; later ones go as bound parameters. Both must deliver
+// every value byte for byte.
+const Statement echo_values{"test_echo_values", "SELECT $1::text AS a, $2::text AS b, $3::text AS c, $4::bigint AS n"};
+
+TEST_F(Transactions, FirstAndLaterStatementsDeliverTheSameValues) {
+  const std::string awkward = "it's a \\ back'slash, \"quotes\", $1, 100% 元 \n line";
+  const std::string long_text(100000, 'x');
+  auto lease = db->acquire();
+  Transaction tx(*lease);
+  for (int round = 0; round < 2; ++round) {  // first statement, then a later one
+    Rows rows = tx.exec(echo_values, {awkward, std::nullopt, long_text, "-9223372036854775808"});
+    EXPECT_EQ(rows.text(0, "a"), awkward);
+    EXPECT_TRUE(rows.is_null(0, "b"));
+    EXPECT_EQ(rows.text(0, "c"), long_text);
+    EXPECT_EQ(rows.i64(0, "n"), INT64_MIN);
+  }
+  tx.commit();
+}
+
+TEST_F(Transactions, BadFirstParameterIsATypedErrorAndTheTransactionRollsBack) {
+  db->transact([](Transaction& tx) { tx.exec(create_table, {}); });
+  auto lease = db->acquire();
+  {
+    Transaction tx(*lease);
+    try {
+      tx.exec(insert_value, {"1'); DROP TABLE t; --"});
+      FAIL() << "expected DatabaseError";
+    } catch (const DatabaseError& e) {
+      EXPECT_EQ(e.sqlstate(), "22P02");  // not an integer; nothing injected
+    }
+  }
+  // The connection is usable again, and the table is intact.
+  auto n = db->transact([](Transaction& tx) { return tx.exec(count_values, {}).i64(0, "n"); });
+  EXPECT_EQ(n, 0);
+}
+
+TEST_F(Transactions, TransactionThatRanNothingCommitsAndRollsBack) {
+  auto lease = db->acquire();
+  {
+    Transaction tx(*lease);
+    tx.commit();
+    EXPECT_FALSE(tx.is_open());
+    EXPECT_THROW(tx.commit(), DatabaseError);
+  }
+  {
+    Transaction tx(*lease);
+    tx.rollback();
+    EXPECT_FALSE(tx.is_open());
+  }
+  Transaction tx(*lease);  // the connection holds no open transaction
+  EXPECT_EQ(tx.exec_sql("SELECT 1 AS one").i64(0, "one"), 1);
+  tx.commit();
+}
+
+TEST_F(Transactions, CommitAfterACaughtErrorIsRefusedAndNothingIsWritten) {
+  db->transact([](Transaction& tx) { tx.exec(create_table, {}); });
+  try {
+    db->transact([](Transaction& tx) {
+      tx.exec(insert_value, {"1"});
+      // Caught without a savepoint: the server has aborted the transaction.
+      EXPECT_THROW(tx.exec(insert_value, {"1"}), DatabaseError);
+    });
+    FAIL() << "expected the commit to be refused";
+  } catch (const DatabaseError& e) {
+    EXPECT_EQ(e.sqlstate(), "25P02");
+  }
+  auto n = db->transact([](Transaction& tx) { return tx.exec(count_values, {}).i64(0, "n"); });
+  EXPECT_EQ(n, 0);
+}
+
+TEST_F(Transactions, SavepointRollbackRecoversFromAnError) {
+  db->transact([](Transaction& tx) { tx.exec(create_table, {}); });
+  db->transact([](Transaction& tx) {
+    tx.exec(insert_value, {"1"});
+    tx.savepoint_begin();
+    EXPECT_THROW(tx.exec(insert_value, {"1"}), DatabaseError);
+    tx.savepoint_rollback();
+    tx.exec(insert_value, {"2"});
+  });
+  auto n = db->transact([](Transaction& tx) { return tx.exec(count_values, {}).i64(0, "n"); });
+  EXPECT_EQ(n, 2);
 }
 
 TEST_F(Transactions, SqlErrorCarriesSqlstate) {
