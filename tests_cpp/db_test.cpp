@@ -16,6 +16,12 @@ TEST(Db, FormatStyleReordersAndRepeatsParameters) {
   EXPECT_EQ(out.param_order, (std::vector<std::size_t>{1, 0, 1}));
 }
 
+TEST(Db, FormatStyleSkipsCommentsButDoublesTheirPercentSigns) {
+  auto out = sql_to_format_style("SELECT $1 -- the account's 100% share, not $2\n, $2");
+  EXPECT_EQ(out.sql, "SELECT %s -- the account's 100%% share, not $2\n, %s");
+  EXPECT_EQ(out.param_order, (std::vector<std::size_t>{0, 1}));
+}
+
 TEST(Db, FormatStyleRejectsDollarZero) { EXPECT_THROW(sql_to_format_style("SELECT $0"), DatabaseError); }
 
 TEST(Db, SchemaNameValidationRejectsInjection) {

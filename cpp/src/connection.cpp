@@ -57,6 +57,17 @@ Rows rows_from(const pqxx::result& result) {
   return Rows(std::move(columns), std::move(values));
 }
 
+// EXECUTE takes the name as an identifier: only names that need no
+// quoting and fit one (63 bytes) are sent that way.
+bool name_is_plain(const char* name) {
+  std::size_t length = 0;
+  for (const char* c = name; *c != '\0'; ++c, ++length) {
+    const bool plain = (*c >= 'a' && *c <= 'z') || *c == '_' || (length > 0 && *c >= '0' && *c <= '9');
+    if (!plain || length >= 63) return false;
+  }
+  return length > 0;
+}
+
 // A named statement on `work`: prepared on the connection, or sent with its
 // text when prepared statements are off (behind a transaction-mode pooler).
 Rows statement_run(Connection& connection, pqxx::transaction_base& work, const Statement& statement,
@@ -185,7 +196,7 @@ pqxx::result Transaction::simple_query(const std::string& sql) {
 
 Rows Transaction::exec(const Statement& statement, const Params& params) {
   try {
-    if (begun_ || !connection_.prepare_statements()) {
+    if (begun_ || !connection_.prepare_statements() || !name_is_plain(statement.name)) {
       begin_now();
       return statement_run(connection_, current(), statement, params);
     }

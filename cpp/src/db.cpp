@@ -117,7 +117,12 @@ FormatStyleSql sql_to_format_style(std::string_view sql) {
       if (c == quote) quote = 0;
       continue;
     }
-    if (c == '\'' || c == '"') {
+    if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
+      // A comment runs to the end of the line: no quote or placeholder in it
+      // counts, but a percent sign still has to be doubled.
+      for (; i < sql.size() && sql[i] != '\n'; ++i) out.sql.append(sql[i] == '%' ? "%%" : std::string(1, sql[i]));
+      if (i < sql.size()) out.sql.push_back('\n');
+    } else if (c == '\'' || c == '"') {
       quote = c;
       out.sql.push_back(c);
     } else if (c == '%') {

@@ -32,7 +32,7 @@ WITH t AS (
                  {entry_balance_after}::bigint[], {entry_leg}::smallint[])
           AS x(account_id, amount, seq, balance_after, leg)
 ), a AS (
-  -- Each account's values by its position in the arrays: a join with
+  -- The values of each account by its position in the arrays: a join with
   -- unnest() would be planned as a hash join, costly to set up per call.
   UPDATE @schema@.account acc
   SET balance = ({update_balance}::bigint[])[array_position({update_account}::bigint[], acc.id)],
