@@ -19,6 +19,16 @@ TEST(Text, TruncationKeepsUtf8SequencesWhole) {
   EXPECT_EQ(text_truncated(yuan + yuan, 6), yuan + yuan);
 }
 
+TEST(Text, ArrayElementsUnquoteAndUnescape) {
+  EXPECT_EQ(array_elements("{}"), std::vector<std::string>{});
+  EXPECT_EQ(array_elements("{daily_count=5,per_transaction_max=-1}"),
+            (std::vector<std::string>{"daily_count=5", "per_transaction_max=-1"}));
+  EXPECT_EQ(array_elements(R"({a,"b c","d,e","f\"g",""})"),
+            (std::vector<std::string>{"a", "b c", "d,e", "f\"g", ""}));
+  EXPECT_THROW(array_elements(""), DatabaseError);
+  EXPECT_THROW(array_elements("a,b"), DatabaseError);
+}
+
 TEST(Text, BoundedRefusesEmptyLongAndControlCharacters) {
   EXPECT_NO_THROW(text_bounded("ok", 2, "x"));
   EXPECT_THROW(text_bounded("", 2, "x"), InvalidArgument);

@@ -1,9 +1,9 @@
 #include <charconv>
-#include <string_view>
 #include <vector>
 
 #include "ledger_internal.hpp"
 #include "ledger_statements.hpp"
+#include "text_internal.hpp"
 #include "payq/error.hpp"
 
 namespace payq {
@@ -66,27 +66,18 @@ struct RuleText {
 };
 
 // posting_lock's rules: a PostgreSQL array of 'kind=value', as in
-// {daily_count=5,per_transaction_max=10000}. Kinds and values never need
-// quoting in array text, so anything else is a broken read.
+// {daily_count=5,per_transaction_max=10000}.
 std::vector<RuleText> rules_parse(const std::string& text) {
-  auto broken = [&] { return DatabaseError("unexpected limit rules from the database: " + text); };
-  if (text.size() < 2 || text.front() != '{' || text.back() != '}') throw broken();
   std::vector<RuleText> rules;
-  const std::string_view body(text.data() + 1, text.size() - 2);
-  std::size_t start = 0;
-  while (start < body.size()) {
-    std::size_t end = body.find(',', start);
-    if (end == std::string_view::npos) end = body.size();
-    const std::string_view element = body.substr(start, end - start);
+  for (const std::string& element : detail::array_elements(text)) {
+    auto broken = [&] { return DatabaseError("unexpected limit rule from the database: " + element); };
     const std::size_t equals = element.find('=');
-    if (equals == std::string_view::npos) throw broken();
-    RuleText rule;
-    rule.kind = std::string(element.substr(0, equals));
-    const std::string_view value = element.substr(equals + 1);
-    const auto parsed = std::from_chars(value.data(), value.data() + value.size(), rule.value);
-    if (parsed.ec != std::errc() || parsed.ptr != value.data() + value.size()) throw broken();
+    if (equals == std::string::npos) throw broken();
+    RuleText rule{element.substr(0, equals), 0};
+    const char* end = element.data() + element.size();
+    const auto [ptr, ec] = std::from_chars(element.data() + equals + 1, end, rule.value);
+    if (ec != std::errc() || ptr != end) throw broken();
     rules.push_back(std::move(rule));
-    start = end + 1;
   }
   return rules;
 }

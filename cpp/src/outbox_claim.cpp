@@ -7,6 +7,7 @@
 #include "outbox_internal.hpp"
 #include "outbox_statements.hpp"
 #include "payq/error.hpp"
+#include "text_internal.hpp"
 
 namespace payq {
 
@@ -21,25 +22,8 @@ constexpr std::size_t claim_scan_factor = 4;
 constexpr std::size_t claim_scan_count_max = 4000;
 
 std::set<std::string> partitions_from(const std::string& array_text) {
-  // PostgreSQL array text: {a,b,"c d"}; partition keys are plain text.
-  std::set<std::string> out;
-  std::string current;
-  bool quoted = false;
-  for (std::size_t i = 1; i + 1 < array_text.size(); ++i) {
-    const char c = array_text[i];
-    if (c == '"') {
-      quoted = !quoted;
-    } else if (c == '\\' && i + 2 < array_text.size()) {
-      current.push_back(array_text[++i]);
-    } else if (c == ',' && !quoted) {
-      out.insert(current);
-      current.clear();
-    } else {
-      current.push_back(c);
-    }
-  }
-  if (array_text.size() > 2) out.insert(current);
-  return out;
+  const std::vector<std::string> keys = detail::array_elements(array_text);
+  return {keys.begin(), keys.end()};
 }
 
 std::vector<Task> tasks_from(const Rows& rows) {

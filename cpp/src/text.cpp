@@ -26,4 +26,29 @@ std::string text_truncated(const std::string& value, std::size_t bytes_max) {
   return std::string(utf8_prefix(value, bytes_max)) + "...";
 }
 
+std::vector<std::string> array_elements(std::string_view array_text) {
+  if (array_text.size() < 2 || array_text.front() != '{' || array_text.back() != '}') {
+    throw DatabaseError("not an array from the database: " + std::string(array_text));
+  }
+  std::vector<std::string> out;
+  if (array_text.size() == 2) return out;
+  std::string current;
+  bool quoted = false;
+  for (std::size_t i = 1; i + 1 < array_text.size(); ++i) {
+    const char c = array_text[i];
+    if (c == '"') {
+      quoted = !quoted;
+    } else if (c == '\\' && i + 2 < array_text.size()) {
+      current.push_back(array_text[++i]);
+    } else if (c == ',' && !quoted) {
+      out.push_back(std::move(current));
+      current.clear();
+    } else {
+      current.push_back(c);
+    }
+  }
+  out.push_back(std::move(current));
+  return out;
+}
+
 }  // namespace payq::detail

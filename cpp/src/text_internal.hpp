@@ -1,9 +1,11 @@
-// Checks on text that payq stores: identifiers, keys, names.
+// Checks on text that payq stores (identifiers, keys, names), and the
+// reading of PostgreSQL's array text.
 #pragma once
 
 #include <cstddef>
 #include <string>
 #include <string_view>
+#include <vector>
 
 namespace payq::detail {
 
@@ -18,5 +20,10 @@ std::string_view utf8_prefix(std::string_view text, std::size_t bytes_max);
 // `value` cut to at most `bytes_max` bytes (plus "..." if cut) without
 // splitting a UTF-8 sequence, which PostgreSQL would refuse to store.
 std::string text_truncated(const std::string& value, std::size_t bytes_max);
+
+// The elements of a one-dimensional PostgreSQL array in text form, as in
+// {a,b,"c d","e\\"f"}: quotes and backslash escapes removed. DatabaseError
+// unless `array_text` is enclosed in braces.
+std::vector<std::string> array_elements(std::string_view array_text);
 
 }  // namespace payq::detail
