@@ -1,6 +1,8 @@
 #include "payq/db.hpp"
 
 #include <cstdint>
+#include <string>
+#include <vector>
 
 #include <gtest/gtest.h>
 
@@ -48,6 +50,43 @@ TEST(Db, RowsAccessorsConvertAndCheck) {
   EXPECT_THROW(rows.text(0, "t"), DatabaseError);
   EXPECT_THROW(rows.i64(0, "b"), DatabaseError);
   EXPECT_THROW(rows.column("missing"), DatabaseError);
+}
+
+// Wide rows are searched by name in sorted order: every column is found,
+// a repeated name finds its first column, as the scan of narrow rows does.
+TEST(Db, RowsFindEveryColumnOfWideAndNarrowRows) {
+  for (std::size_t width : {3, 8, 9, 30}) {
+    std::vector<std::string> names;
+    std::vector<Value> values;
+    for (std::size_t i = 0; i < width; ++i) {
+      names.push_back("c" + std::to_string((i * 7) % width) + (i % 2 ? "_odd" : ""));
+      values.emplace_back(std::to_string(i));
+    }
+    names.push_back(names[1]);  // a repeat: its first column wins
+    values.emplace_back("repeat");
+    Rows rows(names, {values});
+    for (std::size_t i = 0; i < width; ++i) EXPECT_EQ(rows.i64(0, names[i]), static_cast<std::int64_t>(i)) << width;
+    EXPECT_THROW(rows.column("c"), DatabaseError) << width;
+    EXPECT_THROW(rows.column("zz"), DatabaseError) << width;
+    EXPECT_THROW(rows.column(""), DatabaseError) << width;
+  }
+}
+
+TEST(Db, RowsCopiesFindColumnsLikeTheOriginal) {
+  std::vector<std::string> names;
+  std::vector<Value> values;
+  for (int i = 0; i < 20; ++i) {
+    names.push_back("col_" + std::to_string(i));
+    values.emplace_back(std::to_string(i));
+  }
+  Rows copy;
+  {
+    Rows original(names, {values});
+    copy = original;
+  }
+  EXPECT_EQ(copy.i64(0, "col_0"), 0);
+  EXPECT_EQ(copy.i64(0, "col_19"), 19);
+  EXPECT_EQ(copy.i64(0, "col_7"), 7);
 }
 
 class Transactions : public testing::DbTest {};

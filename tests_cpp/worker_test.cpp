@@ -187,6 +187,31 @@ TEST_F(WorkerTest, FailGoesDead) {
   EXPECT_EQ(running.worker.stats().failed, 1);
 }
 
+// Log lines are written directly, not built as JSON trees: every value is
+// escaped, and the record's own keys are never overridden by a field.
+TEST_F(WorkerTest, LogLinesEscapeTextAndKeepTheirOwnKeys) {
+  const std::string error = "declined: \"quoted\", back\\slash,\nnew line, tab\t, \u00e9\u20ac, \x01";
+  registry.add("decline", [&](const Task&, const TaskContext&) -> HandlerResult {
+    return outcome_of(OutcomeKind::fail, error);
+  });
+  const auto id = enqueue_many("decline", 1)[0];
+  WorkerOptions o = options();
+  o.worker_id = "host \"a\"/7";
+  Running running(*db, registry, o);
+  ASSERT_TRUE(logs.wait_task_state(id, "dead"));
+  for (const auto& e : logs.events()) {
+    EXPECT_EQ(e.at("worker"), "host \"a\"/7");
+    EXPECT_TRUE(e.at("ts").is_string());
+    EXPECT_TRUE(e.at("level").is_string());
+    if (e.at("event") == "task_done") {
+      EXPECT_EQ(e.at("level"), "warning");
+      EXPECT_EQ(e.at("error"), error);
+      EXPECT_EQ(e.at("kind"), "decline");
+      EXPECT_EQ(e.at("task_id"), id);
+    }
+  }
+}
+
 TEST_F(WorkerTest, UnknownRetriesWithTheSameIdempotencyKeyUntilNeedsReview) {
   std::mutex mutex;
   std::vector<std::string> keys_seen;

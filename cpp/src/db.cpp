@@ -1,5 +1,6 @@
 #include "payq/db.hpp"
 
+#include <algorithm>
 #include <charconv>
 #include <cctype>
 
@@ -8,11 +9,27 @@
 namespace payq {
 
 Rows::Rows(std::vector<std::string> columns, std::vector<std::vector<Value>> values)
-    : columns_(std::move(columns)), values_(std::move(values)) {}
+    : columns_(std::move(columns)), values_(std::move(values)) {
+  // Wide rows (a task has 26 columns, read by name for every row) are
+  // searched by name in sorted order; a stable sort keeps the first of two
+  // equal names first, as the scan of narrow rows finds it.
+  if (columns_.size() > linear_column_count_max) {
+    by_name_.resize(columns_.size());
+    for (std::size_t i = 0; i < by_name_.size(); ++i) by_name_[i] = i;
+    std::stable_sort(by_name_.begin(), by_name_.end(),
+                     [this](std::size_t a, std::size_t b) { return columns_[a] < columns_[b]; });
+  }
+}
 
 std::size_t Rows::column(std::string_view name) const {
-  for (std::size_t i = 0; i < columns_.size(); ++i) {
-    if (columns_[i] == name) return i;
+  if (by_name_.empty()) {
+    for (std::size_t i = 0; i < columns_.size(); ++i) {
+      if (columns_[i] == name) return i;
+    }
+  } else {
+    const auto found = std::lower_bound(by_name_.begin(), by_name_.end(), name,
+                                        [this](std::size_t i, std::string_view n) { return columns_[i] < n; });
+    if (found != by_name_.end() && columns_[*found] == name) return *found;
   }
   throw DatabaseError("result has no column '" + std::string(name) + "'");
 }

@@ -26,20 +26,47 @@ std::string timestamp_now() {
   return text;
 }
 
+// Appends `value` as JSON; invalid UTF-8 (say, a provider's raw error body)
+// is replaced, not fatal.
+void json_append(std::string& line, const nlohmann::json& value) {
+  line += value.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+}
+
+bool key_reserved(const std::string& key) {
+  return key == "ts" || key == "level" || key == "event" || key == "worker";
+}
+
 }  // namespace
 
 // Never throws: a failing sink (or a handler's error text that is not valid
 // UTF-8) must not take a worker thread down. The line falls back to stderr.
+// The line is written directly, not built as a JSON object first: a worker
+// logs every task, and copying the fields into a tree cost more than the
+// task's own bookkeeping. The record's keys (ts, level, event, worker) come
+// first and are not overridden by fields of the same name.
 void Worker::log(const char* level, const char* event, const nlohmann::json& fields) noexcept {
   std::string line;
   try {
-    nlohmann::json record = {{"ts", timestamp_now()}, {"level", level}, {"event", event},
-                             {"worker", options_.worker_id}};
+    line.reserve(256);
+    line += "{\"ts\":\"";
+    line += timestamp_now();
+    // Levels and events are payq's own plain identifiers: nothing to escape.
+    line += "\",\"level\":\"";
+    line += level;
+    line += "\",\"event\":\"";
+    line += event;
+    line += "\",\"worker\":";
+    json_append(line, options_.worker_id);
     if (fields.is_object()) {
-      for (auto it = fields.begin(); it != fields.end(); ++it) record[it.key()] = it.value();
+      for (auto it = fields.begin(); it != fields.end(); ++it) {
+        if (key_reserved(it.key())) continue;
+        line += ',';
+        json_append(line, it.key());
+        line += ':';
+        json_append(line, it.value());
+      }
     }
-    // Invalid UTF-8 (say, a provider's raw error body) is replaced, not fatal.
-    line = record.dump(-1, ' ', false, nlohmann::json::error_handler_t::replace);
+    line += '}';
     std::lock_guard<std::mutex> guard(log_mutex_);
     options_.log_sink(line);
   } catch (const std::exception& e) {

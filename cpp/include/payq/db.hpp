@@ -38,8 +38,11 @@ class Rows {
   bool boolean(std::size_t row, std::string_view column_name) const;
 
  private:
+  static constexpr std::size_t linear_column_count_max = 8;
+
   std::vector<std::string> columns_;
   std::vector<std::vector<Value>> values_;
+  std::vector<std::size_t> by_name_;  // column indices sorted by name; empty for narrow rows
 };
 
 // A named SQL statement. `sql` uses $1..$n placeholders and may contain
