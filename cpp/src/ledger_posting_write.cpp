@@ -68,7 +68,7 @@ SELECT t.id AS transaction_id,
        to_char(t.created_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS created_at
 FROM t)sql";
 
-// The placeholder name of each PostingParam, in its order.
+// The {name} each PostingParam goes by in the parts above, in enum order.
 constexpr std::array<const char*, static_cast<std::size_t>(PostingParam::count)> param_names = {
     "key",           "op_kind",        "request_hash",  "hold_id",
     "transaction_kind", "metadata",     "reverses_id",   "reversed_minor",
