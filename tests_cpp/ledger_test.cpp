@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <atomic>
+#include <functional>
 #include <set>
 #include <thread>
 
@@ -286,17 +287,26 @@ TEST_F(Ledger_, HistoryPagesBySequence) {
   EXPECT_THROW(with_ledger([&](Ledger& l) { return l.history(a.id, 0, 0); }), InvalidArgument);
 }
 
-TEST_F(Ledger_, AuditReportsEveryViolation) {
-  Account a = open("a"), b = open("b");
-  fund(a, 100);
-  transfer(a.id, b.id, 40, "t");
-  expect_audit_clean();
-  // Corrupt behind payq's back: an unbalanced entry and a wrong balance.
-  db->transact([&](Transaction& tx) {
+// A ledger with one transfer and a clean audit, then `corrupt` run behind
+// payq's back on accounts a (funded with 100, paid 40) and b: the audit after.
+class LedgerAudit : public LedgerTest {
+ protected:
+  AuditReport audit_after(const std::function<void(Transaction&, const Account& a, const Account& b)>& corrupt) {
+    Account a = open("a"), b = open("b");
+    fund(a, 100);
+    transfer(a.id, b.id, 40, "t");
+    expect_audit_clean();
+    db->transact([&](Transaction& tx) { corrupt(tx, a, b); });
+    return with_ledger([](Ledger& l) { return l.audit(); });
+  }
+};
+
+TEST_F(LedgerAudit, AuditReportsEveryViolation) {
+  // An unbalanced entry and a wrong balance.
+  AuditReport report = audit_after([](Transaction& tx, const Account&, const Account& b) {
     tx.exec_sql("ALTER TABLE @schema@.account DISABLE TRIGGER ALL");
     tx.exec_sql("UPDATE @schema@.account SET balance = balance + 1, held = 5 WHERE id = $1", {std::to_string(b.id)});
   });
-  AuditReport report = with_ledger([](Ledger& l) { return l.audit(); });
   std::set<std::string> checks;
   for (const auto& v : report.violations) checks.insert(v.check);
   EXPECT_TRUE(checks.count("account_matches_journal"));
@@ -306,17 +316,12 @@ TEST_F(Ledger_, AuditReportsEveryViolation) {
 
 // Entries carry no foreign key to their account or transaction (a posting
 // writes them under its own locks); the audit is what checks the links.
-TEST_F(Ledger_, AuditReportsEntriesWithoutTheirAccountOrTransaction) {
-  Account a = open("a"), b = open("b");
-  fund(a, 100);
-  transfer(a.id, b.id, 40, "t");
-  expect_audit_clean();
-  db->transact([&](Transaction& tx) {
+TEST_F(LedgerAudit, AuditReportsEntriesWithoutTheirAccountOrTransaction) {
+  AuditReport report = audit_after([](Transaction& tx, const Account& a, const Account&) {
     tx.exec_sql("INSERT INTO @schema@.entry (account_id, seq, transaction_id, leg, amount, balance_after) "
                 "VALUES (987654, 1, 1, 0, 5, 5), ($1, 99, 123456789, 0, 5, 5)",
                 {std::to_string(a.id)});
   });
-  AuditReport report = with_ledger([](Ledger& l) { return l.audit(); });
   std::set<std::string> problems;
   for (const auto& v : report.violations) {
     if (v.check == "records_linked") problems.insert(v.detail);
@@ -325,11 +330,6 @@ TEST_F(Ledger_, AuditReportsEntriesWithoutTheirAccountOrTransaction) {
   EXPECT_TRUE(problems.count("refers to missing transaction 123456789"));
 }
 
-}  // namespace
-}  // namespace payq
-
-namespace payq {
-namespace {
 
 TEST_F(Ledger_, AccountsListPagesByIdAndFiltersByOwner) {
   Account a = open("a"), b = open("b"), a_usd = open("a", "USD");
@@ -345,11 +345,6 @@ TEST_F(Ledger_, AccountsListPagesByIdAndFiltersByOwner) {
   EXPECT_THROW(with_ledger([](Ledger& l) { return l.accounts_list(0, 0); }), InvalidArgument);
 }
 
-}  // namespace
-}  // namespace payq
-
-namespace payq {
-namespace {
 
 // The key is not read before the checks (posting_lock): a posting that the
 // current state would refuse must still answer a replay with the original
