@@ -137,7 +137,10 @@ FormatStyleSql sql_to_format_style(std::string_view sql) {
     if (c == '-' && i + 1 < sql.size() && sql[i + 1] == '-') {
       // A comment runs to the end of the line: no quote or $n in it counts,
       // but a percent sign still has to be doubled.
-      for (; i < sql.size() && sql[i] != '\n'; ++i) out.sql.append(sql[i] == '%' ? "%%" : std::string(1, sql[i]));
+      for (; i < sql.size() && sql[i] != '\n'; ++i) {
+        out.sql.push_back(sql[i]);
+        if (sql[i] == '%') out.sql.push_back('%');
+      }
       if (i < sql.size()) out.sql.push_back('\n');
     } else if (c == '\'' || c == '"') {
       quote = c;

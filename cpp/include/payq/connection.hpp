@@ -94,7 +94,6 @@ class Transaction final : public Executor {
   std::size_t savepoint_depth_ = 0;
 };
 
-// Converts the libpqxx exception in flight into its payq type and throws it.
 // One statement that is its own transaction: no BEGIN and COMMIT round
 // trips, for work that one statement does atomically (a fenced success
 // completion, say). It runs at most one statement: a second exec() is a
@@ -116,6 +115,7 @@ class SingleStatement final : public Executor {
   bool used_ = false;
 };
 
+// Converts the libpqxx exception in flight into its payq type and throws it.
 [[noreturn]] void rethrow_as_payq_error();
 
 }  // namespace payq
