@@ -93,17 +93,16 @@ Hold hold_from(const Rows& rows, std::size_t row) {
   return hold;
 }
 
-std::optional<OperationRecord> operation_get(Executor& executor, const std::string& key) {
+std::optional<OperationRecord> operation_recorded(Executor& executor, const std::string& key,
+                                                  const std::string& request_hash) {
   Rows rows = executor.exec(ledger_sql::operation_get, {key});
   if (rows.empty()) return std::nullopt;
-  return OperationRecord{rows.text(0, "kind"), rows.text(0, "request_hash"), rows.i64_or_null(0, "hold_id")};
-}
-
-void operation_same_or_throw(const OperationRecord& record, const std::string& key, const std::string& hash) {
-  if (record.request_hash != hash) {
+  OperationRecord record{rows.text(0, "kind"), rows.text(0, "request_hash"), rows.i64_or_null(0, "hold_id")};
+  if (record.request_hash != request_hash) {
     throw IdempotencyConflict("idempotency key '" + key + "' was already used for a different " + record.kind +
                               " request");
   }
+  return record;
 }
 
 std::pair<std::int64_t, std::int64_t> pending_fold_locked(Executor& executor, std::int64_t account_id,

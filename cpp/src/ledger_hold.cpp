@@ -67,10 +67,7 @@ Hold Ledger::hold(const HoldRequest& request) {
   } catch (const Error&) {
     // Refused on the state found now; a key used before answers with that
     // request's result (or a conflict) instead, as for any replay.
-    if (auto record = operation_get(executor_, request.key)) {
-      operation_same_or_throw(*record, request.key, hash);
-      return hold_replay(*this, executor_, request.key);
-    }
+    if (operation_recorded(executor_, request.key, hash)) return hold_replay(*this, executor_, request.key);
     throw;
   }
 
@@ -78,9 +75,9 @@ Hold Ledger::hold(const HoldRequest& request) {
       ledger_sql::hold_write, {request.key, hash, account_text, std::to_string(request.amount_minor),
                                optional_text(request.expires_in_ms), metadata, limits_present(rows, 0) ? "t" : "f"});
   if (written.empty()) {
-    auto record = operation_get(executor_, request.key);
-    if (!record) throw DatabaseError("hold for key '" + request.key + "' was neither written nor recorded");
-    operation_same_or_throw(*record, request.key, hash);
+    if (!operation_recorded(executor_, request.key, hash)) {
+      throw DatabaseError("hold for key '" + request.key + "' was neither written nor recorded");
+    }
     return hold_replay(*this, executor_, request.key);
   }
   Hold hold;
@@ -101,12 +98,11 @@ Hold Ledger::release(const ReleaseRequest& request) {
   const std::string hold_text = std::to_string(request.hold_id);
   const std::string hash = request_hash("release|" + hold_text);
   auto replay = [&](const OperationRecord& record) {
-    operation_same_or_throw(record, request.key, hash);
     Hold hold = hold_get(record.hold_id.value_or(request.hold_id));
     hold.replayed = true;
     return hold;
   };
-  if (auto record = operation_get(executor_, request.key)) return replay(*record);
+  if (auto record = operation_recorded(executor_, request.key, hash)) return replay(*record);
 
   Rows locked = executor_.exec(ledger_sql::hold_lock, {hold_text});
   if (locked.empty()) throw InvalidArgument("no hold with id " + hold_text);
@@ -117,7 +113,7 @@ Hold Ledger::release(const ReleaseRequest& request) {
   }
   Rows written = executor_.exec(ledger_sql::hold_finish, {request.key, hash, hold_text});
   if (written.empty()) {
-    auto record = operation_get(executor_, request.key);
+    auto record = operation_recorded(executor_, request.key, hash);
     if (!record) throw DatabaseError("release for key '" + request.key + "' was neither written nor recorded");
     return replay(*record);
   }

@@ -33,9 +33,11 @@ struct OperationRecord {
   std::string request_hash;
   std::optional<std::int64_t> hold_id;
 };
-std::optional<OperationRecord> operation_get(Executor& executor, const std::string& key);
-// Throws IdempotencyConflict unless the record was made by the same request.
-void operation_same_or_throw(const OperationRecord& record, const std::string& key, const std::string& request_hash);
+// The operation recorded under `key` by this same request, if any; an
+// IdempotencyConflict when a different request recorded it. Every replay
+// starts here.
+std::optional<OperationRecord> operation_recorded(Executor& executor, const std::string& key,
+                                                  const std::string& request_hash);
 
 // Limits: rules as read by posting_lock, checked against one outgoing amount
 // and today's usage, read fresh (the caller holds the account's lock).

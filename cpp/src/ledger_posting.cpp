@@ -191,10 +191,7 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
   } catch (const Error&) {
     // Refused on the state found now; but if the key was used before, the
     // answer is that request's result (or a conflict), as for any replay.
-    if (auto record = operation_get(executor, plan.key)) {
-      operation_same_or_throw(*record, plan.key, plan.request_hash);
-      return transaction_replay(executor, plan.key);
-    }
+    if (operation_recorded(executor, plan.key, plan.request_hash)) return transaction_replay(executor, plan.key);
     throw;
   }
   const PostingRows& w = *computed;
@@ -233,9 +230,9 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
   if (written.empty()) {
     // Another request took the key after our first read: it is that
     // request's result, or a conflict.
-    auto record = operation_get(executor, plan.key);
-    if (!record) throw DatabaseError("posting for key '" + plan.key + "' was neither written nor recorded");
-    operation_same_or_throw(*record, plan.key, plan.request_hash);
+    if (!operation_recorded(executor, plan.key, plan.request_hash)) {
+      throw DatabaseError("posting for key '" + plan.key + "' was neither written nor recorded");
+    }
     return transaction_replay(executor, plan.key);
   }
 
@@ -333,10 +330,7 @@ LedgerTransaction Ledger::capture(const CaptureRequest& request) {
   const std::string hash = request_hash(
       "capture|" + std::to_string(request.hold_id) + "|" + std::to_string(request.target_id) + "|" +
       (request.amount_minor ? std::to_string(*request.amount_minor) : "all") + "|" + kind + "|" + metadata);
-  if (auto record = operation_get(executor_, request.key)) {
-    operation_same_or_throw(*record, request.key, hash);
-    return transaction_replay(executor_, request.key);
-  }
+  if (operation_recorded(executor_, request.key, hash)) return transaction_replay(executor_, request.key);
 
   Rows locked = executor_.exec(ledger_sql::hold_lock, {std::to_string(request.hold_id)});
   if (locked.empty()) throw InvalidArgument("no hold with id " + std::to_string(request.hold_id));
@@ -387,10 +381,7 @@ LedgerTransaction Ledger::reverse(const ReverseRequest& request) {
   const std::string hash = request_hash(
       "reverse|" + std::to_string(request.transaction_id) + "|" +
       (request.amount_minor ? std::to_string(*request.amount_minor) : "all") + "|" + kind + "|" + metadata);
-  if (auto record = operation_get(executor_, request.key)) {
-    operation_same_or_throw(*record, request.key, hash);
-    return transaction_replay(executor_, request.key);
-  }
+  if (operation_recorded(executor_, request.key, hash)) return transaction_replay(executor_, request.key);
 
   Rows original = executor_.exec(ledger_sql::reversal_lock, {std::to_string(request.transaction_id)});
   if (original.empty()) throw InvalidArgument("no transaction with id " + std::to_string(request.transaction_id));
