@@ -1,9 +1,9 @@
 // The posting engine, and the operations that write journal entries:
 // post, transfer, capture, reverse.
 #include <algorithm>
-#include <array>
 #include <map>
 #include <set>
+#include <stdexcept>
 
 #include "ledger_internal.hpp"
 #include "ledger_statements.hpp"
@@ -177,6 +177,39 @@ PostingRows posting_compute(Executor& executor, const PostingPlan& plan, std::ma
   return out;
 }
 
+// The value of one parameter of the posting's write. Only the parameters
+// the shape's statement uses are asked for.
+Value posting_value(const PostingPlan& plan, const PostingRows& w, ledger_sql::PostingParam param) {
+  using ledger_sql::PostingParam;
+  switch (param) {
+    case PostingParam::key: return plan.key;
+    case PostingParam::op_kind: return plan.op_kind;
+    case PostingParam::request_hash: return plan.request_hash;
+    case PostingParam::hold_id: return optional_text(plan.hold_id);
+    case PostingParam::transaction_kind: return plan.transaction_kind;
+    case PostingParam::metadata: return plan.metadata_json;
+    case PostingParam::reverses_id: return optional_text(plan.reverses_id);
+    case PostingParam::reversed_minor: return optional_text(plan.reversed_minor);
+    case PostingParam::entry_account: return array_text(w.entry_account);
+    case PostingParam::entry_amount: return array_text(w.entry_amount);
+    case PostingParam::entry_seq: return array_text(w.entry_seq);
+    case PostingParam::entry_balance_after: return array_text(w.entry_after);
+    case PostingParam::entry_leg: return array_text(w.entry_leg);
+    case PostingParam::update_account: return array_text(w.update_id);
+    case PostingParam::update_balance: return array_text(w.update_balance);
+    case PostingParam::update_seq: return array_text(w.update_seq);
+    case PostingParam::update_held_release: return array_text(w.update_held_release);
+    case PostingParam::pending_account: return array_text(w.pending_account);
+    case PostingParam::pending_amount: return array_text(w.pending_amount);
+    case PostingParam::pending_leg: return array_text(w.pending_leg);
+    case PostingParam::captured_minor: return optional_text(plan.captured_minor);
+    case PostingParam::limit_account: return optional_text(plan.limit_account_id);
+    case PostingParam::limit_amount: return std::to_string(plan.limit_amount_minor);
+    case PostingParam::count: break;
+  }
+  throw std::logic_error("posting write: a parameter without a value");
+}
+
 }  // namespace
 
 LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
@@ -195,37 +228,11 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
     throw;
   }
   const PostingRows& w = *computed;
-  using ledger_sql::PostingParam;
-  std::array<Value, static_cast<std::size_t>(PostingParam::count)> values;
-  auto set = [&values](PostingParam param, Value value) { values[static_cast<std::size_t>(param)] = std::move(value); };
-  set(PostingParam::key, plan.key);
-  set(PostingParam::op_kind, plan.op_kind);
-  set(PostingParam::request_hash, plan.request_hash);
-  set(PostingParam::hold_id, optional_text(plan.hold_id));
-  set(PostingParam::transaction_kind, plan.transaction_kind);
-  set(PostingParam::metadata, plan.metadata_json);
-  set(PostingParam::reverses_id, optional_text(plan.reverses_id));
-  set(PostingParam::reversed_minor, optional_text(plan.reversed_minor));
-  set(PostingParam::entry_account, array_text(w.entry_account));
-  set(PostingParam::entry_amount, array_text(w.entry_amount));
-  set(PostingParam::entry_seq, array_text(w.entry_seq));
-  set(PostingParam::entry_balance_after, array_text(w.entry_after));
-  set(PostingParam::entry_leg, array_text(w.entry_leg));
-  set(PostingParam::update_account, array_text(w.update_id));
-  set(PostingParam::update_balance, array_text(w.update_balance));
-  set(PostingParam::update_seq, array_text(w.update_seq));
-  set(PostingParam::update_held_release, array_text(w.update_held_release));
-  set(PostingParam::pending_account, array_text(w.pending_account));
-  set(PostingParam::pending_amount, array_text(w.pending_amount));
-  set(PostingParam::pending_leg, array_text(w.pending_leg));
-  set(PostingParam::captured_minor, optional_text(plan.captured_minor));
-  set(PostingParam::limit_account, optional_text(plan.limit_account_id));
-  set(PostingParam::limit_amount, std::to_string(plan.limit_amount_minor));
   const ledger_sql::PostingWrite& write =
       ledger_sql::posting_write({!w.pending_account.empty(), plan.captured_minor.has_value(), w.track_limits});
   Params params;
   params.reserve(write.params.size());
-  for (const PostingParam param : write.params) params.push_back(values[static_cast<std::size_t>(param)]);
+  for (const ledger_sql::PostingParam param : write.params) params.push_back(posting_value(plan, w, param));
   Rows written = executor.exec(write.statement, params);
   if (written.empty()) {
     // Another request took the key after our first read: it is that
