@@ -150,6 +150,7 @@ TEST_F(WorkerTest, TasksRunAndSucceed) {
     EXPECT_EQ(attempts(id)[0].outcome, "success");
     EXPECT_EQ(attempts(id)[0].worker_id, running.worker.worker_id());
   }
+  running.worker.stop();  // joined: a counter moves only after its completion commits
   EXPECT_EQ(running.worker.stats().succeeded, 5);
   EXPECT_EQ(running.worker.stats().claimed, 5);
 }
@@ -184,6 +185,7 @@ TEST_F(WorkerTest, FailGoesDead) {
   EXPECT_EQ(task.state, TaskState::dead);
   EXPECT_EQ(task.error.value_or(""), "card declined");
   ASSERT_EQ(attempts(id).size(), 1u);
+  running.worker.stop();  // joined: a counter moves only after its completion commits
   EXPECT_EQ(running.worker.stats().failed, 1);
 }
 
@@ -236,6 +238,7 @@ TEST_F(WorkerTest, UnknownRetriesWithTheSameIdempotencyKeyUntilNeedsReview) {
   const auto tried = attempts(id);
   ASSERT_EQ(tried.size(), 3u);
   for (const auto& a : tried) EXPECT_EQ(a.outcome, "unknown");
+  running.worker.stop();  // joined: a counter moves only after its completion commits
   EXPECT_EQ(running.worker.stats().unknown, 3);
 }
 

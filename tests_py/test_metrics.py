@@ -127,16 +127,22 @@ def test_worker_process_serves_its_counters(payq_db: payq.Database) -> None:
                 break
         assert url, "the worker never said it was ready"
 
+        # The worker counts an outcome just after its completion commits, so
+        # the scrape is repeated until the counters have caught up with the
+        # database (or the deadline passes and the asserts below say what is off).
         deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
+        while True:
+            with urllib.request.urlopen(url, timeout=10) as response:
+                samples = _samples(response.read().decode())
+            worker_label = next(labels for name, labels in samples if name == "payq_worker_claimed_total")
+            worker_id = re.search(r'worker="([^"]*)"', worker_label).group(1)  # type: ignore[union-attr]
+            counted = sum(value for (name, labels), value in samples.items()
+                          if name == "payq_worker_tasks_total" and f'worker="{worker_id}"' in labels)
             done = db.tasks.stats().get("m", {})
-            if done.get("succeeded") == 5 and done.get("dead") == 1:
+            settled = done.get("succeeded") == 5 and done.get("dead") == 1
+            if (settled and counted >= 6) or time.monotonic() > deadline:
                 break
             time.sleep(0.05)
-        with urllib.request.urlopen(url, timeout=10) as response:
-            samples = _samples(response.read().decode())
-        worker_label = next(labels for name, labels in samples if name == "payq_worker_claimed_total")
-        worker_id = re.search(r'worker="([^"]*)"', worker_label).group(1)  # type: ignore[union-attr]
         assert samples[("payq_worker_claimed_total", f'{{worker="{worker_id}"}}')] == 6
         assert samples[("payq_worker_tasks_total", f'{{worker="{worker_id}",outcome="success"}}')] == 5
         assert samples[("payq_worker_tasks_total", f'{{worker="{worker_id}",outcome="fail"}}')] == 1
