@@ -267,6 +267,21 @@ def test_a_short_token_is_refused(payq_db: payq.Database) -> None:
         make_app(payq_db)
 
 
+def test_signatures_bind_purpose_and_every_part() -> None:
+    from payq.dashboard.auth import Signer
+
+    signer = Signer(b"k" * 32)
+    signature = signer.sign("csrf", "nonce", "dashboard:ann")
+    assert signer.verify(signature, "csrf", "nonce", "dashboard:ann")
+    assert not signer.verify(signature, "session", "nonce", "dashboard:ann")
+    assert not signer.verify(signature, "csrf", "nonce", "dashboard:bob")
+    assert not Signer(b"x" * 32).verify(signature, "csrf", "nonce", "dashboard:ann")
+    # Fields cannot be shifted across their boundaries, the purpose included.
+    assert signer.sign("a", "bc") != signer.sign("ab", "c")
+    assert signer.sign("a|1:b") != signer.sign("a", "b")
+    assert signer.sign("a", "") != signer.sign("a")
+
+
 # ---------------------------------------------------------------- CSRF and reasons
 
 

@@ -379,6 +379,25 @@ def test_callable_status_check(payq_db: payq.Database, provider: FakeProvider) -
     assert provider.applied_count("wd-call") == 1 and provider.request_count("wd-call") == 1
 
 
+def test_status_check_answers_the_engine_cannot_use_are_unknown(payq_db: payq.Database) -> None:
+    from payq import _core as core
+    from payq.http import _status_adapter
+
+    payq_db.enqueue("payout", {}, queue="checks")
+    [claimed] = core.outbox_claim(payq_db._core, "checks", "test-worker", 1)
+    assert _status_adapter(lambda task: "applied")(claimed) == ("applied", "null", "")
+    assert _status_adapter(lambda task: ("applied", {"id": 7}))(claimed) == ("applied", '{"id": 7}', "")
+    for answer in (None, 3, ("applied",), ("applied", 1, 2), "maybe", ("maybe", {})):
+        finding, result_json, detail = _status_adapter(lambda task, a=answer: a)(claimed)
+        assert (finding, result_json) == ("unknown", "null"), answer
+        assert detail == f"the status check returned {answer!r}"
+
+    def broken(task: payq.Task) -> Any:
+        raise LookupError("status service down")
+
+    assert _status_adapter(broken)(claimed) == ("unknown", "null", "LookupError: status service down")
+
+
 # ---------------------------------------------------------------- redirects, huge bodies, TLS
 
 

@@ -102,6 +102,26 @@ def test_a_failing_scrape_answers_503_and_the_server_lives_on() -> None:
             assert response.read() == b"# HELP x y\n# TYPE x gauge\nx 1\n"
 
 
+def test_a_bug_in_rendering_answers_500() -> None:
+    def render_metrics() -> str:
+        raise KeyError("no such counter")
+
+    with MetricsServer(render_metrics) as server:
+        with pytest.raises(urllib.error.HTTPError) as failed:
+            urllib.request.urlopen(server.url, timeout=10)
+        assert failed.value.code == 500
+        assert b"KeyError" in failed.value.read()
+
+
+def test_stop_is_safe_before_start_and_twice() -> None:
+    server = MetricsServer(lambda: "")
+    server.stop()  # never started: returns at once
+    server.stop()
+    with MetricsServer(lambda: "") as started:
+        started.start()  # already serving: no second thread
+    started.stop()  # after __exit__ stopped it
+
+
 def test_bad_port_is_a_typed_error() -> None:
     with pytest.raises(payq.InvalidArgument):
         MetricsServer(lambda: "", port=70000)

@@ -296,10 +296,10 @@ void Transaction::commit() {
     }
     throw DatabaseError("the transaction failed earlier and was rolled back; nothing was committed", "25P02");
   }
+  // COMMIT goes as a plain statement (libpqxx sees a nontransaction), so
+  // a lost connection is the one way its outcome becomes unknown.
   try {
     work->exec("COMMIT");
-  } catch (const pqxx::in_doubt_error& e) {
-    throw CommitUnknown(std::string("commit outcome unknown: ") + e.what());
   } catch (const pqxx::broken_connection& e) {
     throw CommitUnknown(std::string("connection lost during commit, outcome unknown: ") + e.what());
   } catch (...) {

@@ -14,7 +14,7 @@ import json
 import re
 import sys
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, NoReturn, Optional
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 import payq
 from payq.embedded import EmbeddedServer
@@ -40,7 +40,7 @@ def _duration(text: str) -> timedelta:
     return int(match.group(1)) * _DURATION_UNITS[match.group(2)]
 
 
-def _rate(text: str) -> tuple:
+def _rate(text: str) -> Tuple[int, timedelta]:
     """``10/1s``: at most 10 starts per second."""
     count, _, window = text.partition("/")
     if not count.isdigit() or not window:
@@ -48,7 +48,7 @@ def _rate(text: str) -> tuple:
     return int(count), _duration(window)
 
 
-def _amount_limit(text: str) -> tuple:
+def _amount_limit(text: str) -> Tuple[payq.Money, timedelta]:
     """``50000.00CNY/1h``: at most that much money started per window."""
     money, _, window = text.partition("/")
     match = re.match(r"^([0-9]+(?:\.[0-9]+)?)([A-Z][A-Z0-9_]{2,11})$", money.strip())
@@ -160,7 +160,7 @@ def cmd_ledger_accounts(args: argparse.Namespace) -> int:
     return 0
 
 
-def _account_json(a: "payq.Account") -> dict:
+def _account_json(a: "payq.Account") -> Dict[str, Any]:
     return {
         "id": a.id,
         "owner": a.owner,
@@ -212,7 +212,7 @@ def _task_line(t: "payq.Task") -> str:
             f"{t.attempt:>3}/{t.max_attempts:<3} {(t.error or '')[:40]}")
 
 
-def _task_json(t: "payq.Task") -> dict:
+def _task_json(t: "payq.Task") -> Dict[str, Any]:
     return {
         "id": t.id, "queue": t.queue, "kind": t.kind, "state": t.state, "attempt": t.attempt,
         "max_attempts": t.max_attempts, "idempotency_key": t.idempotency_key, "unique_key": t.unique_key,
@@ -279,7 +279,7 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     return 0
 
 
-def _queue_json(q: Any) -> dict:
+def _queue_json(q: Any) -> Dict[str, Any]:
     return {
         "name": q.name, "paused": q.paused,
         "paused_until": None if q.paused_until is None else q.paused_until.isoformat(),

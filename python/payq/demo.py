@@ -78,10 +78,14 @@ class DemoReport:
 
     @property
     def conserved(self) -> bool:
+        """True when the money funded equals what was paid out plus what is left in the wallets."""
         return self.money_in == self.paid_out + self.left_in_wallets
 
     @property
     def ok(self) -> bool:
+        """True when every check passed: audit clean, money conserved, no key
+        paid twice, ledger and provider agree, no task unfinished or waiting
+        for review."""
         return (self.audit_ok and self.conserved and self.provider_keys_paid_twice == 0
                 and self.ledger_provider_mismatches == 0 and self.needs_review == 0
                 and self.paid_out == self.provider_paid and self.unfinished == 0)
@@ -120,6 +124,9 @@ def run_demo(
     keys_lock = threading.Lock()
 
     def withdraw(index: int) -> None:
+        """Make thread ``index``'s share of the withdrawals (every
+        ``thread_count``-th from ``index``), each a hold plus a payout task
+        in one transaction."""
         rng = random.Random(index)
         for n in range(index, withdrawal_count, thread_count):
             wallet_index = rng.randrange(wallet_count)

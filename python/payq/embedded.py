@@ -44,6 +44,7 @@ class EmbeddedServer:
 
     @property
     def home(self) -> str:
+        """The cluster's home directory, as an absolute path."""
         return str(self._core.home)
 
     @property
@@ -61,6 +62,7 @@ class EmbeddedServer:
         self._core.down()
 
     def status(self) -> EmbeddedStatus:
+        """Whether the cluster exists and runs, and where (starts nothing)."""
         return EmbeddedStatus(**self._core.status())
 
     def remove_when_process_exits(self) -> None:

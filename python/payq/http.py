@@ -96,10 +96,12 @@ class HttpKind:
 
     @property
     def method(self) -> str:
+        """The HTTP method, e.g. ``"POST"``."""
         return str(self._core.method)
 
     @property
     def url(self) -> str:
+        """The URL template as configured (placeholders not filled in)."""
         return str(self._core.url)
 
     def __repr__(self) -> str:
@@ -226,11 +228,17 @@ def _status_adapter(check: StatusCheck) -> Callable[[Any], Tuple[str, str, str]]
     engine expects; anything unexpected is ``unknown``."""
 
     def run(core_task: Any) -> Tuple[str, str, str]:
+        """Run ``check`` on the task: ``(finding, result JSON, detail)``."""
         try:
             answer = check(Task._from_core(core_task))
         except Exception as exc:  # noqa: BLE001 - a failed check proves nothing
             return ("unknown", "null", f"{type(exc).__name__}: {exc}"[:_DETAIL_CHARS_MAX])
-        finding, result = (answer, None) if isinstance(answer, str) else answer
+        if isinstance(answer, str):
+            finding, result = answer, None
+        elif isinstance(answer, tuple) and len(answer) == 2:
+            finding, result = answer
+        else:
+            finding, result = None, None
         if finding not in _FINDINGS:
             return ("unknown", "null", f"the status check returned {answer!r}"[:_DETAIL_CHARS_MAX])
         try:
@@ -248,6 +256,7 @@ def _add_to_core(registry: Any, kind: str, http_kind: HttpKind, client: Any, bas
     """Register ``http_kind`` in a core registry, calling through ``client``."""
 
     def ms(value: Optional[timedelta]) -> Optional[int]:
+        """``value`` in whole milliseconds (``None`` stays ``None``)."""
         return None if value is None else value // timedelta(milliseconds=1)
 
     adapter = None if http_kind.status_check is None else _status_adapter(http_kind.status_check)

@@ -186,6 +186,8 @@ class CallbackServer:
 
     @property
     def url(self) -> str:
+        """The ``http://host:port/callbacks`` address to give the provider
+        (any path is accepted)."""
         host, port = self._server.server_address[:2]
         return f"http://{host if isinstance(host, str) else host.decode()}:{port}/callbacks"
 

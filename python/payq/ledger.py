@@ -134,10 +134,12 @@ class Entry:
 
     @property
     def pending(self) -> bool:
+        """True while the entry is a deferred credit not yet journaled (no ``seq``)."""
         return self.seq is None
 
     @property
     def balance_before(self) -> Optional[Money]:
+        """The account's balance just before this entry (``None`` while pending)."""
         return None if self.balance_after is None else self.balance_after - self.amount
 
     @classmethod
@@ -240,6 +242,7 @@ class AuditReport:
 
     @property
     def ok(self) -> bool:
+        """True when no check found a violation."""
         return not self.violations
 
     def __bool__(self) -> bool:

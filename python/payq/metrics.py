@@ -75,9 +75,11 @@ class _Text:
         family[2].append(f"{name}{suffix}{_labels(labels or {})} {number}")
 
     def declare(self, name: str, kind: str, help_text: str) -> None:
+        """Declare family ``name`` (its HELP/TYPE is written even without samples)."""
         self._families.setdefault(name, (kind, help_text, []))
 
     def text(self) -> str:
+        """Every family, in the order first declared or added, as Prometheus text."""
         lines: List[str] = []
         for name, (kind, help_text, samples) in self._families.items():
             lines.append(f"# HELP {name} {help_text}")
@@ -156,8 +158,9 @@ def _add_duration_histogram(out: _Text, stats: Mapping[str, Any], base: Mapping[
 class MetricsServer:
     """Serves ``/metrics`` over HTTP from a daemon thread.
 
-    ``render`` is called on every scrape; an error while rendering answers
-    503 with the error's text (the scrape fails visibly, the worker runs on).
+    ``render`` is called on every scrape; a :class:`payq.Error` while
+    rendering answers 503 with the error's text, any other exception 500
+    (the scrape fails visibly, the worker runs on).
     Use as a context manager, or :meth:`start` / :meth:`stop`.
     """
 
@@ -171,23 +174,31 @@ class MetricsServer:
 
     @property
     def port(self) -> int:
+        """The port listened on (the one the OS chose when given 0)."""
         return int(self._server.server_address[1])
 
     @property
     def url(self) -> str:
+        """The ``http://host:port/metrics`` address to scrape."""
         host = self._server.server_address[0]
         return f"http://{host if isinstance(host, str) else host.decode()}:{self.port}/metrics"
 
     def start(self) -> "MetricsServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="payq-metrics", daemon=True)
-        self._thread.start()
+        """Serve from a daemon thread (a no-op if already serving) and return ``self``."""
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._server.serve_forever, name="payq-metrics", daemon=True)
+            self._thread.start()
         return self
 
     def stop(self) -> None:
-        self._server.shutdown()
+        """Stop serving, join the thread and close the socket. Idempotent,
+        and safe before :meth:`start`."""
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            # shutdown() waits for the serving loop, so only when one runs.
+            self._server.shutdown()
+            thread.join()
         self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
 
     def __enter__(self) -> "MetricsServer":
         return self.start()
@@ -205,8 +216,11 @@ class MetricsServer:
                     return
                 try:
                     body = render_metrics().encode()
-                except Error as exc:
+                except Error as exc:  # the database is unreachable, a timeout, ...: try again later
                     self._answer(503, "text/plain; charset=utf-8", f"{type(exc).__name__}: {exc}\n".encode())
+                    return
+                except Exception as exc:  # noqa: BLE001 - a bug in rendering still gets an answer
+                    self._answer(500, "text/plain; charset=utf-8", f"{type(exc).__name__}: {exc}\n".encode())
                     return
                 self._answer(200, CONTENT_TYPE, body)
 

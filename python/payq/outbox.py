@@ -18,7 +18,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
-from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from payq._native import core
 from payq.errors import InvalidArgument
@@ -371,8 +371,8 @@ class QueueInfo:
     paused: bool
     paused_until: Optional[datetime]
     concurrency: Optional[int]
-    rate: Optional[tuple]  # (count, timedelta)
-    amount: Optional[tuple]  # (Money, timedelta)
+    rate: Optional[Tuple[int, timedelta]]  # (count, window)
+    amount: Optional[Tuple[Money, timedelta]]  # (money, window)
     weight: int
     pending: int
     runnable: int
@@ -444,8 +444,8 @@ class Queues:
         name: str,
         *,
         concurrency: Optional[int] = None,
-        rate: Optional[tuple] = None,
-        amount: Optional[tuple] = None,
+        rate: Optional[Tuple[int, timedelta]] = None,
+        amount: Optional[Tuple[Money, timedelta]] = None,
         weight: int = 1,
     ) -> None:
         """Set a queue's limits: ``concurrency`` running tasks at most;
@@ -487,6 +487,7 @@ class Queues:
         core.outbox_queue_pause(self._target, name, True)
 
     def resume(self, name: str) -> None:
+        """Let workers claim this queue again (also ends a back-pressure pause)."""
         core.outbox_queue_pause(self._target, name, False)
 
     def pause_for(self, name: str, duration: timedelta) -> None:

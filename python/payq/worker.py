@@ -148,6 +148,9 @@ def _adapter(function: HandlerFunction) -> Callable[[Any, str, int], Reported]:
     """Runs ``function`` and reports its outcome as the engine expects."""
 
     def run(core_task: Any, worker_id: str, lease_token: int) -> Reported:
+        """Run ``function`` on one claimed task: ``None`` if it completed
+        the task itself, else ``(outcome, result JSON, error, retry delay in
+        milliseconds or None)``."""
         task = TaskRun(Task._from_core(core_task), worker_id, lease_token)
         try:
             result = function(task)
@@ -194,6 +197,8 @@ class Registry:
         than success, still completes on its own."""
 
         def register(function: HandlerFunction) -> HandlerFunction:
+            """Register ``function`` for ``kind`` and return it unchanged;
+            raises :class:`payq.InvalidArgument` if ``kind`` already has one."""
             if kind in self._handlers:
                 raise InvalidArgument(f"a handler for {kind!r} is already registered")
             self._handlers[kind] = _Registration(function, base_delay, max_delay, multiplier, batched_completion)
@@ -287,6 +292,7 @@ class Registry:
         return compiled
 
     def kinds(self) -> List[str]:
+        """The registered task kinds (Python and HTTP), sorted."""
         return sorted(self._handlers)
 
     def _to_core(self) -> "core.HandlerRegistry":
@@ -363,6 +369,9 @@ class Worker:
         self._core.request_stop()
 
     def stats(self) -> Dict[str, Any]:
+        """The worker's counters since it was created (``claimed``,
+        ``succeeded``, ``in_flight``, ...) by name; :mod:`payq.metrics`
+        exports them."""
         s = self._core.stats()
         return {name: getattr(s, name) for name in dir(s) if not name.startswith("_")}
 

@@ -88,6 +88,7 @@ class _State:
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def database(self) -> payq.Database:
+        """The application's :class:`payq.Database`, connected on first use."""
         # Connected on first use, not in init_app: `flask --help` and
         # `flask routes` must work without a database.
         with self._lock:
@@ -180,6 +181,7 @@ class AppConnection:
             database = self._database
 
             def committed(committed_session: Any) -> None:
+                """Wake the workers of the queues enqueued to before this commit."""
                 queues_now = committed_session.info.pop(_SESSION_NOTIFY, set())
                 if queues_now:
                     database.notify(queues_now)
@@ -218,6 +220,7 @@ class Payq:
 
     @property
     def schema(self) -> str:
+        """The schema of payq's tables for the current application (``PAYQ_SCHEMA``)."""
         return self._current().schema
 
     def transaction(self) -> payq.Transaction:
@@ -287,11 +290,13 @@ def mount_dashboard(app: Flask, prefix: str, *, authenticate: Callable[[], Optio
     lock = threading.Lock()
 
     def actor(environ: Dict[str, Any]) -> Optional[str]:
+        """Run ``authenticate`` for this request: ``"flask:<name>"``, or None to refuse."""
         with app.request_context(environ):
             name = authenticate()
         return f"flask:{name}" if name else None
 
     def dashboard(environ: Dict[str, Any], start_response: Any) -> Iterable[bytes]:
+        """The dashboard as a WSGI application, built on its first request."""
         # Built on first use: init_app must not need the database.
         with lock:
             if "app" not in built:

@@ -82,10 +82,13 @@ class Signer:
         self._key = key
 
     def sign(self, purpose: str, *parts: str) -> str:
-        message = purpose.encode() + b"".join(b"|%d:%s" % (len(p.encode()), p.encode()) for p in parts)
+        """The signature of ``parts`` for ``purpose``: URL-safe base64, unpadded."""
+        # Every field is length-prefixed, so no two (purpose, parts) share a message.
+        message = b"".join(b"%d:%s|" % (len(field), field) for field in (s.encode() for s in (purpose, *parts)))
         return _b64(hmac.new(self._key, message, hashlib.sha256).digest())
 
     def verify(self, signature: str, purpose: str, *parts: str) -> bool:
+        """True if ``signature`` is :meth:`sign` of ``purpose`` and ``parts`` (constant-time)."""
         return hmac.compare_digest(signature.encode(), self.sign(purpose, *parts).encode())
 
 
@@ -107,6 +110,7 @@ class Session:
 
     @property
     def actor(self) -> str:
+        """The actor recorded for this operator's actions: ``dashboard:<operator>``."""
         return f"dashboard:{self.operator}"
 
 
@@ -122,10 +126,14 @@ class TokenLogin:
         self.signer = Signer(hmac.new(token.encode(), b"payq dashboard v1", hashlib.sha256).digest())
 
     def token_matches(self, candidate: str) -> bool:
+        """True if ``candidate`` is the login token (constant-time)."""
         # Digests first: compare_digest is constant-time only for equal lengths.
         return hmac.compare_digest(hashlib.sha256(candidate.encode()).digest(), self._token_digest)
 
     def session_cookie(self, operator: str, now: Optional[float] = None) -> str:
+        """A signed session cookie value for ``operator``, valid for
+        ``SESSION_TTL_S`` seconds (12 hours) from ``now`` (Unix time in
+        seconds; default the current time)."""
         expires_at = int(now if now is not None else time.time()) + SESSION_TTL_S
         payload = f"{expires_at}.{_b64(operator.encode())}"
         return f"{payload}.{self.signer.sign('session', payload)}"
@@ -156,12 +164,16 @@ class Csrf:
 
     @staticmethod
     def new_nonce() -> str:
+        """A fresh per-browser nonce for the CSRF cookie: 256 random bits, URL-safe."""
         return secrets.token_urlsafe(32)
 
     def token(self, nonce: str, actor: str) -> str:
+        """The CSRF token for ``actor``'s forms in the browser holding ``nonce``."""
         return self._signer.sign("csrf", nonce, actor)
 
     def valid(self, nonce: Optional[str], actor: str, presented: Optional[str]) -> bool:
+        """True if ``presented`` is :meth:`token` of ``nonce`` and ``actor``
+        (constant-time); False when either is missing."""
         if not nonce or not presented:
             return False
         return self._signer.verify(presented, "csrf", nonce, actor)

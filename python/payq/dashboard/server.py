@@ -69,6 +69,7 @@ class DashboardServer:
 
     @property
     def port(self) -> int:
+        """The port listened on (the one the OS chose when given 0)."""
         return int(self._server.server_address[1])
 
     @property
@@ -78,6 +79,7 @@ class DashboardServer:
         return f"http://[{host}]:{self.port}/" if _is_ipv6(host) else f"http://{host}:{self.port}/"
 
     def start(self) -> "DashboardServer":
+        """Serve from a background thread (a no-op if already serving) and return ``self``."""
         if self._thread is None:
             self._thread = threading.Thread(target=self._server.serve_forever, args=(POLL_INTERVAL_S,),
                                             name="payq-dashboard-server", daemon=True)
@@ -109,6 +111,7 @@ def serve(db: "payq.Database", *, token: str, host: str = "127.0.0.1", port: int
     stop = threading.Event()
 
     def request_stop(signum: int, frame: Optional[FrameType]) -> None:
+        """Signal handler: end the serving loop."""
         stop.set()
 
     previous: Dict[int, Any] = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGINT, signal.SIGTERM)}
@@ -143,6 +146,8 @@ def run(db: "payq.Database", *, host: str, port: int, allowed_origins: Iterable[
     log.setLevel(logging.INFO)
 
     def ready(url: str) -> None:
+        """Print where the dashboard serves, the generated token if any, and a
+        warning when ``host`` is not loopback."""
         print(f"payq dashboard: serving {url} (SIGINT or SIGTERM stops it)", file=err, flush=True)
         if generated:
             print(f"payq dashboard: login token (shown once; set {TOKEN_ENV} to choose one): {token}",

@@ -55,13 +55,18 @@ class Context:
     """True when the dashboard's own login is in use (a logout button)."""
 
     def url(self, path: str, **query: object) -> str:
+        """A URL inside the dashboard (see :meth:`Request.url`)."""
         return self.request.url(path, **query)
 
     def csrf_field(self) -> Html:
+        """The hidden ``csrf`` input that every form carries."""
         return html('<input type="hidden" name="csrf" value="{token}">', token=self.csrf)
 
     def render(self, title: str, content: Html, *, status: int = 200, notice: Optional[str] = None,
                error: Optional[str] = None) -> Response:
+        """An HTML response: ``content`` in the dashboard's page layout, with
+        an optional ``notice`` or ``error`` and, under the dashboard's own
+        login, a logout button."""
         logout = None
         if self.logout:
             logout = html('<form method="post" action="{action}" class="logout">{csrf}'
@@ -127,6 +132,7 @@ def _queue_row(ctx: Context, q: "payq.outbox.QueueInfo") -> List[object]:
     limits = q.limits_text()
 
     def count(state_name: str, value: int) -> Html:
+        """``value``, linked to the queue's tasks in ``state_name`` unless it is 0."""
         if not value:
             return escape(value)
         return html('<a href="{href}">{n}</a>', href=ctx.url("/tasks", queue=q.name, state=state_name), n=value)
@@ -329,6 +335,7 @@ def task_page(ctx: Context, task_id: int, *, status: int = 200, error: Optional[
 
 
 def task_detail(ctx: Context, task_id: str) -> Response:
+    """The page of the task whose id is in the URL (see :func:`task_page`)."""
     return task_page(ctx, int(task_id))
 
 

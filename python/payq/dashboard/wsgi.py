@@ -75,6 +75,8 @@ class Request:
 
     @classmethod
     def from_environ(cls, environ: Environ) -> "Request":
+        """Parse a WSGI environ (the form is read later, by :meth:`form`);
+        raises :class:`HttpError` 400 for a non-UTF-8 path or a bad query string."""
         path = _wsgi_text(environ.get("PATH_INFO", "") or "/")
         if not path.startswith("/"):
             path = "/" + path
@@ -94,6 +96,7 @@ class Request:
 
     @property
     def scheme(self) -> str:
+        """``http`` or ``https``, from ``wsgi.url_scheme``."""
         return str(self.environ.get("wsgi.url_scheme", "http"))
 
     @property
@@ -151,6 +154,7 @@ class Response:
 
     @classmethod
     def text(cls, status: int, text: str) -> "Response":
+        """A plain-text (UTF-8) response with ``status``."""
         return cls(status, text.encode("utf-8"), "text/plain; charset=utf-8")
 
     def set_cookie(self, name: str, value: str, *, path: str, secure: bool, max_age: Optional[int] = None) -> None:
@@ -163,6 +167,7 @@ class Response:
         self.headers.append(("Set-Cookie", "; ".join(parts)))
 
     def delete_cookie(self, name: str, *, path: str, secure: bool) -> None:
+        """Tell the browser to drop cookie ``name`` (empty, ``Max-Age=0``)."""
         self.set_cookie(name, "", path=path, secure=secure, max_age=0)
 
     def start(self, start_response: StartResponse) -> List[bytes]:

@@ -123,12 +123,17 @@ class _FaultPlan:
         self._redirect_url: Optional[str] = None
 
     def queue(self, kind: str, count: int, key: Optional[str], params: Dict[str, Any]) -> None:
+        """Queue ``count`` faults of ``kind`` (for ``key`` only, if given),
+        ``params`` over the kind's current defaults; raises ValueError for a
+        bad kind, parameter or count."""
         if isinstance(count, bool) or not isinstance(count, int) or count < 1:
             raise ValueError("count is an int >= 1")
         with self._lock:
             self._queued.append(_Fault(kind, _fault_params(kind, params, self._defaults.get(kind, {})), key, count))
 
     def set_rates(self, rates: Dict[str, float]) -> None:
+        """Replace the random fault rates (kind: probability); raises
+        ValueError unless each is 0..1 and they add up to at most 1."""
         for kind, probability in rates.items():
             _fault_params(kind, {}, {})
             if isinstance(probability, bool) or not isinstance(probability, (int, float)) \
@@ -140,10 +145,13 @@ class _FaultPlan:
             self._rates = [(kind, float(p)) for kind, p in rates.items() if p > 0]
 
     def set_defaults(self, kind: str, params: Dict[str, Any]) -> None:
+        """Change ``kind``'s parameters for faults queued or drawn from now on
+        (raises ValueError)."""
         with self._lock:
             self._defaults[kind] = _fault_params(kind, params, self._defaults.get(kind, {}))
 
     def clear(self) -> None:
+        """Forget queued faults and random rates (defaults and the redirect stay)."""
         with self._lock:
             self._queued.clear()
             self._rates = []
@@ -168,11 +176,13 @@ class _FaultPlan:
 
     @property
     def redirect_url(self) -> Optional[str]:
+        """Where every POST /payouts is redirected (307), or None."""
         with self._lock:
             return self._redirect_url
 
     @redirect_url.setter
     def redirect_url(self, url: Optional[str]) -> None:
+        """Redirect every POST /payouts to ``url`` (None: stop)."""
         with self._lock:
             self._redirect_url = url
 
@@ -188,6 +198,8 @@ class _PayoutRequest:
 
     @classmethod
     def parse(cls, raw: bytes) -> Optional["_PayoutRequest"]:
+        """The payout in a JSON body, or None unless it has a non-empty
+        ``account`` and ``currency`` and a positive int ``amount_minor``."""
         try:
             body = json.loads(raw)
         except ValueError:
@@ -235,6 +247,8 @@ class _Book:
         self._event_ids = itertools.count(1)
 
     def count_request(self, payout_key: Optional[str]) -> None:
+        """Count one HTTP request, and one for ``payout_key`` if given (the
+        idempotency key of a POST /payouts)."""
         with self._lock:
             self._requests_total += 1
             if payout_key is not None:
@@ -280,34 +294,41 @@ class _Book:
                 "currency": request.currency}
 
     def answer(self, key: str) -> Optional[Json]:
+        """A copy of ``key``'s definite answer, or None."""
         with self._lock:
             record = self._records.get(key)
             return None if record is None else dict(record.body)
 
     def event(self, key: str) -> Optional[Json]:
+        """A copy of the callback event of ``key``'s definite answer, or None."""
         with self._lock:
             record = self._records.get(key)
             return None if record is None else dict(record.event)
 
     @property
     def balance_minor(self) -> int:
+        """The provider's remaining funds, in minor units."""
         with self._lock:
             return self._balance_minor
 
     def applied_count(self, key: str) -> int:
+        """How many times money moved for ``key`` (0 or 1)."""
         with self._lock:
             return self._applied_count[key]
 
     def request_count(self, key: str) -> int:
+        """How many POST /payouts requests carried idempotency key ``key``."""
         with self._lock:
             return self._request_count[key]
 
     def applied(self) -> Dict[str, int]:
+        """A snapshot: the amount applied per key, in minor units."""
         with self._lock:
             return dict(self._applied)
 
     @property
     def requests_total(self) -> int:
+        """Every HTTP request counted so far, on any path."""
         with self._lock:
             return self._requests_total
 
@@ -360,15 +381,20 @@ class _Callbacks:
 
     @property
     def url(self) -> Optional[str]:
+        """Where notifications are POSTed (None: nowhere)."""
         with self._cond:
             return self._url
 
     @url.setter
     def url(self, url: Optional[str]) -> None:
+        """Change where notifications go, queued ones included (None: nowhere)."""
         with self._cond:
             self._url = url
 
     def configure(self, duplicate: int, delay_ms: int, shuffle: bool, forge: bool) -> None:
+        """Set how later notifications misbehave (see
+        :meth:`FakeProvider.callback_mode`); raises ValueError for a bad
+        ``duplicate`` or ``delay_ms``."""
         if isinstance(duplicate, bool) or not isinstance(duplicate, int) or duplicate < 1:
             raise ValueError("duplicate is an int >= 1")
         if isinstance(delay_ms, bool) or not isinstance(delay_ms, int) or delay_ms < 0:
@@ -378,9 +404,12 @@ class _Callbacks:
             self._shuffle, self._forge = bool(shuffle), bool(forge)
 
     def start(self) -> None:
+        """Start the sending thread."""
         self._thread.start()
 
     def stop(self) -> None:
+        """Stop sending (waiting up to ``STOP_JOIN_S`` seconds for the
+        thread) and drop every notification not yet sent."""
         with self._cond:
             self._stopped = True
             self._cond.notify_all()
@@ -393,6 +422,8 @@ class _Callbacks:
             self._cond.notify_all()
 
     def submit(self, event: Json) -> None:
+        """Queue ``event`` to be sent ``duplicate`` times, ``delay_ms`` from
+        now; dropped if there is no URL or sending has stopped."""
         with self._cond:
             if self._url is None or self._stopped:
                 return
@@ -403,6 +434,8 @@ class _Callbacks:
             self._cond.notify_all()
 
     def drain(self, timeout_s: float) -> bool:
+        """Wait up to ``timeout_s`` seconds until every queued notification was
+        sent or given up (shuffle buffers are flushed); False on timeout."""
         with self._cond:
             self._draining += 1
             self._cond.notify_all()
@@ -528,6 +561,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     @property
     def provider(self) -> "FakeProvider":
+        """The :class:`FakeProvider` this connection serves."""
         return self.server.provider
 
     def setup(self) -> None:
@@ -781,8 +815,10 @@ class FakeProvider:
 
     @property
     def url(self) -> str:
-        """``http://<host>:<port>``, without a trailing slash."""
-        host = str(self._server.server_address[0]) if self._server is not None else self._address[0]
+        """``http://<host>:<port>``, without a trailing slash (known once started)."""
+        if self._server is None:
+            raise RuntimeError("start the FakeProvider first")
+        host = str(self._server.server_address[0])
         host = f"[{host}]" if ":" in host else host
         return f"http://{host}:{self.port}"
 
@@ -860,6 +896,7 @@ class FakeProvider:
 
     @callback_url.setter
     def callback_url(self, url: Optional[str]) -> None:
+        """Change where notifications go (None: nowhere)."""
         self._callbacks.url = url
 
     def callback_mode(self, duplicate: int = 1, delay_ms: int = 0, shuffle: bool = False, forge: bool = False) -> None:
