@@ -8,6 +8,7 @@
 #include <cstdlib>
 #include <thread>
 #include <iostream>
+#include <map>
 #include <random>
 #include <sstream>
 #include <vector>
@@ -27,6 +28,7 @@ namespace {
 struct Options {
   std::vector<int> client_counts = {1, 4, 8, 16};
   int duration_ms = 3000;
+  int round_count = 3;  // each point is the median of this many interleaved runs
   int account_count = 1000;
   bool durable = true;
   std::string dsn;  // empty: a throwaway embedded cluster
@@ -43,6 +45,9 @@ Options parse(int argc, char** argv) {
     };
     if (arg == "--duration-ms") {
       options.duration_ms = std::stoi(next());
+    } else if (arg == "--rounds") {
+      options.round_count = std::stoi(next());
+      if (options.round_count < 1) throw std::runtime_error("--rounds needs at least 1");
     } else if (arg == "--accounts") {
       options.account_count = std::stoi(next());
     } else if (arg == "--clients") {
@@ -58,7 +63,7 @@ Options parse(int argc, char** argv) {
       options.durable = false;
     } else {
       throw std::runtime_error("unknown argument " + arg +
-                               " (--duration-ms N, --accounts N, --clients 1,4,8,16, --variants raw_sql,..., --dsn DSN, "
+                               " (--duration-ms N, --rounds N, --accounts N, --clients 1,4,8,16, --variants raw_sql,..., --dsn DSN, "
                                "--no-fsync)");
     }
   }
@@ -120,6 +125,17 @@ Fixture prepare(Database& db, const Options& options) {
   return f;
 }
 
+double median(std::vector<double> values) {
+  std::sort(values.begin(), values.end());
+  const std::size_t middle = values.size() / 2;
+  return values.size() % 2 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
+}
+
+double rounded(double value, int decimals) {
+  const double scale = std::pow(10.0, decimals);
+  return std::round(value * scale) / scale;
+}
+
 std::pair<std::int64_t, std::int64_t> random_pair(std::mt19937_64& random, const std::vector<std::int64_t>& ids) {
   const auto a = ids[random() % ids.size()];
   auto b = a;
@@ -152,58 +168,76 @@ int main(int argc, char** argv) {
     bool met = true;
     for (int clients : options.client_counts) {
       json row = {{"clients", clients}};
-      for (const auto& [variant, name] : variants) {
-        if (!options.variants.empty() &&
-            std::find(options.variants.begin(), options.variants.end(), name) == options.variants.end()) {
-          continue;
-        }
-        auto make_client = [&, variant = variant, clients](int index) -> std::function<bool()> {
-          auto random = std::make_shared<std::mt19937_64>(static_cast<std::uint64_t>(index) * 1000003 + clients);
-          auto counter = std::make_shared<std::int64_t>(0);
-          if (variant == Variant::raw) {
-            auto connection = std::make_shared<Connection>(ConnectionOptions{dsn, "payq", true});
-            return [=]() {
+      // Rounds interleave the variants, so a drift of the machine (or the
+      // tables' growth) during the run weighs on every variant alike.
+      std::map<std::string, std::vector<double>> rates;
+      for (int round = 0; round < options.round_count; ++round) {
+        for (const auto& [variant, name] : variants) {
+          if (!options.variants.empty() &&
+              std::find(options.variants.begin(), options.variants.end(), name) == options.variants.end()) {
+            continue;
+          }
+          auto make_client = [&, variant = variant, name = name, clients, round](int index) -> std::function<bool()> {
+            auto random = std::make_shared<std::mt19937_64>(static_cast<std::uint64_t>(index) * 1000003 + clients);
+            auto counter = std::make_shared<std::int64_t>(0);
+            if (variant == Variant::raw) {
+              auto connection = std::make_shared<Connection>(ConnectionOptions{dsn, "payq", true});
+              return [=]() {
+                auto [a, b] = random_pair(*random, fixture.users);
+                const std::string amount = std::to_string(1 + (*random)() % 10000);
+                Transaction tx(*connection);
+                tx.exec(raw_lock, {std::to_string(a), std::to_string(b)});
+                tx.exec(raw_update, {std::to_string(a), std::to_string(b), amount});
+                tx.exec(raw_insert, {std::to_string(a), std::to_string(b), amount});
+                tx.commit();
+                return true;
+              };
+            }
+            return [=, &db]() {
               auto [a, b] = random_pair(*random, fixture.users);
-              const std::string amount = std::to_string(1 + (*random)() % 10000);
-              Transaction tx(*connection);
-              tx.exec(raw_lock, {std::to_string(a), std::to_string(b)});
-              tx.exec(raw_update, {std::to_string(a), std::to_string(b), amount});
-              tx.exec(raw_insert, {std::to_string(a), std::to_string(b), amount});
-              tx.commit();
+              TransferRequest r;
+              r.key = std::string(name) + "-" + std::to_string(clients) + "-" + std::to_string(round) + "-" +
+                      std::to_string(index) + "-" + std::to_string((*counter)++);
+              r.source_id = a;
+              r.target_id = b;
+              r.amount_minor = 1 + static_cast<std::int64_t>((*random)() % 10000);
+              if (variant != Variant::payq_transfer) {
+                Fee fee;
+                fee.rate_bps = 60;
+                fee.fixed_minor = 1;
+                r.fee = fee;
+                r.fee_account_id = variant == Variant::payq_fee_hot ? fixture.fee_hot : fixture.fee_locked;
+              }
+              db.transact([&](Transaction& tx) { Ledger(tx).transfer(r); });
               return true;
             };
-          }
-          return [=, &db]() {
-            auto [a, b] = random_pair(*random, fixture.users);
-            TransferRequest r;
-            r.key = std::string(name) + "-" + std::to_string(clients) + "-" + std::to_string(index) + "-" +
-                    std::to_string((*counter)++);
-            r.source_id = a;
-            r.target_id = b;
-            r.amount_minor = 1 + static_cast<std::int64_t>((*random)() % 10000);
-            if (variant != Variant::payq_transfer) {
-              Fee fee;
-              fee.rate_bps = 60;
-              fee.fixed_minor = 1;
-              r.fee = fee;
-              r.fee_account_id = variant == Variant::payq_fee_hot ? fixture.fee_hot : fixture.fee_locked;
-            }
-            db.transact([&](Transaction& tx) { Ledger(tx).transfer(r); });
-            return true;
           };
-        };
-        const bench::RunResult result = bench::run_clients(clients, duration, make_client);
-        row[std::string(name) + "_per_s"] = std::round(result.per_second() * 10) / 10;
+          const bench::RunResult result = bench::run_clients(clients, duration, make_client);
+          rates[name].push_back(result.per_second());
+        }
+      }
+      for (const auto& [name, per_round] : rates) {
+        row[name + "_per_s"] = rounded(median(per_round), 1);
+        json listed = json::array();
+        for (const double rate : per_round) listed.push_back(rounded(rate, 1));
+        row[name + "_per_s_rounds"] = listed;
       }
       if (options.variants.empty()) {
-        const double raw = row["raw_sql_per_s"];
-        const double plain = row["payq_transfer_per_s"];
-        const double hot = row["payq_transfer_fee_hot_account_per_s"];
-        const double locked = row["payq_transfer_fee_locked_account_per_s"];
-        row["ratio_payq_fee_vs_raw"] = std::round(hot / raw * 1000) / 1000;
-        row["ratio_payq_vs_raw"] = std::round(plain / raw * 1000) / 1000;
-        row["ratio_fee_hot_vs_no_fee"] = std::round(hot / plain * 1000) / 1000;
-        row["ratio_fee_locked_vs_no_fee"] = std::round(locked / plain * 1000) / 1000;
+        const double raw = median(rates["raw_sql"]);
+        const double plain = median(rates["payq_transfer"]);
+        const double hot = median(rates["payq_transfer_fee_hot_account"]);
+        const double locked = median(rates["payq_transfer_fee_locked_account"]);
+        row["ratio_payq_fee_vs_raw"] = rounded(hot / raw, 3);
+        row["ratio_payq_vs_raw"] = rounded(plain / raw, 3);
+        row["ratio_fee_hot_vs_no_fee"] = rounded(hot / plain, 3);
+        row["ratio_fee_locked_vs_no_fee"] = rounded(locked / plain, 3);
+        // The same ratio within each round: how far the runs spread.
+        json fee_vs_raw_rounds = json::array();
+        for (int round = 0; round < options.round_count; ++round) {
+          fee_vs_raw_rounds.push_back(
+              rounded(rates["payq_transfer_fee_hot_account"][round] / rates["raw_sql"][round], 3));
+        }
+        row["ratio_payq_fee_vs_raw_rounds"] = fee_vs_raw_rounds;
         met = met && hot / raw >= 0.8 && hot / plain >= 0.7;
       } else {
         met = false;  // a partial run proves nothing about the targets
@@ -220,7 +254,9 @@ int main(int argc, char** argv) {
         {"conditions",
          {{"server", "embedded PostgreSQL, unix socket, same machine"},
           {"fsync", options.durable},
-          {"duration_ms_per_point", options.duration_ms},
+          {"duration_ms_per_run", options.duration_ms},
+          {"rounds", options.round_count},
+          {"per_point", "median of the rounds; the rounds interleave the variants"},
           {"accounts", options.account_count},
           {"cores", std::thread::hardware_concurrency()},
           {"fee", "60 bps + 0.01, half_up"},

@@ -111,7 +111,8 @@ class Request:
         return f"{self.scheme}://{host}"
 
     def url(self, path: str, **query: object) -> str:
-        """A URL inside the dashboard, with the query parameters that are not None."""
+        """A URL inside the dashboard, with the query parameters that are set
+        (None and empty values are left out)."""
         pairs = [(key, str(value)) for key, value in query.items() if value is not None and value != ""]
         return self.script_name + path + ("?" + urlencode(pairs) if pairs else "")
 
