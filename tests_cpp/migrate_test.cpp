@@ -8,6 +8,7 @@
 #include "payq/database.hpp"
 #include "payq/error.hpp"
 #include "payq/ledger.hpp"
+#include "payq/outbox.hpp"
 
 namespace payq {
 namespace {
@@ -97,8 +98,9 @@ TEST_F(Migrate, NewerDatabaseIsRefused) {
 namespace payq {
 namespace {
 
-// 005 moves transaction headers into operation rows and 006 retypes task
-// columns: data written under version 4 must read the same afterwards.
+// 005 moves transaction headers into operation rows, 006 retypes task
+// columns and 007 numbers operator actions: data written under version 4
+// must read the same afterwards.
 TEST_F(Migrate, UpgradeFromVersionFourKeepsLedgerAndTasks) {
   db->transact([](Transaction& tx) { tx.exec_sql("DROP SCHEMA @schema@ CASCADE"); });
   EXPECT_EQ(migrate(*db, 4).version_current, 4);
@@ -114,11 +116,13 @@ INSERT INTO @schema@.entry (account_id, seq, transaction_id, leg, amount, balanc
   VALUES (1, 1, 7, 0, -1000, -1000), (2, 1, 7, 1, 1000, 1000);
 INSERT INTO @schema@.task (queue, kind, payload, state, attempt_max, timeout_ms, idempotency_key)
   VALUES ('default', 'old.kind', '{}', 'pending', 5, 30000, 'old-task');
+INSERT INTO @schema@.task_action (task_id, action, actor, note)
+  SELECT id, 'release', 'ops:old', 'approved' FROM @schema@.task WHERE idempotency_key = 'old-task';
 )sql");
   });
 
   const MigrateReport report = migrate(*db);
-  EXPECT_EQ(report.applied, (std::vector<int>{5, 6}));
+  EXPECT_EQ(report.applied, (std::vector<int>{5, 6, 7}));
 
   db->transact([](Transaction& tx) {
     Ledger ledger(tx);
@@ -146,6 +150,16 @@ INSERT INTO @schema@.task (queue, kind, payload, state, attempt_max, timeout_ms,
     EXPECT_EQ(task.text(0, "kind"), "old.kind");
     EXPECT_EQ(task.text(0, "state"), "pending");
     EXPECT_EQ(task.i64(0, "attempt_max"), 5);
+    // The old action got a number; a new one is numbered after it.
+    const std::int64_t task_id =
+        tx.exec_sql("SELECT id FROM @schema@.task WHERE idempotency_key = 'old-task'").i64(0, "id");
+    tx.exec_sql("INSERT INTO @schema@.task_action (task_id, action, actor) VALUES ($1::bigint, 'cancel', 'ops:new')",
+                {std::to_string(task_id)});
+    const std::vector<TaskAction> actions = Outbox(tx).actions(task_id);
+    ASSERT_EQ(actions.size(), 2u);
+    EXPECT_EQ(actions[0].action, "release");
+    EXPECT_EQ(actions[0].note, "approved");
+    EXPECT_EQ(actions[1].action, "cancel");
   });
   // The domains still refuse what the constraints refused.
   EXPECT_THROW(db->transact([](Transaction& tx) {

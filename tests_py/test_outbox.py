@@ -153,6 +153,16 @@ def test_actions_and_crons_are_listed(payq_db):
         ("release", "ops:lin", "approved by phone"), ("cancel", "ops:mo", "customer withdrew")]
     assert payq_db.tasks.actions(999999) == []
 
+    # Two actions in one transaction share a timestamp; they still read in
+    # the order they were taken (not by name: cancel < release).
+    other = payq_db.enqueue("sms.send", {"to": "b"}, held=True)
+    with payq_db.transaction() as t:
+        t.tasks.release(other.task_id, actor="ops:lin")
+        t.tasks.cancel(other.task_id, actor="ops:lin")
+    together = payq_db.tasks.actions(other.task_id)
+    assert [a.action for a in together] == ["release", "cancel"]
+    assert together[0].created_at == together[1].created_at
+
     payq_db.queues.cron("nightly-report", "0 2 * * *", "report.send", {"to": "finance"}, queue="reports",
                         time_zone="Asia/Shanghai")
     [cron] = payq_db.queues.crons()

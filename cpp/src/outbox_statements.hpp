@@ -272,7 +272,7 @@ FROM @schema@.task_attempt WHERE task_id = $1::bigint ORDER BY attempt)sql"};
 
 inline const Statement actions{"payq_task_actions", R"sql(
 SELECT task_id, action, actor, coalesce(note, '') AS note, )sql" PAYQ_TS("created_at") R"sql( AS created_at
-FROM @schema@.task_action WHERE task_id = $1::bigint ORDER BY created_at, action)sql"};
+FROM @schema@.task_action WHERE task_id = $1::bigint ORDER BY id)sql"};
 
 inline const Statement stats{"payq_outbox_stats", R"sql(
 SELECT queue, state, count(*) AS n FROM @schema@.task GROUP BY queue, state ORDER BY queue, state)sql"};
