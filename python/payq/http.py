@@ -101,7 +101,7 @@ class HttpKind:
 
     @property
     def url(self) -> str:
-        """The URL template as configured (placeholders not filled in)."""
+        """The URL template as configured (its ``{{...}}`` fields not yet filled in)."""
         return str(self._core.url)
 
     def __repr__(self) -> str:
