@@ -7,6 +7,7 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "payq/embedded.hpp"
 
@@ -39,5 +40,11 @@ RunResult run_clients(int client_count, std::chrono::milliseconds duration,
                       const std::function<std::function<bool()>(int)>& make_client);
 
 std::int64_t resident_kib();
+
+// `value` rounded to `digits` decimals, for the JSON figures.
+double rounded(double value, int digits);
+
+// The median of `values` (the mean of the middle two for an even count).
+double median(std::vector<double> values);
 
 }  // namespace payq::bench

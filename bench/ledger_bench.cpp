@@ -21,6 +21,8 @@
 #include "payq/migrate.hpp"
 
 using namespace payq;
+using bench::median;
+using bench::rounded;
 using nlohmann::json;
 
 namespace {
@@ -123,17 +125,6 @@ Fixture prepare(Database& db, const Options& options) {
   });
   db.transact([&](Transaction& tx) { tx.exec_sql("ANALYZE"); });
   return f;
-}
-
-double median(std::vector<double> values) {
-  std::sort(values.begin(), values.end());
-  const std::size_t middle = values.size() / 2;
-  return values.size() % 2 ? values[middle] : (values[middle - 1] + values[middle]) / 2;
-}
-
-double rounded(double value, int decimals) {
-  const double scale = std::pow(10.0, decimals);
-  return std::round(value * scale) / scale;
 }
 
 std::pair<std::int64_t, std::int64_t> random_pair(std::mt19937_64& random, const std::vector<std::int64_t>& ids) {

@@ -39,6 +39,7 @@
 extern char** environ;
 
 using namespace payq;
+using bench::rounded;
 // Keys stay in the order written, so the document reads top to bottom.
 using json = nlohmann::ordered_json;
 using Clock = std::chrono::steady_clock;
@@ -166,11 +167,6 @@ Options parse(int argc, char** argv) {
 }
 
 void progress(const std::string& message) { std::cerr << "[queue] " << message << std::endl; }
-
-double rounded(double value, int digits) {
-  const double scale = std::pow(10.0, digits);
-  return std::round(value * scale) / scale;
-}
 
 json ratio_or_null(double numerator, double denominator) {
   if (denominator <= 0) return nullptr;

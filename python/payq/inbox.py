@@ -30,6 +30,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Dict, FrozenSet, Mapping, Optional, Tuple
 
 from payq._native import core
+from payq._serving import ServingThread
 from payq.errors import Error, InvalidArgument
 
 __all__ = ["CallbackResult", "Inbox", "CallbackReceiver", "verify_hmac_sha256", "EFFECTS"]
@@ -182,7 +183,7 @@ class CallbackServer:
     def __init__(self, receiver: CallbackReceiver, host: str, port: int) -> None:
         self._server = ThreadingHTTPServer((host, port), _handler_class(receiver))
         self._server.daemon_threads = True
-        self._thread: Optional[threading.Thread] = None
+        self._serving = ServingThread(self._server, "payq-callbacks")
 
     @property
     def url(self) -> str:
@@ -192,15 +193,11 @@ class CallbackServer:
         return f"http://{host if isinstance(host, str) else host.decode()}:{port}/callbacks"
 
     def __enter__(self) -> "CallbackServer":
-        self._thread = threading.Thread(target=self._server.serve_forever, name="payq-callbacks", daemon=True)
-        self._thread.start()
+        self._serving.start()
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._server.shutdown()
-        self._server.server_close()
-        if self._thread is not None:
-            self._thread.join()
+        self._serving.stop()
 
 
 def _handler_class(receiver: CallbackReceiver) -> type:

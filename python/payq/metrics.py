@@ -13,11 +13,11 @@ read), so scraping every few seconds is cheap even with a long history.
 
 from __future__ import annotations
 
-import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from payq._native import core
+from payq._serving import ServingThread
 from payq.errors import Error, InvalidArgument
 
 __all__ = ["render", "MetricsServer", "CONTENT_TYPE"]
@@ -170,7 +170,7 @@ class MetricsServer:
         self._render = render_metrics
         self._server = ThreadingHTTPServer((host, port), self._handler_class())
         self._server.daemon_threads = True
-        self._thread: Optional[threading.Thread] = None
+        self._serving = ServingThread(self._server, "payq-metrics")
 
     @property
     def port(self) -> int:
@@ -185,20 +185,13 @@ class MetricsServer:
 
     def start(self) -> "MetricsServer":
         """Serve from a daemon thread (a no-op if already serving) and return ``self``."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, name="payq-metrics", daemon=True)
-            self._thread.start()
+        self._serving.start()
         return self
 
     def stop(self) -> None:
         """Stop serving, join the thread and close the socket. Idempotent,
         and safe before :meth:`start`."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            # shutdown() waits for the serving loop, so only when one runs.
-            self._server.shutdown()
-            thread.join()
-        self._server.server_close()
+        self._serving.stop()
 
     def __enter__(self) -> "MetricsServer":
         return self.start()

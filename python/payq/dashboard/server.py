@@ -18,6 +18,7 @@ from typing import Any, Callable, Dict, Iterable, Optional, TextIO, Type
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import payq
+from payq._serving import ServingThread
 from payq.dashboard.app import make_app
 from payq.dashboard.auth import TOKEN_CHARS_MIN, generate_token
 from payq.dashboard.wsgi import WsgiApp
@@ -65,7 +66,7 @@ class DashboardServer:
     def __init__(self, app: WsgiApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
         server_class = _ThreadingWSGIServer6 if _is_ipv6(host) else _ThreadingWSGIServer
         self._server = make_server(host, port, app, server_class=server_class, handler_class=_Handler)
-        self._thread: Optional[threading.Thread] = None
+        self._serving = ServingThread(self._server, "payq-dashboard-server", POLL_INTERVAL_S)
 
     @property
     def port(self) -> int:
@@ -80,19 +81,12 @@ class DashboardServer:
 
     def start(self) -> "DashboardServer":
         """Serve from a background thread (a no-op if already serving) and return ``self``."""
-        if self._thread is None:
-            self._thread = threading.Thread(target=self._server.serve_forever, args=(POLL_INTERVAL_S,),
-                                            name="payq-dashboard-server", daemon=True)
-            self._thread.start()
+        self._serving.start()
         return self
 
     def stop(self) -> None:
-        """Stop accepting requests, close the socket, wait for the loop."""
-        thread, self._thread = self._thread, None
-        if thread is not None:
-            self._server.shutdown()
-            thread.join()
-        self._server.server_close()
+        """Stop accepting requests, wait for the loop, close the socket (idempotent)."""
+        self._serving.stop()
 
     def __enter__(self) -> "DashboardServer":
         return self.start()

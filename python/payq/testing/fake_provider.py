@@ -809,18 +809,20 @@ class FakeProvider:
     @property
     def port(self) -> int:
         """The port it listens on (known once started)."""
-        if self._server is None:
-            raise RuntimeError("start the FakeProvider first")
-        return int(self._server.server_address[1])
+        return int(self._bound()[1])
 
     @property
     def url(self) -> str:
         """``http://<host>:<port>``, without a trailing slash (known once started)."""
+        address = self._bound()
+        host = str(address[0])
+        host = f"[{host}]" if ":" in host else host
+        return f"http://{host}:{int(address[1])}"
+
+    def _bound(self) -> Tuple[Any, ...]:
         if self._server is None:
             raise RuntimeError("start the FakeProvider first")
-        host = str(self._server.server_address[0])
-        host = f"[{host}]" if ":" in host else host
-        return f"http://{host}:{self.port}"
+        return tuple(self._server.server_address)
 
     # ------------------------------------------------------------ what happened
 
