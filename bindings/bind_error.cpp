@@ -1,5 +1,7 @@
 // Maps every payq C++ error onto the class of the same name in payq.errors,
 // the one home of payq's Python exceptions.
+#include <cstdint>
+#include <optional>
 #include <string>
 #include <unordered_map>
 
@@ -15,10 +17,12 @@ std::unordered_map<std::string, PyObject*>& python_types() {
   return types;
 }
 
-[[noreturn]] void raise_as(const char* name, const std::exception& e, const std::string* sqlstate = nullptr) {
+[[noreturn]] void raise_as(const char* name, const std::exception& e, const std::string* sqlstate = nullptr,
+                          std::optional<std::int64_t> task_id = std::nullopt) {
   PyObject* type = python_types().at(name);
   py::object instance = py::reinterpret_borrow<py::object>(type)(e.what());
   if (sqlstate) instance.attr("sqlstate") = sqlstate->empty() ? py::none() : py::object(py::str(*sqlstate));
+  if (task_id) instance.attr("task_id") = *task_id;
   PyErr_SetObject(type, instance.ptr());
   throw py::error_already_set();
 }
@@ -54,6 +58,8 @@ void translate(std::exception_ptr pointer) {
     raise_as("Unbalanced", e);
   } catch (const IdempotencyConflict& e) {
     raise_as("IdempotencyConflict", e);
+  } catch (const HoldInUse& e) {
+    raise_as("HoldInUse", e, nullptr, e.task_id());
   } catch (const InvalidState& e) {
     raise_as("InvalidState", e);
   } catch (const InvalidArgument& e) {
@@ -64,6 +70,8 @@ void translate(std::exception_ptr pointer) {
     raise_as("UnknownTask", e);
   } catch (const LeaseLost& e) {
     raise_as("LeaseLost", e);
+  } catch (const ResourceExhausted& e) {
+    raise_as("ResourceExhausted", e);
   } catch (const Error& e) {
     raise_as("Error", e);
   }
@@ -76,8 +84,8 @@ void bind_error(py::module_& m) {
   for (const char* name : {"Error", "ConfigError", "DatabaseError", "TransientError", "CommitUnknown",
                            "MigrationError", "InvalidAmount", "UnknownCurrency", "CurrencyMismatch",
                            "UnknownAccount", "AccountClosed", "InsufficientFunds", "LimitExceeded", "Unbalanced",
-                           "IdempotencyConflict", "InvalidState", "InvalidArgument", "UnknownTaskKind", "UnknownTask",
-                           "LeaseLost"}) {
+                           "IdempotencyConflict", "InvalidState", "HoldInUse", "InvalidArgument", "UnknownTaskKind",
+                           "UnknownTask", "LeaseLost", "ResourceExhausted"}) {
     python_types()[name] = errors.attr(name).ptr();
   }
   py::register_exception_translator(&translate);
@@ -98,11 +106,13 @@ void bind_error(py::module_& m) {
     if (name == "LimitExceeded") throw LimitExceeded("test");
     if (name == "Unbalanced") throw Unbalanced("test");
     if (name == "IdempotencyConflict") throw IdempotencyConflict("test");
+    if (name == "HoldInUse") throw HoldInUse("test", 7);
     if (name == "InvalidState") throw InvalidState("test");
     if (name == "InvalidArgument") throw InvalidArgument("test");
     if (name == "UnknownTaskKind") throw UnknownTaskKind("test");
     if (name == "UnknownTask") throw UnknownTask("test");
     if (name == "LeaseLost") throw LeaseLost("test");
+    if (name == "ResourceExhausted") throw ResourceExhausted("test");
     throw Error("test");
   });
 }

@@ -63,6 +63,7 @@ void bind_values(py::module_& m) {
       .def_property_readonly("status", [](const Hold& h) { return hold_status_name(h.status); })
       .def_readonly("expires_at", &Hold::expires_at)
       .def_readonly("metadata_json", &Hold::metadata_json)
+      .def_readonly("task_id", &Hold::task_id)
       .def_readonly("replayed", &Hold::replayed);
   py::class_<AuditViolation>(m, "AuditViolation")
       .def_readonly("check", &AuditViolation::check)
@@ -139,11 +140,11 @@ void bind_ledger(py::module_& m) {
   });
   m.def("ledger_capture", [](py::handle target, Key key, std::int64_t hold_id, std::int64_t target_id,
                              OptI64 amount_minor, std::string kind, Metadata metadata) {
-    CaptureRequest request{std::move(key), hold_id, target_id, amount_minor, std::move(kind), std::move(metadata)};
+    CaptureRequest request{std::move(key), hold_id, target_id, amount_minor, std::move(kind), std::move(metadata), std::nullopt};
     return on_ledger(target, [&](Ledger& l) { return l.capture(request); });
   });
   m.def("ledger_release", [](py::handle target, Key key, std::int64_t hold_id) {
-    ReleaseRequest request{std::move(key), hold_id};
+    ReleaseRequest request{std::move(key), hold_id, std::nullopt};
     return on_ledger(target, [&](Ledger& l) { return l.release(request); });
   });
   m.def("ledger_reverse", [](py::handle target, Key key, std::int64_t transaction_id, OptI64 amount_minor,

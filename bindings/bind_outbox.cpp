@@ -206,6 +206,21 @@ void bind_outbox(py::module_& m) {
       return 0;
     });
   });
+  m.def("outbox_task_resolve", [](py::handle target, std::int64_t id, bool applied, std::string actor,
+                                  std::string note, std::optional<std::int64_t> capture_account_id,
+                                  bool hold_release_manual) {
+    ResolveRequest request;
+    request.task_id = id;
+    request.applied = applied;
+    request.actor = std::move(actor);
+    request.note = std::move(note);
+    request.capture_account_id = capture_account_id;
+    request.hold_release_manual = hold_release_manual;
+    on_target(target, [&](Executor& e) {
+      Outbox(e).task_resolve(request);
+      return 0;
+    });
+  });
   m.def("outbox_queue_configure",
         [](py::handle target, std::string name, std::optional<int> concurrency_max, std::optional<int> rate_count_max,
            std::optional<std::int64_t> rate_window_ms, std::optional<std::int64_t> amount_max_minor,

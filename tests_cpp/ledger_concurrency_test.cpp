@@ -89,7 +89,7 @@ TEST_F(LedgerConcurrency, RandomOperationsKeepEveryInvariant) {
                 if (holds.empty()) break;
                 Hold h = holds.back();
                 holds.pop_back();
-                l.release(ReleaseRequest{key, h.id});
+                l.release(ReleaseRequest{key, h.id, std::nullopt});
                 break;
               }
               case 5: {

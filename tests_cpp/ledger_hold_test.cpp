@@ -31,7 +31,7 @@ class Holds : public testing::LedgerTest {
     });
   }
   Hold release(const Hold& h, const std::string& key) {
-    return with_ledger([&](Ledger& l) { return l.release(ReleaseRequest{key, h.id}); });
+    return with_ledger([&](Ledger& l) { return l.release(ReleaseRequest{key, h.id, std::nullopt}); });
   }
 };
 
@@ -126,7 +126,7 @@ TEST_F(Holds, BadInputIsRejected) {
   EXPECT_THROW(hold(a.id, -1, "z"), InvalidAmount);
   EXPECT_THROW(hold(424242, 1, "z"), UnknownAccount);
   EXPECT_THROW(hold(a.id, 1, "z", 0), InvalidArgument);
-  EXPECT_THROW(with_ledger([](Ledger& l) { return l.release(ReleaseRequest{"r", 99999}); }), InvalidArgument);
+  EXPECT_THROW(with_ledger([](Ledger& l) { return l.release(ReleaseRequest{"r", 99999, std::nullopt}); }), InvalidArgument);
   EXPECT_EQ(count("hold"), 0);
 }
 

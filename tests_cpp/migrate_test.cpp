@@ -122,7 +122,7 @@ INSERT INTO @schema@.task_action (task_id, action, actor, note)
   });
 
   const MigrateReport report = migrate(*db);
-  EXPECT_EQ(report.applied, (std::vector<int>{5, 6, 7}));
+  EXPECT_EQ(report.applied, (std::vector<int>{5, 6, 7, 8}));
 
   db->transact([](Transaction& tx) {
     Ledger ledger(tx);
@@ -170,6 +170,30 @@ INSERT INTO @schema@.task_action (task_id, action, actor, note)
   }), DatabaseError);
   EXPECT_THROW(db->transact([](Transaction& tx) { tx.exec_sql("DELETE FROM @schema@.account WHERE id = 2"); }),
                DatabaseError);
+}
+
+// Before 008 two live tasks could settle one hold; such a database is not
+// migrated but shown to an operator, and left as it was.
+TEST_F(Migrate, TwoLiveTasksOnOneHoldStopTheUpgradeAndChangeNothing) {
+  db->transact([](Transaction& tx) { tx.exec_sql("DROP SCHEMA @schema@ CASCADE"); });
+  EXPECT_EQ(migrate(*db, 7).version_current, 7);
+  db->transact([](Transaction& tx) {
+    tx.exec_script(R"sql(
+INSERT INTO @schema@.task (queue, kind, payload, state, attempt_max, timeout_ms, idempotency_key, settle_hold_id,
+                           settle_capture_account_id)
+  VALUES ('payouts', 'payout', '{}', 'pending', 5, 30000, 'wd-8', 41, 2),
+         ('payouts', 'payout', '{}', 'pending', 5, 30000, 'wd-8', 41, 2);
+)sql");
+  });
+  try {
+    migrate(*db);
+    ADD_FAILURE() << "the upgrade went through";
+  } catch (const MigrationError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("hold 41"), std::string::npos) << message;
+    EXPECT_NE(message.find("SELECT id, state"), std::string::npos) << message;
+  }
+  EXPECT_EQ(schema_version(*db), 7);
 }
 
 }  // namespace

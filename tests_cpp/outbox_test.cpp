@@ -9,52 +9,14 @@
 #include <thread>
 
 #include "ledger_test_support.hpp"
+#include "outbox_test_support.hpp"
 #include "payq/error.hpp"
 #include "payq/ledger.hpp"
 
 namespace payq {
 namespace {
 
-class Outbox_ : public testing::LedgerTest {
- protected:
-  EnqueueResult enqueue(TaskSpec spec) {
-    return db->transact([&](Transaction& tx) { return Outbox(tx).enqueue(spec); });
-  }
-  TaskSpec spec(const std::string& kind = "sms.send", const std::string& queue = "default") {
-    TaskSpec s;
-    s.kind = kind;
-    s.queue = queue;
-    s.payload_json = R"({"to":"+86 138","text":"hi"})";
-    return s;
-  }
-  std::vector<Task> claim(const std::string& queue = "default", std::size_t n = 10, const std::string& worker = "w1") {
-    return db->transact([&](Transaction& tx) { return Outbox(tx).claim({queue, worker, n}); });
-  }
-  Completion complete(const Task& task, OutcomeKind kind, const std::string& error = "",
-                      std::optional<std::int64_t> retry_after_ms = 0) {
-    return db->transact([&](Transaction& tx) {
-      CompleteRequest r;
-      r.task_id = task.id;
-      r.lease_token = *task.lease_token;
-      r.attempt = task.attempt;
-      r.outcome.kind = kind;
-      r.outcome.error = error;
-      r.outcome.result_json = R"({"provider_id":"p-1"})";
-      r.outcome.retry_after_ms = retry_after_ms;
-      r.worker_id = "w1";
-      r.duration_ms = 5;
-      return Outbox(tx).complete(r);
-    });
-  }
-  Task get(std::int64_t id) {
-    return db->transact([&](Transaction& tx) { return Outbox(tx).task_get(id); });
-  }
-  std::int64_t count_tasks(const std::string& kind) {
-    return db->transact([&](Transaction& tx) {
-      return tx.exec_sql("SELECT count(*) AS n FROM @schema@.task WHERE kind = $1", {kind}).i64(0, "n");
-    });
-  }
-};
+using testing::Outbox_;
 
 TEST_F(Outbox_, RollbackDiscardsTheTaskCommitKeepsExactlyOne) {
   {
@@ -176,73 +138,6 @@ TEST_F(Outbox_, UnknownIsRetriedWithTheSameKeyThenNeedsReview) {
   EXPECT_EQ(complete(second, OutcomeKind::unknown, "timeout again").state, TaskState::needs_review);
 }
 
-class Settlement_ : public Outbox_ {
- protected:
-  void SetUp() override {
-    Outbox_::SetUp();
-    wallet = open("user:1");
-    clearing = open("clearing", "CNY", true);
-    fund(wallet, 10000);
-  }
-  std::pair<Hold, EnqueueResult> withdraw(std::int64_t amount, const std::string& key, int attempt_max = 3) {
-    return db->transact([&](Transaction& tx) {
-      HoldRequest h;
-      h.key = key;
-      h.account_id = wallet.id;
-      h.amount_minor = amount;
-      Hold hold = Ledger(tx).hold(h);
-      TaskSpec s = spec("payout", "provider-a");
-      s.attempt_max = attempt_max;
-      s.amount_minor = amount;
-      s.currency = "CNY";
-      s.settlement.hold_id = hold.id;
-      s.settlement.capture_account_id = clearing.id;
-      return std::make_pair(hold, Outbox(tx).enqueue(s));
-    });
-  }
-  HoldStatus hold_status(const Hold& h) {
-    return with_ledger([&](Ledger& l) { return l.hold_get(h.id); }).status;
-  }
-  Account wallet, clearing;
-};
-
-TEST_F(Settlement_, SuccessCapturesTheHold) {
-  auto [hold, task] = withdraw(3000, "wd-1");
-  complete(claim("provider-a").at(0), OutcomeKind::success);
-  EXPECT_EQ(hold_status(hold), HoldStatus::captured);
-  EXPECT_EQ(account(wallet.id).balance_minor, 7000);
-  EXPECT_EQ(account(clearing.id).balance_minor, 3000);
-  expect_audit_clean();
-}
-
-TEST_F(Settlement_, FailReleasesTheHold) {
-  auto [hold, task] = withdraw(3000, "wd-2");
-  EXPECT_EQ(complete(claim("provider-a").at(0), OutcomeKind::fail, "bad account").state, TaskState::dead);
-  EXPECT_EQ(hold_status(hold), HoldStatus::released);
-  EXPECT_EQ(account(wallet.id).available_minor(), 10000);
-  expect_audit_clean();
-}
-
-TEST_F(Settlement_, UnknownNeverTouchesTheHoldEvenWhenExhausted) {
-  auto [hold, task] = withdraw(3000, "wd-3", 1);
-  EXPECT_EQ(complete(claim("provider-a").at(0), OutcomeKind::unknown, "timeout").state, TaskState::needs_review);
-  EXPECT_EQ(hold_status(hold), HoldStatus::active);
-  EXPECT_EQ(account(wallet.id).held_minor, 3000);
-  // An operator looked at the provider: it was paid.
-  db->transact([&](Transaction& tx) { Outbox(tx).task_resolve(task.task_id, true, "ops:alice", "provider says paid"); });
-  EXPECT_EQ(hold_status(hold), HoldStatus::captured);
-  EXPECT_EQ(get(task.task_id).state, TaskState::succeeded);
-  expect_audit_clean();
-}
-
-TEST_F(Settlement_, CancelOfAPendingTaskReleasesAndRetryOfASettledTaskIsRefused) {
-  auto [hold, task] = withdraw(3000, "wd-4");
-  db->transact([&](Transaction& tx) { Outbox(tx).task_cancel(task.task_id, "ops:bob", "customer cancelled"); });
-  EXPECT_EQ(hold_status(hold), HoldStatus::released);
-  EXPECT_THROW(db->transact([&](Transaction& tx) { Outbox(tx).task_retry(task.task_id, "ops:bob", ""); }),
-               InvalidState);
-}
-
 TEST_F(Outbox_, HeldTasksRunOnlyAfterARecordedRelease) {
   TaskSpec s = spec();
   s.held = true;
@@ -313,6 +208,57 @@ TEST_F(Outbox_, RateAndAmountLimitsHold) {
   for (const auto& t : money) total += *t.amount_minor;
   EXPECT_EQ(total, 10'000);  // 6000 + 3000 + 1000; the 2000 would exceed
   EXPECT_EQ(money.size(), 3u);
+}
+
+// Windows longer than the two days starts used to be kept for, and longer
+// than a SQL integer of milliseconds (about 24.8 days), up to 366 days.
+TEST_F(Outbox_, LongRateAndAmountWindowsHoldAndAreBounded) {
+  constexpr std::int64_t day_ms = 24LL * 3600 * 1000;
+  db->transact([&](Transaction& tx) {
+    QueueConfig q;
+    q.name = "monthly";
+    q.rate_count_max = 2;
+    q.rate_window_ms = 30 * day_ms;
+    Outbox(tx).queue_configure(q);
+    QueueConfig m;
+    m.name = "quarterly";
+    m.amount_max_minor = 10'000;
+    m.amount_currency = "CNY";
+    m.amount_window_ms = 90 * day_ms;
+    Outbox(tx).queue_configure(m);
+  });
+  QueueConfig too_long;
+  too_long.name = "yearly";
+  too_long.rate_count_max = 1;
+  too_long.rate_window_ms = 367 * day_ms;
+  EXPECT_THROW(db->transact([&](Transaction& tx) { Outbox(tx).queue_configure(too_long); }), InvalidArgument);
+  const auto overview = db->transact([](Transaction& tx) { return Outbox(tx).queues_overview(); });
+  for (const auto& q : overview) {
+    if (q.name == "monthly") {
+      EXPECT_EQ(q.rate_window_ms, 30 * day_ms);
+    }
+    if (q.name == "quarterly") {
+      EXPECT_EQ(q.amount_window_ms, 90 * day_ms);
+    }
+  }
+
+  for (int i = 0; i < 3; ++i) enqueue(spec("x", "monthly"));
+  auto first = claim("monthly", 10);
+  ASSERT_EQ(first.size(), 2u);
+  for (const auto& t : first) complete(t, OutcomeKind::success);
+  // Ten days later the starts still count: pruning keeps them for the window.
+  db->transact([](Transaction& tx) {
+    tx.exec_sql("UPDATE @schema@.queue_start SET started_at = now() - interval '10 days' WHERE queue = 'monthly'");
+  });
+  db->transact([](Transaction& tx) { return Outbox(tx).prune(0, 100); });
+  EXPECT_TRUE(claim("monthly", 10).empty());
+  // Past the window they are pruned, and the queue runs again.
+  db->transact([](Transaction& tx) {
+    tx.exec_sql("UPDATE @schema@.queue_start SET started_at = now() - interval '31 days' WHERE queue = 'monthly'");
+  });
+  db->transact([](Transaction& tx) { return Outbox(tx).prune(0, 100); });
+  EXPECT_EQ(count("queue_start"), 0);
+  EXPECT_EQ(claim("monthly", 10).size(), 1u);
 }
 
 TEST_F(Outbox_, PartitionKeySerializes) {

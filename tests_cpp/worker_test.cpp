@@ -23,6 +23,8 @@
 #include "payq/outbox.hpp"
 #include "payq/worker.hpp"
 
+#include <pthread.h>
+
 namespace payq {
 namespace {
 
@@ -757,6 +759,35 @@ TEST(WorkerRegistry, RejectsDuplicateEmptyAndNullRegistrations) {
   EXPECT_FALSE(registry.find("b"));
   EXPECT_TRUE(registry.remove("a"));
   EXPECT_FALSE(registry.find("a"));
+}
+
+// The system refuses the worker a thread (here: every new thread asks for a
+// 64 TiB stack): start() says so with a typed error, and the worker stops
+// and is destroyed without waiting for a thread that never existed.
+TEST_F(WorkerTest, RefusedThreadIsATypedErrorAndACleanStop) {
+  pthread_attr_t saved;
+  ASSERT_EQ(pthread_getattr_default_np(&saved), 0);
+  pthread_attr_t huge;
+  pthread_attr_init(&huge);
+  ASSERT_EQ(pthread_attr_setstacksize(&huge, std::size_t{1} << 46), 0);
+  ASSERT_EQ(pthread_setattr_default_np(&huge), 0);
+  bool refused = false;
+  {
+    Worker worker(*db, registry, options());
+    try {
+      worker.start();
+    } catch (const ResourceExhausted& e) {
+      refused = true;
+      EXPECT_NE(std::string(e.what()).find("could not start a thread"), std::string::npos) << e.what();
+    }
+    ASSERT_EQ(pthread_setattr_default_np(&saved), 0);
+    worker.stop();  // returns: nothing is left to wait for
+  }
+  pthread_attr_destroy(&huge);
+  pthread_attr_destroy(&saved);
+  EXPECT_TRUE(refused);
+  EXPECT_TRUE(logs.wait_count("worker_thread_refused", 1, 1s));
+  EXPECT_TRUE(logs.wait_count("worker_stopped", 1, 1s));
 }
 
 TEST(WorkerRegistry, PerKindBackoffFallsBackToTheDefault) {

@@ -13,8 +13,11 @@ def _cli(payq_db, *args):
 def test_enqueue_stats_show_and_operator_actions(payq_db):
     first = _cli(payq_db, "enqueue", "sms.send", "--payload", '{"to": "+86"}', "--unique-key", "sms-1")
     assert first.returncode == 0 and "enqueued" in first.stdout
-    again = _cli(payq_db, "enqueue", "sms.send", "--unique-key", "sms-1")
+    again = _cli(payq_db, "enqueue", "sms.send", "--payload", '{"to": "+86"}', "--unique-key", "sms-1")
     assert "already existed" in again.stdout
+    # The key names one request: another payload under it is refused.
+    other = _cli(payq_db, "enqueue", "sms.send", "--unique-key", "sms-1")
+    assert other.returncode == 2 and "IdempotencyConflict" in other.stderr
     stats = json.loads(_cli(payq_db, "stats", "--json").stdout)
     assert stats == {"default": {"pending": 1}}
     [task] = payq_db.tasks.list()

@@ -29,17 +29,6 @@ std::string metadata_canonical(const std::string& json_text) {
   return parsed.dump();
 }
 
-std::string request_hash(const std::string& canonical) {
-  std::uint64_t hash = 14695981039346656037ull;
-  for (unsigned char c : canonical) {
-    hash ^= c;
-    hash *= 1099511628211ull;
-  }
-  char text[17];
-  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
-  return text;
-}
-
 std::string array_text(const std::vector<std::int64_t>& values) {
   std::string out = "{";
   for (std::size_t i = 0; i < values.size(); ++i) {
@@ -90,6 +79,7 @@ Hold hold_from(const Rows& rows, std::size_t row) {
   hold.status = hold_status_parse(rows.text(row, "status"));
   hold.expires_at = rows.at(row, "expires_at");
   hold.metadata_json = rows.text(row, "metadata");
+  hold.task_id = rows.i64_or_null(row, "task_id");
   return hold;
 }
 

@@ -32,6 +32,21 @@ Hold hold_replay(Ledger& ledger, Executor& executor, const std::string& key) {
 
 }  // namespace
 
+namespace ledger_detail {
+
+void hold_owner_check(Executor& executor, const Hold& hold, const std::optional<std::int64_t>& by_task_id,
+                      const char* action) {
+  if (!hold.task_id || hold_owned_by(hold, by_task_id)) return;
+  Rows live = executor.exec(ledger_sql::hold_task_live, {std::to_string(*hold.task_id)});
+  if (live.empty()) return;  // its task is final (or pruned): the hold is anyone's again
+  throw HoldInUse("hold " + std::to_string(hold.id) + " is settled by task " + std::to_string(*hold.task_id) + " (" +
+                      live.text(0, "state") + "); only that task, or an operator's action on it, can have it " +
+                      action,
+                  *hold.task_id);
+}
+
+}  // namespace ledger_detail
+
 Hold Ledger::hold(const HoldRequest& request) {
   key_validate(request.key);
   id_validate(request.account_id, "account");
@@ -111,6 +126,7 @@ Hold Ledger::release(const ReleaseRequest& request) {
     throw InvalidState("hold " + hold_text + " is " + hold_status_name(hold.status) +
                        "; only an active hold can be released");
   }
+  hold_owner_check(executor_, hold, request.by_task_id, "released");
   Rows written = executor_.exec(ledger_sql::hold_finish, {request.key, hash, hold_text});
   if (written.empty()) {
     auto record = operation_recorded(executor_, request.key, hash);

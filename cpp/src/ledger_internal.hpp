@@ -9,6 +9,7 @@
 
 #include "payq/db.hpp"
 #include "payq/ledger.hpp"
+#include "text_internal.hpp"
 
 namespace payq::ledger_detail {
 
@@ -17,14 +18,22 @@ void id_validate(std::int64_t id, const char* what);
 // Parses a JSON object and returns its canonical text (sorted keys);
 // InvalidArgument for anything else or beyond metadata_bytes_max.
 std::string metadata_canonical(const std::string& json_text);
-// A short, stable fingerprint of a request's canonical text.
-std::string request_hash(const std::string& canonical);
+using detail::request_hash;
 
 std::string array_text(const std::vector<std::int64_t>& values);
 Value optional_text(const std::optional<std::int64_t>& value);
 
 Account account_from(const Rows& rows, std::size_t row);
 Hold hold_from(const Rows& rows, std::size_t row);
+// With the hold's row locked: HoldInUse unless the hold has no live owning
+// task or the caller is that task (`by_task_id`). `action` is a verb
+// ("captured", "released") for the message.
+void hold_owner_check(Executor& executor, const Hold& hold, const std::optional<std::int64_t>& by_task_id,
+                      const char* action);
+// True when the caller is the task that owns the hold.
+inline bool hold_owned_by(const Hold& hold, const std::optional<std::int64_t>& by_task_id) {
+  return hold.task_id && by_task_id && *hold.task_id == *by_task_id;
+}
 HoldStatus hold_status_parse(const std::string& name);
 
 // The recorded operation for `key`, if any.

@@ -346,7 +346,12 @@ LedgerTransaction Ledger::capture(const CaptureRequest& request) {
     throw InvalidState("hold " + std::to_string(hold.id) + " is " + hold_status_name(hold.status) +
                        "; only an active hold can be captured");
   }
-  if (locked.boolean(0, "expired")) throw InvalidState("hold " + std::to_string(hold.id) + " has expired");
+  hold_owner_check(executor_, hold, request.by_task_id, "captured");
+  // A hold past its expiry that maintenance has not expired yet is expired,
+  // except to the task that owns it: expiry waits for that task's outcome.
+  if (locked.boolean(0, "expired") && !hold_owned_by(hold, request.by_task_id)) {
+    throw InvalidState("hold " + std::to_string(hold.id) + " has expired");
+  }
   const std::int64_t amount = request.amount_minor.value_or(hold.amount_minor);
   if (amount > hold.amount_minor) {
     throw InvalidAmount("capture of " + std::to_string(amount) + " exceeds hold " + std::to_string(hold.id) + " of " +

@@ -196,15 +196,23 @@ ORDER BY o.account_id)sql"};
 inline const Statement hold_lock{"payq_hold_lock", R"sql(
 SELECT h.id, h.key, h.account_id, a.currency, h.amount, h.captured_minor, h.status,
        to_char(h.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS expires_at, h.metadata::text AS metadata,
-       h.expires_at IS NOT NULL AND h.expires_at <= now() AS expired
+       h.task_id, h.expires_at IS NOT NULL AND h.expires_at <= now() AS expired
 FROM @schema@.hold h JOIN @schema@.account a ON a.id = h.account_id
 WHERE h.id = $1::bigint FOR UPDATE OF h)sql"};
 
 inline const Statement hold_get{"payq_hold_get", R"sql(
 SELECT h.id, h.key, h.account_id, a.currency, h.amount, h.captured_minor, h.status,
-       to_char(h.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS expires_at, h.metadata::text AS metadata
+       to_char(h.expires_at AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24:MI:SS.US"Z"') AS expires_at, h.metadata::text AS metadata,
+       h.task_id
 FROM @schema@.hold h JOIN @schema@.account a ON a.id = h.account_id
 WHERE h.id = $1::bigint)sql"};
+
+// The hold's owning task, if it is still live. Read in a statement of its
+// own after the hold's row lock is held, so it sees a task committed by the
+// transaction that held the lock before.
+inline const Statement hold_task_live{"payq_hold_task_live", R"sql(
+SELECT id, state FROM @schema@.task
+WHERE id = $1::bigint AND state IN ('held', 'pending', 'running', 'needs_review'))sql"};
 
 inline const Statement hold_by_key{"payq_hold_by_key", R"sql(
 SELECT hold_id AS id FROM @schema@.operation WHERE key = $1 AND kind = 'hold')sql"};
@@ -248,9 +256,14 @@ WITH op AS (
 UPDATE @schema@.account SET held = account.held - h.amount FROM h WHERE account.id = h.account_id
 RETURNING account.id)sql"};
 
+// A hold owned by a live task is not expired: its payout may still happen
+// (see hold_task_live). Once the task is final, or pruned, it may expire.
 inline const Statement holds_expired_lock{"payq_holds_expired_lock", R"sql(
-SELECT id, account_id, amount FROM @schema@.hold
+SELECT id, account_id, amount FROM @schema@.hold h
 WHERE status = 'active' AND expires_at <= now()
+  AND (task_id IS NULL
+       OR NOT EXISTS (SELECT 1 FROM @schema@.task t
+                      WHERE t.id = h.task_id AND t.state IN ('held', 'pending', 'running', 'needs_review')))
 ORDER BY id
 LIMIT $1::bigint
 FOR UPDATE SKIP LOCKED)sql"};
@@ -401,6 +414,10 @@ WHERE o.reverses_id IS NOT NULL
 UNION ALL
 SELECT 'hold', h.id::text, 'has no operation record' FROM @schema@.hold h
 WHERE NOT EXISTS (SELECT 1 FROM @schema@.operation o WHERE o.key = h.key AND o.hold_id = h.id)
+UNION ALL
+SELECT 'hold', h.id::text, 'is still active although task ' || t.id || ', which settles it, is ' || t.state
+FROM @schema@.hold h JOIN @schema@.task t ON t.id = h.task_id
+WHERE h.status = 'active' AND t.state IN ('succeeded', 'dead', 'cancelled')
 ORDER BY 1, 2 LIMIT 1000)sql"};
 
 }  // namespace payq::ledger_sql

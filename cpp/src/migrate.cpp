@@ -75,7 +75,15 @@ MigrateReport migrate(Database& database, int version_target) {
     for (const auto& m : detail::embedded_migrations()) {
       if (recorded.count(m.version)) continue;
       if (m.version > version_target) break;
-      tx.exec_script(m.sql);
+      try {
+        tx.exec_script(m.sql);
+      } catch (const TransientError&) {
+        throw;  // transact() runs the whole migration again
+      } catch (const DatabaseError& e) {
+        // A migration that refuses the data it finds (or fails for any other
+        // reason) changes nothing: the transaction rolls back.
+        throw MigrationError("migration " + std::string(m.name) + " stopped; nothing was changed: " + e.what());
+      }
       tx.exec(record_statement, {std::to_string(m.version), std::string(m.name), std::to_string(fnv1a_64(m.sql))});
       report.applied.push_back(m.version);
       recorded.insert(m.version);

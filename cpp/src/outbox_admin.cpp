@@ -151,12 +151,56 @@ void Outbox::task_cancel(std::int64_t task_id, const std::string& actor, const s
 }
 
 void Outbox::task_resolve(std::int64_t task_id, bool applied, const std::string& actor, const std::string& note) {
-  action_validate(actor, note);
-  const Task task = task_locked(executor_, task_id);
+  ResolveRequest request;
+  request.task_id = task_id;
+  request.applied = applied;
+  request.actor = actor;
+  request.note = note;
+  task_resolve(request);
+}
+
+namespace {
+
+// Which resolution was taken, as recorded in the task's actions.
+const char* resolve_action(const ResolveRequest& r) {
+  if (!r.applied) return "resolve_not_applied";
+  if (r.capture_account_id) return "resolve_applied_captured_into";
+  if (r.hold_release_manual) return "resolve_applied_settled_by_hand";
+  return "resolve_applied";
+}
+
+void resolve_validate(const ResolveRequest& r, const Task& task) {
+  const bool redirected = r.capture_account_id || r.hold_release_manual;
+  if (!redirected) return;
+  const std::string task_text = "task " + std::to_string(task.id);
+  if (!r.applied) throw InvalidArgument("only an applied resolution settles a hold another way");
+  if (r.capture_account_id && r.hold_release_manual) {
+    throw InvalidArgument("capture into another account or settle by hand, not both");
+  }
+  if (!task.settlement.hold_id) throw InvalidArgument(task_text + " settles no hold");
+  if (r.capture_account_id && *r.capture_account_id <= 0) throw InvalidArgument("capture account id must be positive");
+  if (r.hold_release_manual && r.note.empty()) {
+    throw InvalidArgument("settling " + task_text + " by hand needs a note saying how the ledger was adjusted");
+  }
+}
+
+}  // namespace
+
+void Outbox::task_resolve(const ResolveRequest& request) {
+  action_validate(request.actor, request.note);
+  const Task task = task_locked(executor_, request.task_id);
   state_require(task, {TaskState::needs_review}, "resolve");
-  state_set(executor_, task, applied ? TaskState::succeeded : TaskState::dead,
-            applied ? "resolve_applied" : "resolve_not_applied", actor, note);
-  settle_task(executor_, task, applied);
+  resolve_validate(request, task);
+  std::string note = request.note;
+  if (request.capture_account_id) {
+    note = "captured into account " + std::to_string(*request.capture_account_id) + (note.empty() ? "" : ": ") + note;
+  }
+  state_set(executor_, task, request.applied ? TaskState::succeeded : TaskState::dead, resolve_action(request),
+            request.actor, note);
+  SettleOverride how;
+  how.capture_account_id = request.capture_account_id;
+  how.hold_release = request.hold_release_manual;
+  settle_task(executor_, task, request.applied, how);
 }
 
 Task Outbox::task_get(std::int64_t task_id) {
@@ -237,6 +281,7 @@ std::vector<QueueOverview> Outbox::queues_overview() {
     if (rows.is_null(i, column)) return std::nullopt;
     return static_cast<int>(rows.i64(i, column));
   };
+  auto optional_i64 = [&](std::size_t i, const char* column) { return rows.i64_or_null(i, column); };
   std::vector<QueueOverview> out;
   for (std::size_t i = 0; i < rows.size(); ++i) {
     QueueOverview q;
@@ -245,10 +290,10 @@ std::vector<QueueOverview> Outbox::queues_overview() {
     q.paused_until = rows.at(i, "paused_until");
     q.concurrency_max = optional_int(i, "concurrency_max");
     q.rate_count_max = optional_int(i, "rate_count_max");
-    q.rate_window_ms = optional_int(i, "rate_window_ms");
+    q.rate_window_ms = optional_i64(i, "rate_window_ms");
     q.amount_max_minor = rows.i64_or_null(i, "amount_max_minor");
     q.amount_currency = rows.at(i, "amount_currency");
-    q.amount_window_ms = optional_int(i, "amount_window_ms");
+    q.amount_window_ms = optional_i64(i, "amount_window_ms");
     q.weight = static_cast<int>(rows.i64(i, "weight"));
     q.pending = rows.i64(i, "pending");
     q.runnable = rows.i64(i, "runnable");
@@ -273,6 +318,10 @@ void Outbox::queue_configure(const QueueConfig& c) {
   positive(c.rate_window_ms, "rate_window_ms");
   positive(c.amount_max_minor, "amount_max_minor");
   positive(c.amount_window_ms, "amount_window_ms");
+  for (const auto& [window, name] : {std::pair{c.rate_window_ms, "rate_window_ms"},
+                                     std::pair{c.amount_window_ms, "amount_window_ms"}}) {
+    if (window && *window > queue_window_ms_max) throw InvalidArgument(std::string(name) + " is at most 366 days");
+  }
   if (c.rate_count_max.has_value() != c.rate_window_ms.has_value()) {
     throw InvalidArgument("a rate limit needs both rate_count_max and rate_window_ms");
   }

@@ -30,44 +30,6 @@ constexpr std::size_t error_bytes_max = 4000;
 
 std::string error_bounded(const std::string& error) { return detail::text_truncated(error, error_bytes_max); }
 
-// Both sides of a settlement; keys derive from the task so a repeated
-// settlement (an operator resolving twice) is a replay, not a second payment.
-void settle_success(Executor& executor, const Task& task) {
-  const Settlement& s = task.settlement;
-  if (!s.hold_id) return;
-  CaptureRequest capture;
-  capture.key = "task:" + std::to_string(task.id) + ":capture";
-  capture.hold_id = *s.hold_id;
-  capture.target_id = *s.capture_account_id;
-  capture.kind = "task_capture";
-  capture.metadata_json = nlohmann::json{{"task_id", task.id}, {"kind", task.kind}}.dump();
-  Ledger(executor).capture(capture);
-}
-
-void settle_failure(Executor& executor, const Task& task) {
-  const Settlement& s = task.settlement;
-  const std::string prefix = "task:" + std::to_string(task.id);
-  Ledger ledger(executor);
-  if (s.hold_id) ledger.release(ReleaseRequest{prefix + ":release", *s.hold_id});
-  if (s.reverse_transaction_id) {
-    ReverseRequest reverse;
-    reverse.key = prefix + ":reverse";
-    reverse.transaction_id = *s.reverse_transaction_id;
-    reverse.kind = "task_reversal";
-    reverse.metadata_json = nlohmann::json{{"task_id", task.id}, {"kind", task.kind}}.dump();
-    ledger.reverse(reverse);
-  }
-  if (s.followup_json) {
-    const auto followup = nlohmann::json::parse(*s.followup_json);
-    TaskSpec spec;
-    spec.kind = followup.at("kind").get<std::string>();
-    spec.payload_json = followup.value("payload", nlohmann::json::object()).dump();
-    spec.queue = followup.value("queue", task.queue);
-    spec.unique_key = prefix + ":followup";
-    Outbox(executor).enqueue(spec);
-  }
-}
-
 constexpr const char* alert_kind = "payq.alert";
 
 void alert(Executor& executor, const Task& task, const std::string& reason) {
@@ -87,18 +49,6 @@ void alert(Executor& executor, const Task& task, const std::string& reason) {
 }
 
 }  // namespace
-
-namespace outbox_detail {
-
-void settle_task(Executor& executor, const Task& task, bool applied) {
-  if (applied) {
-    settle_success(executor, task);
-  } else {
-    settle_failure(executor, task);
-  }
-}
-
-}  // namespace outbox_detail
 
 Completion Outbox::complete(const CompleteRequest& request) {
   if (request.duration_ms < 0) throw InvalidArgument("duration_ms cannot be negative");
@@ -130,9 +80,17 @@ Completion Outbox::complete(const CompleteRequest& request) {
   }
   const Task task = task_from(done, 0);
   Completion completion;
+  if (task.state == TaskState::succeeded || task.state == TaskState::dead) {
+    // A settlement that cannot run never throws the outcome away: the
+    // attempt and result stay, and the task waits for an operator.
+    if (auto unsettled = settle_completed(executor_, task)) {
+      completion.state = unsettled->state;
+      alert(executor_, *unsettled, "settlement_failed");
+      completion.alerted = true;
+      return completion;
+    }
+  }
   completion.state = task.state;
-  if (task.state == TaskState::succeeded) settle_success(executor_, task);
-  if (task.state == TaskState::dead) settle_failure(executor_, task);
   if (task.state == TaskState::dead || task.state == TaskState::needs_review) {
     alert(executor_, task, task_state_name(task.state));
     completion.alerted = true;

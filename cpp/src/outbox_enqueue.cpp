@@ -100,6 +100,49 @@ nlohmann::json spec_json(const TaskSpec& spec, std::size_t n) {
   return j;
 }
 
+// What a unique key names: one request. Two enqueues under one key are the
+// same request when these agree; priority, delay, timeout and the partition
+// key are scheduling, not the request.
+std::string spec_request_hash(const nlohmann::json& j) {
+  nlohmann::json identity = nlohmann::json::object();
+  for (const char* field : {"kind", "queue", "payload", "attempt_max", "amount_minor", "currency", "settle_hold_id",
+                            "settle_capture_account_id", "settle_reverse_transaction_id", "followup"}) {
+    if (j.contains(field)) identity[field] = j[field];
+  }
+  return detail::request_hash(identity.dump());
+}
+
+[[noreturn]] void unique_key_conflict(const std::string& key, std::int64_t task_id) {
+  throw IdempotencyConflict("unique key '" + key + "' already names task " + std::to_string(task_id) +
+                            ", enqueued with a different request (kind, queue, payload, amount, settlement or "
+                            "attempt_max differ); nothing was written");
+}
+
+// The tasks that unique keys already name, with their requests' hashes.
+std::map<std::string, std::pair<std::int64_t, std::optional<std::string>>> keys_taken(
+    Executor& executor, const std::vector<TaskSpec>& specs) {
+  std::vector<std::string> keys;
+  for (const TaskSpec& spec : specs) {
+    if (spec.unique_key && spec.settlement.hold_id) keys.push_back(*spec.unique_key);
+  }
+  std::map<std::string, std::pair<std::int64_t, std::optional<std::string>>> taken;
+  if (keys.empty()) return taken;
+  std::string array = "{";
+  for (const std::string& key : keys) {
+    array += (array.size() > 1 ? ",\"" : "\"");
+    for (const char c : key) {
+      if (c == '"' || c == '\\') array.push_back('\\');
+      array.push_back(c);
+    }
+    array.push_back('"');
+  }
+  Rows rows = executor.exec(outbox_sql::task_keys_get, {array + "}"});
+  for (std::size_t r = 0; r < rows.size(); ++r) {
+    taken[rows.text(r, "key")] = {rows.i64(r, "task_id"), rows.at(r, "request_hash")};
+  }
+  return taken;
+}
+
 }  // namespace
 
 EnqueueResult Outbox::enqueue(const TaskSpec& spec) { return enqueue_batch({spec}).front(); }
@@ -110,38 +153,76 @@ std::vector<EnqueueResult> Outbox::enqueue_batch(const std::vector<TaskSpec>& sp
     throw InvalidArgument("a batch holds at most " + std::to_string(task_batch_count_max) + " tasks");
   }
   // Everything is checked before anything is sent. A unique key repeated
-  // within the batch names the task of its first occurrence.
+  // within the batch names the task of its first occurrence, and must name
+  // the same request there.
   nlohmann::json batch = nlohmann::json::array();
   std::map<std::string, std::size_t> first_by_key;
   std::vector<std::optional<std::size_t>> same_as(specs.size());
+  std::vector<std::string> hashes(specs.size());
+  bool keyed = false;
   for (std::size_t i = 0; i < specs.size(); ++i) {
     nlohmann::json j = spec_json(specs[i], i);
     if (specs[i].unique_key) {
+      keyed = true;
+      hashes[i] = spec_request_hash(j);
+      j["request_hash"] = hashes[i];
       auto [found, inserted] = first_by_key.emplace(*specs[i].unique_key, i);
       if (!inserted) {
+        if (hashes[found->second] != hashes[i]) {
+          throw IdempotencyConflict("unique key '" + *specs[i].unique_key +
+                                    "' appears twice in one batch with different requests; nothing was written");
+        }
         same_as[i] = found->second;
         continue;
       }
     }
     batch.push_back(std::move(j));
   }
+
+  // A task that settles a hold is checked against the ledger first, with
+  // the hold locked; one whose unique key is taken is a replay instead.
+  const auto taken = keys_taken(executor_, specs);
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    if (!specs[i].unique_key || same_as[i]) continue;
+    auto found = taken.find(*specs[i].unique_key);
+    if (found != taken.end() && found->second.second && *found->second.second != hashes[i]) {
+      unique_key_conflict(*specs[i].unique_key, found->second.first);
+    }
+  }
+  std::vector<bool> is_new(specs.size());
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    is_new[i] = !same_as[i] && !(specs[i].unique_key && taken.count(*specs[i].unique_key));
+  }
+  settlements_check(executor_, specs, is_new);
+
+  // In a batch, a key taken by a concurrent transaction is found only by
+  // the write itself, after other tasks of the batch are written: a
+  // savepoint takes them back if that key names a different request.
+  std::optional<Savepoint> savepoint;
+  if (keyed && batch.size() > 1) savepoint.emplace(executor_);
   Rows rows = executor_.exec(outbox_sql::enqueue, {batch.dump()});
   std::vector<EnqueueResult> results(specs.size());
   for (std::size_t r = 0; r < rows.size(); ++r) {
     const auto n = static_cast<std::size_t>(rows.i64(r, "n"));
     auto task_id = rows.i64_or_null(r, "task_id");
+    std::optional<std::string> key_hash = rows.at(r, "key_request_hash");
     if (!task_id) {
       // The key was taken by a transaction that committed after this
       // statement's snapshot: read it again.
       Rows again = executor_.exec(outbox_sql::task_key_get, {*specs[n].unique_key});
       if (again.empty()) throw DatabaseError("unique key '" + *specs[n].unique_key + "' vanished during enqueue");
       task_id = again.i64(0, "task_id");
+      key_hash = again.at(0, "request_hash");
     }
-    results[n] = {*task_id, rows.boolean(r, "created")};
+    const bool created = rows.boolean(r, "created");
+    if (!created && key_hash && *key_hash != hashes[n]) unique_key_conflict(*specs[n].unique_key, *task_id);
+    results[n] = {*task_id, created};
   }
+  if (savepoint) savepoint->release();
   for (std::size_t i = 0; i < specs.size(); ++i) {
     if (same_as[i]) results[i] = {results[*same_as[i]].task_id, false};
   }
+  holds_own(executor_, specs, results);
   return results;
 }
 

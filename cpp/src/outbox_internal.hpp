@@ -16,7 +16,34 @@ using detail::text_bounded;
 // Canonical JSON text of any JSON value; InvalidArgument if it is not JSON.
 std::string json_canonical(const std::string& text, const char* what, std::size_t bytes_max);
 
-// Runs a settled task's success side (applied) or failure side.
-void settle_task(Executor& executor, const Task& task, bool applied);
+// ---- settlement (outbox_settle.cpp)
+
+// How an operator's resolution settles a task instead of as enqueued.
+struct SettleOverride {
+  std::optional<std::int64_t> capture_account_id;  // capture the hold into this account
+  bool hold_release = false;  // release the hold instead: the operator adjusted the ledger by hand
+};
+
+bool settlement_present(const Settlement& settlement);
+
+// Runs a settled task's success side (applied) or failure side in the
+// executor's transaction; a failure propagates.
+void settle_task(Executor& executor, const Task& task, bool applied, const SettleOverride& how = {});
+
+// Runs the side of a task that has just become succeeded or dead, inside a
+// savepoint. If it fails, the savepoint is rolled back, the task moves to
+// needs_review with the error (its attempt and result stay recorded) and
+// the task as it now is returns; nullopt when it settled.
+std::optional<Task> settle_completed(Executor& executor, const Task& task);
+
+// Before new tasks are written: every hold they are to settle exists, is
+// active and unexpired, has the currency of the account it is to be
+// captured into, and belongs to no other live task (HoldInUse), with the
+// holds locked until commit. `is_new[i]`: spec i will create a task (a
+// unique key already taken makes it a replay, checked as such instead).
+void settlements_check(Executor& executor, const std::vector<TaskSpec>& specs, const std::vector<bool>& is_new);
+
+// The created tasks take ownership of the holds they settle.
+void holds_own(Executor& executor, const std::vector<TaskSpec>& specs, const std::vector<EnqueueResult>& results);
 
 }  // namespace payq::outbox_detail

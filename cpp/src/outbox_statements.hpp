@@ -23,10 +23,10 @@ WITH input AS (
     n integer, queue text, kind text, payload jsonb, held boolean, priority smallint, delay_ms bigint,
     attempt_max integer, timeout_ms integer, unique_key text, partition_key text, idempotency_key text,
     amount_minor bigint, currency text, settle_hold_id bigint, settle_capture_account_id bigint,
-    settle_reverse_transaction_id bigint, followup jsonb)
+    settle_reverse_transaction_id bigint, followup jsonb, request_hash text)
 ), keyed AS (
-  INSERT INTO @schema@.task_key (key, task_id)
-  SELECT unique_key, nextval('@schema@.task_id_seq') FROM input WHERE unique_key IS NOT NULL
+  INSERT INTO @schema@.task_key (key, task_id, request_hash)
+  SELECT unique_key, nextval('@schema@.task_id_seq'), request_hash FROM input WHERE unique_key IS NOT NULL
   ON CONFLICT (key) DO NOTHING
   RETURNING key, task_id
 ), ids AS (
@@ -51,12 +51,59 @@ WITH input AS (
   FROM ids WHERE id IS NOT NULL
   RETURNING id
 )
-SELECT ids.n, coalesce(ids.id, k.task_id) AS task_id, ids.id IS NOT NULL AS created
+SELECT ids.n, coalesce(ids.id, k.task_id) AS task_id, ids.id IS NOT NULL AS created,
+       k.request_hash AS key_request_hash
 FROM ids LEFT JOIN @schema@.task_key k ON ids.id IS NULL AND k.key = ids.unique_key
 ORDER BY ids.n)sql"};
 
 inline const Statement task_key_get{"payq_task_key_get", R"sql(
-SELECT task_id FROM @schema@.task_key WHERE key = $1)sql"};
+SELECT task_id, request_hash FROM @schema@.task_key WHERE key = $1)sql"};
+
+inline const Statement task_keys_get{"payq_task_keys_get", R"sql(
+SELECT key, task_id, request_hash FROM @schema@.task_key WHERE key = ANY($1::text[]))sql"};
+
+// ---- settlement (outbox_settle.cpp)
+
+// The holds new tasks are to settle, locked in id order (the order every
+// hold operation uses), with what the checks at enqueue need; and the
+// currencies of the accounts they are to be captured into.
+inline const Statement settle_holds_lock{"payq_settle_holds_lock", R"sql(
+WITH locked AS (
+  SELECT h.id, h.status, h.task_id, h.expires_at IS NOT NULL AND h.expires_at <= now() AS expired, a.currency
+  FROM @schema@.hold h JOIN @schema@.account a ON a.id = h.account_id
+  WHERE h.id = ANY($1::bigint[])
+  ORDER BY h.id
+  FOR UPDATE OF h
+)
+SELECT 'hold' AS what, id, status, task_id, expired, currency FROM locked
+UNION ALL
+SELECT 'account', id, NULL, NULL, NULL, currency FROM @schema@.account WHERE id = ANY($2::bigint[]))sql"};
+
+// The live tasks among the owners of locked holds: a statement of its own,
+// so it sees tasks committed by whoever held the holds' locks before.
+inline const Statement settle_owners_live{"payq_settle_owners_live", R"sql(
+SELECT id, state, unique_key FROM @schema@.task
+WHERE id = ANY($1::bigint[]) AND state IN ('held', 'pending', 'running', 'needs_review'))sql"};
+
+// New tasks take ownership of the holds they settle (already locked).
+inline const Statement holds_own{"payq_holds_own", R"sql(
+UPDATE @schema@.hold h SET task_id = o.task_id
+FROM unnest($1::bigint[], $2::bigint[]) AS o(hold_id, task_id)
+WHERE h.id = o.hold_id)sql"};
+
+// A settlement that failed: the attempt and its result stay recorded, the
+// task waits for an operator, and the failure is on its action record.
+inline const Statement task_settlement_failed{"payq_task_settlement_failed", R"sql(
+WITH changed AS (
+  UPDATE @schema@.task t
+  SET state = 'needs_review', error = $2, finished_at = NULL, updated_at = now()
+  WHERE t.id = $1::bigint
+  RETURNING t.*
+), action AS (
+  INSERT INTO @schema@.task_action (task_id, action, actor, note)
+  SELECT id, 'settlement_failed', 'payq', $2 FROM changed
+)
+SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM changed t)sql"};
 
 inline const Statement queue_lock{"payq_queue_lock", R"sql(
 SELECT name, paused OR coalesce(paused_until > now(), false) AS paused, concurrency_max, rate_count_max,
@@ -308,7 +355,7 @@ ORDER BY q.name)sql"};
 inline const Statement queue_configure{"payq_queue_configure", R"sql(
 INSERT INTO @schema@.queue (name, concurrency_max, rate_count_max, rate_window_ms, amount_max_minor,
                             amount_currency, amount_window_ms, weight)
-VALUES ($1, $2::integer, $3::integer, $4::integer, $5::bigint, $6, $7::integer, $8::integer)
+VALUES ($1, $2::integer, $3::integer, $4::bigint, $5::bigint, $6, $7::bigint, $8::integer)
 ON CONFLICT (name) DO UPDATE
 SET concurrency_max = EXCLUDED.concurrency_max, rate_count_max = EXCLUDED.rate_count_max,
     rate_window_ms = EXCLUDED.rate_window_ms, amount_max_minor = EXCLUDED.amount_max_minor,
@@ -334,7 +381,13 @@ WITH gone AS (
                         ORDER BY finished_at LIMIT $2::bigint))
   RETURNING id
 ), starts AS (
-  DELETE FROM @schema@.queue_start WHERE started_at < now() - interval '2 days'
+  -- Each queue's starts are kept for its longest window (at least the
+  -- minute the overview counts).
+  DELETE FROM @schema@.queue_start s
+  USING @schema@.queue q
+  WHERE q.name = s.queue
+    AND s.started_at < now() - greatest(60000, coalesce(q.rate_window_ms, 0), coalesce(q.amount_window_ms, 0))
+                               * interval '1 millisecond'
 )
 SELECT count(*) AS pruned FROM gone)sql"};
 

@@ -1,5 +1,8 @@
 #include "text_internal.hpp"
 
+#include <cstdint>
+#include <cstdio>
+
 #include "payq/error.hpp"
 
 namespace payq::detail {
@@ -49,6 +52,17 @@ std::vector<std::string> array_elements(std::string_view array_text) {
   }
   out.push_back(std::move(current));
   return out;
+}
+
+std::string request_hash(const std::string& canonical) {
+  std::uint64_t hash = 14695981039346656037ull;
+  for (unsigned char c : canonical) {
+    hash ^= c;
+    hash *= 1099511628211ull;
+  }
+  char text[17];
+  std::snprintf(text, sizeof text, "%016llx", static_cast<unsigned long long>(hash));
+  return text;
 }
 
 }  // namespace payq::detail

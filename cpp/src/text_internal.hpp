@@ -26,4 +26,9 @@ std::string text_truncated(const std::string& value, std::size_t bytes_max);
 // unless `array_text` is enclosed in braces.
 std::vector<std::string> array_elements(std::string_view array_text);
 
+// The identity of a request under an idempotency key: FNV-1a (64 bits, hex)
+// of its canonical text. Equal texts give equal hashes; a key reused with a
+// different request is told apart by it.
+std::string request_hash(const std::string& canonical);
+
 }  // namespace payq::detail

@@ -14,6 +14,7 @@
 #include <set>
 #include <sstream>
 #include <stdexcept>
+#include <system_error>
 #include <type_traits>
 
 #include <nlohmann/json.hpp>
@@ -214,7 +215,7 @@ Worker::~Worker() {
 }
 
 void Worker::start() {
-  std::lock_guard<std::mutex> guard(lifecycle_mutex_);
+  std::unique_lock<std::mutex> lock(lifecycle_mutex_);
   if (started_) throw InvalidState("worker " + options_.worker_id + " was already started");
   started_ = true;
   log("info", "worker_started",
@@ -224,9 +225,10 @@ void Worker::start() {
        {"maintenance", options_.maintenance},
        {"schema", database_.schema()}});
   // Named threads, so `top -H`, gdb and perf tell a worker's parts apart
-  // (Linux keeps 15 characters of a name).
+  // (Linux keeps 15 characters of a name). A thread is counted once it
+  // exists; it cannot uncount itself before that, as its exit takes the
+  // lifecycle mutex this function holds.
   auto spawn = [this](std::string name, auto body) {
-    ++threads_running_;
     threads_.emplace_back([this, name, body] {
       pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
       body();
@@ -234,12 +236,26 @@ void Worker::start() {
       --threads_running_;
       lifecycle_cv_.notify_all();
     });
+    ++threads_running_;
   };
-  for (int i = 0; i < options_.concurrency; ++i) {
-    spawn("payq-claim-" + std::to_string(i), [this, i] { claimer_run(i); });
+  std::string refused;
+  try {
+    for (int i = 0; i < options_.concurrency; ++i) {
+      spawn("payq-claim-" + std::to_string(i), [this, i] { claimer_run(i); });
+    }
+    if (options_.listen) spawn("payq-listen", [this] { listener_run(); });
+    if (options_.maintenance) spawn("payq-maint", [this] { maintenance_run(); });
+    return;
+  } catch (const std::system_error& e) {
+    refused = e.what();
   }
-  if (options_.listen) spawn("payq-listen", [this] { listener_run(); });
-  if (options_.maintenance) spawn("payq-maint", [this] { maintenance_run(); });
+  // The system refused a thread: stop the ones that started, then say so.
+  lock.unlock();
+  log("error", "worker_thread_refused", {{"error", refused}, {"threads_started", threads_.size()}});
+  request_stop();
+  shutdown_wait();
+  throw ResourceExhausted("worker " + options_.worker_id + " could not start a thread (" + refused +
+                          "); the threads it had started are stopped");
 }
 
 void Worker::run() {

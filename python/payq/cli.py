@@ -26,6 +26,9 @@ EXIT_REFUSED = 2
 EXIT_NOT_RUNNING = 3
 EXIT_USAGE = 64
 EXIT_UNAVAILABLE = 69
+# sysexits' EX_SOFTWARE: a worker thread hit a broken invariant and the
+# worker stopped itself; a supervisor should restart it and alert.
+EXIT_WORKER_FAILED = 70
 
 _DURATION = re.compile(r"^(\d+)(ms|s|m|h|d)$")
 _DURATION_UNITS = {"ms": timedelta(milliseconds=1), "s": timedelta(seconds=1), "m": timedelta(minutes=1),
@@ -260,7 +263,8 @@ def cmd_tasks_action(args: argparse.Namespace) -> int:
     tasks = db.tasks
     actor = args.actor
     if args.action == "resolve":
-        tasks.resolve(args.task_id, applied=args.applied, actor=actor, note=args.note)
+        tasks.resolve(args.task_id, applied=args.applied, actor=actor, note=args.note,
+                      capture_into=args.capture_into, settled_by_hand=args.settled_by_hand)
     else:
         getattr(tasks, args.action)(args.task_id, actor=actor, note=args.note)
     _say(f"task {args.task_id}: {args.action} done; now {tasks.get(args.task_id).state}")
@@ -372,6 +376,12 @@ def cmd_worker(args: argparse.Namespace) -> int:
                       "metrics": None if metrics is None else metrics.url}), file=sys.stderr, flush=True)
     try:
         worker.run()
+    except Exception as exc:  # noqa: BLE001 - the error of the worker thread that failed
+        # One JSON line like the worker's own log, not a traceback, and a
+        # status a supervisor can tell from a clean stop.
+        print(json.dumps({"event": "worker_failed", "worker": worker.worker_id,
+                          "error": f"{type(exc).__name__}: {exc}"}), file=sys.stderr, flush=True)
+        return EXIT_WORKER_FAILED
     finally:
         if metrics is not None:
             metrics.stop()
@@ -400,7 +410,7 @@ class _Parser(argparse.ArgumentParser):
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="payq", description="payq: safe money-moving side effects on PostgreSQL",
                      epilog="exit status: 0 done, 1 problem found, 2 refused (payq error), 3 server not running, "
-                            "64 usage, 69 database unreachable")
+                            "64 usage, 69 database unreachable, 70 worker failed")
     parser.add_argument("--dsn", default=None, help="libpq DSN (default: PAYQ_DSN, else the embedded server)")
     parser.add_argument("--schema", default="payq", help="schema holding payq's tables (default: payq)")
     parser.add_argument("--home", default=None, help="embedded server home (default: PAYQ_HOME)")
@@ -463,6 +473,13 @@ def _parser() -> argparse.ArgumentParser:
                                  help="the provider applied it: run the success side")
             outcome.add_argument("--not-applied", dest="applied", action="store_false",
                                  help="it was not applied: run the failure side")
+            how = command.add_mutually_exclusive_group()
+            how.add_argument("--capture-into", type=int, default=None, metavar="ACCOUNT_ID",
+                             help="with --applied, for a task whose settlement failed: capture its hold into "
+                                  "this account instead of the one named at enqueue")
+            how.add_argument("--settled-by-hand", action="store_true",
+                             help="with --applied, for a task whose settlement failed: release its hold, because "
+                                  "you recorded the money's movement in the ledger yourself (--note says how)")
         command.set_defaults(handler=cmd_tasks_action, action=action)
     enqueue = sub.add_parser("enqueue", help="enqueue one task")
     enqueue.add_argument("kind")

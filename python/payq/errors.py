@@ -26,10 +26,12 @@ __all__ = [
     "Unbalanced",
     "IdempotencyConflict",
     "InvalidState",
+    "HoldInUse",
     "InvalidArgument",
     "UnknownTaskKind",
     "UnknownTask",
     "LeaseLost",
+    "ResourceExhausted",
 ]
 
 
@@ -113,6 +115,14 @@ class InvalidState(Error):
     capturing a hold that was already released)."""
 
 
+class HoldInUse(InvalidState):
+    """The hold is settled by a live task (``task_id``): only that task's
+    settlement, or an operator's action on that task, may capture or release
+    it, and no other task may be given it to settle. Nothing was written."""
+
+    task_id: Optional[int] = None
+
+
 class InvalidArgument(Error, ValueError):
     """A malformed argument that is not an amount (empty or oversized key,
     unknown rounding rule, negative limit, wrong type)."""
@@ -130,3 +140,8 @@ class LeaseLost(Error):
     """The task is no longer running under this attempt's lease token: its
     lease expired and another worker took it over. The completion was not
     recorded; roll back the business transaction it was part of."""
+
+
+class ResourceExhausted(Error):
+    """The operating system refused a resource payq needs (a worker thread,
+    for example). Whatever was started with it has been stopped."""

@@ -193,7 +193,10 @@ class LedgerTransaction:
 @dataclass(frozen=True)
 class Hold:
     """Money reserved on an account: ``active`` until ``captured``,
-    ``released`` or ``expired``."""
+    ``released`` or ``expired``. ``task_id`` names the task that settles
+    it, once one was enqueued with ``settle=``: while that task is live the
+    hold does not expire, and only the task's settlement (or an operator's
+    action on the task) captures or releases it."""
 
     id: int
     key: str
@@ -204,6 +207,7 @@ class Hold:
     expires_at: Optional[datetime]
     metadata: Dict[str, Any]
     replayed: bool = False
+    task_id: Optional[int] = None
 
     @classmethod
     def _from_core(cls, h: "core.Hold") -> "Hold":
@@ -217,6 +221,7 @@ class Hold:
             expires_at=_timestamp(h.expires_at),
             metadata=json.loads(h.metadata_json),
             replayed=h.replayed,
+            task_id=h.task_id,
         )
 
 

@@ -353,11 +353,29 @@ class Tasks:
         """Cancel a task that never ran; its failure side runs (hold released)."""
         core.outbox_task_action(self._target, task_id, "cancel", actor, note)
 
-    def resolve(self, task_id: int, *, applied: bool, actor: str, note: str = "") -> None:
+    def resolve(
+        self,
+        task_id: int,
+        *,
+        applied: bool,
+        actor: str,
+        note: str = "",
+        capture_into: Optional[int] = None,
+        settled_by_hand: bool = False,
+    ) -> None:
         """Settle a ``needs_review`` task after checking with the provider:
-        ``applied=True`` runs its success side, False its failure side."""
-        core.outbox_task_action(self._target, task_id, "resolve_applied" if applied else "resolve_not_applied",
-                                actor, note)
+        ``applied=True`` runs its success side, False its failure side.
+
+        For a task whose settlement could not run (its error starts with
+        ``settlement_failed``), an applied resolution can settle its hold
+        another way: ``capture_into`` (an account id, say a suspense
+        account) captures the hold there instead of the account named at
+        enqueue; ``settled_by_hand=True`` releases the hold because the
+        operator has recorded the money's movement in the ledger themselves,
+        and needs a ``note`` saying how. Each is recorded as its own action.
+        Raises :class:`payq.InvalidArgument` for a combination that does not
+        apply (nothing is written)."""
+        core.outbox_task_resolve(self._target, task_id, applied, actor, note, capture_into, settled_by_hand)
 
 
 @dataclass(frozen=True)

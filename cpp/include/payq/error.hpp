@@ -3,6 +3,7 @@
 // payq.Error subclass of the same name.
 #pragma once
 
+#include <cstdint>
 #include <stdexcept>
 #include <string>
 
@@ -108,6 +109,18 @@ class InvalidState : public Error {
   using Error::Error;
 };
 
+// A hold that a live task settles: only that task's settlement (or an
+// operator's action on the task) may capture or release it, and no second
+// task may settle it. `task_id` names the task.
+class HoldInUse : public InvalidState {
+ public:
+  HoldInUse(const std::string& message, std::int64_t task_id) : InvalidState(message), task_id_(task_id) {}
+  std::int64_t task_id() const noexcept { return task_id_; }
+
+ private:
+  std::int64_t task_id_;
+};
+
 // An argument that is not an amount but still malformed: an empty or absurd
 // idempotency key, an unknown rounding rule, a negative limit.
 class InvalidArgument : public Error {
@@ -125,6 +138,13 @@ class UnknownTaskKind : public Error {
 // A completion for a task that is no longer running under the caller's
 // lease token: another worker took it over. The caller must roll back.
 class LeaseLost : public Error {
+ public:
+  using Error::Error;
+};
+
+// The operating system refused a resource payq needs, such as a thread
+// for a worker. Whatever was started with it has been stopped.
+class ResourceExhausted : public Error {
  public:
   using Error::Error;
 };

@@ -71,6 +71,10 @@ struct Hold {
   HoldStatus status = HoldStatus::active;
   std::optional<std::string> expires_at;
   std::string metadata_json;
+  // The task whose settlement owns this hold, if a task was given it to
+  // settle. While that task is live, the hold cannot expire and only the
+  // task's settlement (or an operator's action on it) captures or releases it.
+  std::optional<std::int64_t> task_id;
   bool replayed = false;
 };
 
@@ -128,11 +132,15 @@ struct CaptureRequest {
   std::optional<std::int64_t> amount_minor;  // nullopt: the whole hold
   std::string kind = "capture";
   std::string metadata_json = "{}";
+  // Set by the outbox only: the task settling the hold it owns.
+  std::optional<std::int64_t> by_task_id;
 };
 
 struct ReleaseRequest {
   std::string key;
   std::int64_t hold_id = 0;
+  // Set by the outbox only: the task settling the hold it owns.
+  std::optional<std::int64_t> by_task_id;
 };
 
 struct ReverseRequest {

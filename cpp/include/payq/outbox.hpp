@@ -20,6 +20,8 @@ inline constexpr std::int64_t task_delay_ms_max = 366LL * 24 * 3600 * 1000;
 inline constexpr int task_attempt_max_limit = 1000;
 inline constexpr std::int64_t task_timeout_ms_max = 24LL * 3600 * 1000;
 inline constexpr std::size_t claim_batch_count_max = 1000;
+// The longest rate or amount window of a queue (starts are kept this long).
+inline constexpr std::int64_t queue_window_ms_max = 366LL * 24 * 3600 * 1000;
 // Successes recorded by one Outbox::complete_success_batch call.
 inline constexpr std::size_t complete_batch_count_max = claim_batch_count_max;
 
@@ -179,10 +181,10 @@ struct QueueOverview {
   std::optional<std::string> paused_until;  // back-pressure still in force (UTC, ISO 8601)
   std::optional<int> concurrency_max;
   std::optional<int> rate_count_max;
-  std::optional<int> rate_window_ms;
+  std::optional<std::int64_t> rate_window_ms;
   std::optional<std::int64_t> amount_max_minor;
   std::optional<std::string> amount_currency;
-  std::optional<int> amount_window_ms;
+  std::optional<std::int64_t> amount_window_ms;
   int weight = 1;
   std::int64_t pending = 0;   // waiting, including those scheduled for later
   std::int64_t runnable = 0;  // pending and due now
@@ -206,6 +208,21 @@ struct TaskFilter {
   std::optional<std::int64_t> created_before_ms_ago;
   std::int64_t after_id = 0;  // paging: tasks with a larger id
   std::int64_t limit = 100;   // 1..1000
+};
+
+// An operator's resolution of a needs_review task.
+struct ResolveRequest {
+  std::int64_t task_id = 0;
+  bool applied = false;  // the side effect happened (success side) or not (failure side)
+  std::string actor;
+  std::string note;
+  // Only with `applied`, for a task whose settlement could not run as
+  // enqueued: capture its hold into this account instead (a suspense
+  // account, say) ...
+  std::optional<std::int64_t> capture_account_id;
+  // ... or release its hold, because the operator has recorded the money's
+  // movement in the ledger by hand; the note (required) says how.
+  bool hold_release_manual = false;
 };
 
 struct ClaimRequest {
@@ -264,6 +281,7 @@ class Outbox {
   void task_cancel(std::int64_t task_id, const std::string& actor, const std::string& note);
   // Settles a needs_review task after a human looked: applied or not.
   void task_resolve(std::int64_t task_id, bool applied, const std::string& actor, const std::string& note);
+  void task_resolve(const ResolveRequest& request);
 
   Task task_get(std::int64_t task_id);
   std::vector<Task> tasks_list(const TaskFilter& filter);
