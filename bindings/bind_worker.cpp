@@ -144,6 +144,9 @@ void bind_worker(py::module_& m) {
       .def("request_stop", [](PyWorker& self) { self.worker->request_stop(); },
            py::call_guard<py::gil_scoped_release>())
       .def("stop", [](PyWorker& self) { self.worker->stop(); }, py::call_guard<py::gil_scoped_release>())
+      // True also when the worker stopped itself after a fatal thread error,
+      // which stop() then rethrows: Python's run() polls this to notice.
+      .def("stop_requested", [](const PyWorker& self) { return self.worker->stop_requested(); })
       .def("stats", [](PyWorker& self) { return self.worker->stats(); });
 
   m.def(

@@ -1,4 +1,6 @@
+import functools
 import threading
+import time
 from datetime import timedelta
 
 import pytest
@@ -6,6 +8,7 @@ import pytest
 import payq
 from payq import Money, Settle
 from payq.worker import Registry, Worker
+from workerapp import claim_breaker_install
 
 
 def _run_until(db, registry, predicate, *, queues=("default",), concurrency=2, timeout_s=30):
@@ -139,3 +142,103 @@ def test_batched_completion_option_records_successes_together(payq_db):
     stats = worker.stats()
     assert stats["batched_completions"] == 20
     assert stats["succeeded"] == 20
+
+
+def test_unstorable_result_is_unknown_and_settles_nothing(payq_db):
+    ledger = payq_db.ledger
+    world = ledger.account("world", "CNY", "system", allow_negative=True)
+    clearing = ledger.account("clearing", "CNY", "system", allow_negative=True)
+    alice = ledger.account("user:alice", "CNY")
+    ledger.transfer(world, alice, "100.00", key="fund")
+    registry = Registry()
+
+    @registry.handler("payout")
+    def payout(task):
+        return object()  # the provider's raw response, say: not JSON
+
+    with payq_db.transaction() as t:
+        hold = t.ledger.hold(alice, "10.00", key="wd")
+        task_id = t.enqueue("payout", {}, settle=Settle.capture(hold, into=clearing), max_attempts=1).task_id
+    assert _run_until(payq_db, registry, lambda: payq_db.tasks.get(task_id).state != "running"
+                      and payq_db.tasks.attempts(task_id))
+    assert payq_db.tasks.get(task_id).state == "needs_review"
+    assert ledger.get_hold(hold.id).status == "active"
+    [attempt] = payq_db.tasks.attempts(task_id)
+    assert attempt.outcome == "unknown"
+    assert attempt.error.startswith("result could not be stored as JSON: ")
+    assert "object" in attempt.error
+
+
+def test_handler_returning_a_coroutine_is_unknown_without_a_warning(payq_db, recwarn):
+    registry = Registry()
+
+    async def send(task):
+        return {"sent": True}
+
+    @registry.handler("sms.send")
+    def wrapper(task):
+        return send(task)  # a sync wrapper around an async function
+
+    task_id = payq_db.enqueue("sms.send", {}, max_attempts=1).task_id
+    finished = ("succeeded", "dead", "needs_review")
+    assert _run_until(payq_db, registry, lambda: payq_db.tasks.get(task_id).state in finished)
+    assert payq_db.tasks.get(task_id).state == "needs_review"
+    [attempt] = payq_db.tasks.attempts(task_id)
+    assert attempt.outcome == "unknown"
+    assert "coroutine" in attempt.error
+    assert not [w for w in recwarn if "never awaited" in str(w.message)]
+
+
+class _AsyncCallable:
+    async def __call__(self, task):
+        return None
+
+
+async def _async_handler(task, extra=None):
+    return None
+
+
+async def _async_generator_handler(task):
+    yield None
+
+
+@pytest.mark.parametrize("function", [
+    _async_handler,
+    functools.partial(_async_handler, extra=1),
+    _AsyncCallable(),
+    functools.partial(_AsyncCallable()),
+    _async_generator_handler,
+], ids=["coroutine function", "partial", "async __call__", "partial of async __call__", "async generator"])
+def test_async_handlers_are_refused_at_registration(function):
+    registry = Registry()
+    with pytest.raises(payq.InvalidArgument, match="async handlers are not supported yet"):
+        registry.handler("x")(function)
+    assert registry.kinds() == []
+
+
+def test_module_level_handler_refuses_async_functions():
+    with pytest.raises(payq.InvalidArgument, match="async handlers are not supported yet"):
+        payq.handler("test.async.refused")(_async_handler)
+    assert "test.async.refused" not in payq.worker.registry.kinds()
+
+
+
+def test_run_ends_and_raises_when_a_worker_thread_fails(payq_db):
+    registry = Registry()
+    registry.handler("x")(lambda task: None)
+    claim_breaker_install(payq_db)
+    payq_db.enqueue("x", {})
+    worker = Worker(payq_db, registry=registry, concurrency=1, poll_interval=timedelta(milliseconds=50),
+                    listen=False, maintenance=False, shutdown_grace=timedelta(seconds=5), log=False)
+    # Without the fix run() would idle until this stop request.
+    guard_s = 30.0
+    guard = threading.Timer(guard_s, worker.request_stop)
+    guard.start()
+    started = time.monotonic()
+    try:
+        with pytest.raises(RuntimeError, match="not running under a lease"):
+            worker.run()
+    finally:
+        guard.cancel()
+    assert time.monotonic() - started < guard_s
+    assert worker.stop_requested

@@ -26,7 +26,8 @@ from typing import Callable, Dict, Iterator, List, Optional, Sequence, TypeVar
 import pytest
 
 import payq
-from workerapp import RUN_TABLE, tables_create
+from payq.cli import EXIT_WORKER_FAILED
+from workerapp import RUN_TABLE, claim_breaker_install, tables_create
 
 TESTS_DIR = Path(__file__).resolve().parent
 WAIT_S_MAX = 60.0
@@ -441,3 +442,18 @@ def test_sigterm_gives_back_unstarted_tasks_and_leaves_nothing_running(payq_db, 
     for task_id in task_ids:
         assert payq_db.tasks.get(task_id).attempt == 1
         assert [a.outcome for a in payq_db.tasks.attempts(task_id)] == ["success"]
+
+
+def test_worker_thread_failure_exits_non_zero_with_the_error(payq_db, workers):
+    claim_breaker_install(payq_db)
+    payq_db.enqueue("wp.record", {})
+    worker = workers.start(concurrency=1)
+    try:
+        exit_code = worker.popen.wait(timeout=STOP_WAIT_S_MAX)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"the worker kept running after its thread failed\n{workers.logs()}")
+    assert exit_code == EXIT_WORKER_FAILED, workers.logs()
+    [failed] = worker.events("worker_failed")
+    assert "not running under a lease" in failed["error"], workers.logs()
+    assert worker.events("worker_thread_failed"), workers.logs()
+    assert "Traceback" not in worker.stderr_path.read_text(), workers.logs()

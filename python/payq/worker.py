@@ -18,7 +18,8 @@ Register handlers with a decorator; ``payq worker --app myapp.tasks`` imports
 
 The C++ engine claims tasks, holds the GIL only while calling the handler,
 and records the outcome (with the task's ledger settlement) in one
-transaction. Any other exception means ``retry``.
+transaction. Any other exception means ``retry``. A result that cannot be
+stored as JSON is ``unknown``, never a success; async handlers are refused.
 
 A kind whose side effect is one HTTP call needs no Python at all:
 ``payq.http_handler("payout", url=..., ...)`` registers the built-in C++
@@ -27,6 +28,8 @@ HTTP handler (see :mod:`payq.http`).
 
 from __future__ import annotations
 
+import functools
+import inspect
 import json
 import os
 import signal
@@ -144,6 +147,45 @@ def _ms(value: Optional[timedelta]) -> Optional[int]:
     return None if value is None else value // timedelta(milliseconds=1)
 
 
+_ERROR_CHARS_MAX = 4000
+_ASYNC_REFUSED = "async handlers are not supported yet: register a plain function"
+
+
+def _is_async(function: Any) -> bool:
+    """Whether calling ``function`` gives an awaitable (or an async
+    generator) instead of running the handler: a coroutine function, a
+    callable whose ``__call__`` is one, or a ``functools.partial`` of
+    either."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    call = getattr(type(function), "__call__", None)
+    return any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (function, call))
+
+
+def _unstored(error: str) -> Reported:
+    """The report for a result that cannot be stored: ``unknown``, because
+    the handler may have acted. Never a success, whose settlement would
+    capture the task's hold for a result nobody can see; ``unknown``
+    settles nothing and is retried with the same idempotency key (or waits
+    for an operator after the last attempt)."""
+    return ("unknown", "null", error[:_ERROR_CHARS_MAX], None)
+
+
+def _result_report(result: Any) -> Reported:
+    """The report for what a handler returned."""
+    if inspect.isawaitable(result) or inspect.isasyncgen(result):
+        # A sync wrapper around async code: nothing awaited it here, so the
+        # coroutine never ran, but the wrapper itself may have acted. Closing
+        # it spares the "never awaited" warning.
+        if hasattr(result, "close"):
+            result.close()
+        return _unstored(f"the handler returned {type(result).__name__}, not a result; {_ASYNC_REFUSED}")
+    try:
+        return ("success", json.dumps(result, allow_nan=False), "", None)
+    except (TypeError, ValueError, RecursionError) as exc:
+        return _unstored(f"result could not be stored as JSON: {exc}")
+
+
 def _adapter(function: HandlerFunction) -> Callable[[Any, str, int], Reported]:
     """Runs ``function`` and reports its outcome as the engine expects."""
 
@@ -157,15 +199,10 @@ def _adapter(function: HandlerFunction) -> Callable[[Any, str, int], Reported]:
         except _OutcomeSignal as signal_:
             return (signal_.outcome, "null", signal_.reason or type(signal_).__name__, _ms(signal_.after))
         except Exception as exc:  # noqa: BLE001 - any other failure means retry
-            return ("retry", "null", f"{type(exc).__name__}: {exc}"[:4000], None)
+            return ("retry", "null", f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS_MAX], None)
         if task.completed:
             return None
-        try:
-            return ("success", json.dumps(result, allow_nan=False), "", None)
-        except (TypeError, ValueError) as exc:
-            # The side effect happened but its result cannot be stored:
-            # record success with the error text instead of retrying a payment.
-            return ("success", json.dumps({"unserialisable_result": repr(result)[:1000]}), str(exc), None)
+        return _result_report(result)
 
     return run
 
@@ -194,11 +231,21 @@ class Registry:
         Only for idempotent handlers of tasks without a settlement: a success
         waits for the end of its batch, so if the worker dies first the
         handler runs again. A task with a settlement, and any outcome other
-        than success, still completes on its own."""
+        than success, still completes on its own.
+
+        The handler is a plain function: an ``async def`` one (or a callable
+        whose ``__call__`` is async) is refused, since nothing would await
+        it. A return value that cannot be stored as JSON (or an awaitable)
+        is recorded as ``unknown``, not success: the task's settlement does
+        not run and the task is retried with the same idempotency key."""
 
         def register(function: HandlerFunction) -> HandlerFunction:
             """Register ``function`` for ``kind`` and return it unchanged;
-            raises :class:`payq.InvalidArgument` if ``kind`` already has one."""
+            raises :class:`payq.InvalidArgument` if ``kind`` already has one
+            or ``function`` is async (the engine calls handlers
+            synchronously, so an async one would never run)."""
+            if _is_async(function):
+                raise InvalidArgument(f"handler for {kind!r}: {_ASYNC_REFUSED}")
             if kind in self._handlers:
                 raise InvalidArgument(f"a handler for {kind!r} is already registered")
             self._handlers[kind] = _Registration(function, base_delay, max_delay, multiplier, batched_completion)
@@ -318,6 +365,11 @@ http_handler = registry.http
 """Register an HTTP kind in the default registry (see :meth:`Registry.http`)."""
 
 
+# How often run() looks for a stop: a signal, request_stop(), or the engine
+# stopping itself after a thread failed.
+_RUN_POLL_S = 0.2
+
+
 def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
@@ -368,6 +420,13 @@ class Worker:
         self._stop_requested.set()
         self._core.request_stop()
 
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the worker is stopping: asked to, or stopped by itself
+        because one of its threads failed (then :meth:`stop` raises that
+        thread's error)."""
+        return self._stop_requested.is_set() or self._core.stop_requested()
+
     def stats(self) -> Dict[str, Any]:
         """The worker's counters since it was created (``claimed``,
         ``succeeded``, ``in_flight``, ...) by name; :mod:`payq.metrics`
@@ -382,14 +441,19 @@ class Worker:
         A handler still running after the grace is abandoned: the process
         exits (status 3), the attempt's lease expires, and maintenance
         records it as ``unknown`` (retried with the same key, never
-        compensated). Call from the main thread."""
+        compensated). Call from the main thread.
+
+        If a worker thread fails (a broken invariant), the worker stops by
+        itself: ``run`` shuts down the same way and then raises that
+        thread's error."""
         previous = {}
         for signum in (signal.SIGTERM, signal.SIGINT):
             previous[signum] = signal.signal(signum, lambda *_: self.request_stop())
         try:
             self.start()
-            # The main thread waits in Python, so signal handlers can run.
-            while not self._stop_requested.wait(0.2):
+            # The main thread waits in Python, so signal handlers can run;
+            # the engine's own stop (a failed thread) ends the wait too.
+            while not self._stop_requested.wait(_RUN_POLL_S) and not self._core.stop_requested():
                 pass
         finally:
             self._stop_within_grace()
@@ -397,7 +461,18 @@ class Worker:
                 signal.signal(signum, old)
 
     def _stop_within_grace(self) -> None:
-        stopper = threading.Thread(target=self.stop, name="payq-worker-stop", daemon=True)
+        """:meth:`stop` on a thread of its own, so a handler that outlives
+        the grace cannot hold the process; re-raises here what ``stop``
+        raised there (a failed worker thread's error)."""
+        raised: List[BaseException] = []
+
+        def stop() -> None:
+            try:
+                self.stop()
+            except BaseException as exc:  # noqa: BLE001 - handed to the caller's thread
+                raised.append(exc)
+
+        stopper = threading.Thread(target=stop, name="payq-worker-stop", daemon=True)
         stopper.start()
         # The engine gives back unstarted tasks at once; only handlers run late.
         stopper.join(self._shutdown_grace.total_seconds() + 1.0)
@@ -405,3 +480,5 @@ class Worker:
             print(json.dumps({"event": "shutdown_grace_exceeded_exit", "worker": self.worker_id}),
                   file=sys.stderr, flush=True)
             os._exit(3)
+        if raised:
+            raise raised[0]

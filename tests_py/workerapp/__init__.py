@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import payq
 
-__all__ = ["RUN_TABLE", "tables_create"]
+__all__ = ["RUN_TABLE", "claim_breaker_install", "tables_create"]
 
 RUN_TABLE = "@schema@.workerapp_run"
 
@@ -43,3 +43,27 @@ def tables_create(db: payq.Database) -> None:
               started_at      timestamptz NOT NULL DEFAULT clock_timestamp(),
               ended_at        timestamptz
             )""")
+
+
+# Turns every claim into a task left `held` without a lease, as a faulty
+# trigger or migration might: a broken invariant, which the C++ claiming
+# thread treats as fatal instead of retrying.
+_CLAIM_BREAKER_SQL = ("""
+CREATE FUNCTION @schema@.test_claim_breaker() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+  IF OLD.state = 'pending' AND NEW.state = 'running' THEN
+    NEW.state := 'held';
+    NEW.lease_token := NULL;
+  END IF;
+  RETURN NEW;
+END $$""", """
+CREATE TRIGGER test_claim_breaker BEFORE UPDATE ON @schema@.task
+  FOR EACH ROW EXECUTE FUNCTION @schema@.test_claim_breaker()""")
+
+
+def claim_breaker_install(db: payq.Database) -> None:
+    """Make every later claim in ``db``'s schema break the claim invariant,
+    so a worker thread that claims a task fails fatally."""
+    with db.transaction() as t:
+        for statement in _CLAIM_BREAKER_SQL:
+            t.execute(statement)
