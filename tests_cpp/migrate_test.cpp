@@ -122,7 +122,7 @@ INSERT INTO @schema@.task_action (task_id, action, actor, note)
   });
 
   const MigrateReport report = migrate(*db);
-  EXPECT_EQ(report.applied, (std::vector<int>{5, 6, 7, 8}));
+  EXPECT_EQ(report.applied, (std::vector<int>{5, 6, 7, 8, 9}));
 
   db->transact([](Transaction& tx) {
     Ledger ledger(tx);
@@ -194,6 +194,37 @@ INSERT INTO @schema@.task (queue, kind, payload, state, attempt_max, timeout_ms,
     EXPECT_NE(message.find("SELECT id, state"), std::string::npos) << message;
   }
   EXPECT_EQ(schema_version(*db), 7);
+}
+
+// Before 009 one chosen idempotency key could name two settling tasks (two
+// payouts for one withdrawal): refused the same way.
+TEST_F(Migrate, TwoSettlingTasksUnderOneIdempotencyKeyStopTheUpgrade) {
+  db->transact([](Transaction& tx) { tx.exec_sql("DROP SCHEMA @schema@ CASCADE"); });
+  EXPECT_EQ(migrate(*db, 8).version_current, 8);
+  db->transact([](Transaction& tx) {
+    tx.exec_script(R"sql(
+INSERT INTO @schema@.task (queue, kind, payload, state, attempt_max, timeout_ms, idempotency_key,
+                           settle_reverse_transaction_id)
+  VALUES ('payouts', 'payout', '{}', 'succeeded', 5, 30000, 'wd-8', 41),
+         ('payouts', 'payout', '{}', 'pending', 5, 30000, 'wd-8', 41),
+         ('payouts', 'sms', '{}', 'pending', 5, 30000, 'wd-8', NULL),
+         ('payouts', 'sms', '{}', 'pending', 5, 30000, 'wd-8', NULL);
+)sql");
+  });
+  try {
+    migrate(*db);
+    ADD_FAILURE() << "the upgrade went through";
+  } catch (const MigrationError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find("payout 'wd-8'"), std::string::npos) << message;
+    EXPECT_EQ(message.find("sms"), std::string::npos) << message;  // no settlement: not bound
+  }
+  EXPECT_EQ(schema_version(*db), 8);
+  // Once the extra task has a key of its own, the upgrade goes through.
+  db->transact([](Transaction& tx) {
+    tx.exec_sql("UPDATE @schema@.task SET idempotency_key = 'wd-8/second' WHERE kind = 'payout' AND state = 'pending'");
+  });
+  EXPECT_EQ(migrate(*db).version_current, 9);
 }
 
 }  // namespace

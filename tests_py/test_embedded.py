@@ -85,6 +85,7 @@ def test_ledger_cli_lists_audits_and_shows_history(home):
     assert demo.returncode == 0, demo.stdout + demo.stderr
     assert "conserved:                yes" in demo.stdout
     assert "ledger audit:             clean" in demo.stdout
+    assert "expired under payouts:    0 hold(s)" in demo.stdout
     assert "OK: no money lost or paid twice" in demo.stdout
     accounts = payq_cli("ledger", "accounts", "--json", "--limit", "5")
     assert accounts.returncode == 0, accounts.stderr

@@ -356,3 +356,34 @@ def test_django_on_psycopg2_keeps_the_ledger_in_its_atomic_blocks(
     assert balances(payq_db, alice, bob) == (cny("86.66"), cny("13.34"))
     assert [payq_db.ledger.find_transaction(f"order-{n}") is None for n in (1, 2, 3, 4)] == [False, True, True, False]
     assert payq_db.ledger.audit().ok
+
+
+# ---------------------------------------------------------------- one key, one payout
+
+
+def test_withdrawal_retried_on_the_application_connection_makes_one_payout_task(
+    app: Any, payq_db: payq.Database, accounts: Accounts
+) -> None:
+    # A double click: the withdrawal endpoint runs twice for one request.
+    _, alice, _ = accounts
+    clearing = payq_db.ledger.account("provider-clearing", "CNY", "system", allow_negative=True)
+    results = []
+    for _ in range(2):
+        with app.transaction():
+            hold = payq.ledger.hold(app.handle, alice, "50.00", key="wd-8/hold", schema=app.schema)
+            results.append(payq.outbox.enqueue(app.handle, "payout", {"to": "x"}, queue="payouts",
+                                               idempotency_key="wd-8", schema=app.schema,
+                                               settle=payq.Settle.capture(hold, into=clearing)))
+    assert results[0].created and not results[1].created
+    assert results[1].task_id == results[0].task_id
+    assert len(payq_db.tasks.list(queue="payouts")) == 1
+    # A different request under the key is refused inside the application's
+    # transaction, and the transaction can still be rolled back cleanly.
+    with pytest.raises(payq.IdempotencyConflict):
+        with app.transaction():
+            hold = payq.ledger.hold(app.handle, alice, "20.00", key="wd-8/another-hold", schema=app.schema)
+            payq.outbox.enqueue(app.handle, "payout", {"to": "y"}, queue="payouts", idempotency_key="wd-8",
+                                schema=app.schema, settle=payq.Settle.capture(hold, into=clearing))
+    assert len(payq_db.tasks.list(queue="payouts")) == 1
+    assert payq_db.ledger.get_account(alice).held == cny("50.00")
+    assert payq_db.ledger.audit().ok

@@ -109,6 +109,40 @@ def test_withdrawal_settles_through_the_worker(payq_db):
     assert ledger.audit().ok
 
 
+def test_hold_past_its_expiry_stays_held_until_its_payout_settles(payq_db):
+    # Issue 18's story: the hold of a withdrawal expires while its payout is
+    # queued; the wallet must not be able to spend it again, and the payout
+    # settles it once, with maintenance running all along.
+    ledger = payq_db.ledger
+    world = ledger.account("world", "CNY", "system", allow_negative=True)
+    clearing = ledger.account("clearing", "CNY", "system", allow_negative=True)
+    wallet = ledger.account("user:9", "CNY")
+    elsewhere = ledger.account("user:10", "CNY")
+    ledger.transfer(world, wallet, "100.00", key="fund-9")
+    with payq_db.transaction() as t:
+        hold = t.ledger.hold(wallet, "60.00", key="wd-9/hold", expires_in=timedelta(seconds=1))
+        task = t.enqueue("payout", {"to": "x"}, idempotency_key="wd-9", settle=Settle.capture(hold, into=clearing))
+    assert ledger.get_hold(hold.id).task_id == task.task_id
+    with payq_db.transaction() as t:
+        t.execute("UPDATE @schema@.hold SET expires_at = now() - interval '1 minute' WHERE id = $1", [hold.id])
+    assert ledger.expire_holds() == 0
+    assert ledger.get_account(wallet).available == Money("40.00", "CNY")
+    with pytest.raises(payq.InsufficientFunds):
+        ledger.transfer(wallet, elsewhere, "60.00", key="spend-again")
+    with pytest.raises(payq.HoldInUse) as refused:
+        ledger.release(hold, key="wd-9/release-by-hand")
+    assert refused.value.task_id == task.task_id
+    assert isinstance(refused.value, payq.InvalidState)
+
+    registry = Registry()
+    registry.handler("payout")(lambda t: {"paid": True})
+    assert _run_until(payq_db, registry, lambda: ledger.get_hold(hold.id).status != "active")
+    assert ledger.get_hold(hold.id).status == "captured"
+    assert ledger.get_account(wallet).balance == Money("40.00", "CNY")
+    assert ledger.get_account(clearing).balance == Money("60.00", "CNY")
+    assert ledger.audit().ok
+
+
 def test_registering_a_kind_twice_is_refused():
     registry = Registry()
     registry.handler("x")(lambda task: None)

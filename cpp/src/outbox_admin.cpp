@@ -44,6 +44,28 @@ std::string json_canonical(const std::string& text, const char* what, std::size_
   }
 }
 
+std::string array_text_quoted(const std::vector<std::string>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) {
+    if (i) out.push_back(',');
+    out.push_back('"');
+    for (const char c : values[i]) {
+      if (c == '"' || c == '\\') out.push_back('\\');
+      out.push_back(c);
+    }
+    out.push_back('"');
+  }
+  out.push_back('}');
+  return out;
+}
+
+std::string array_text_i64(const std::vector<std::int64_t>& values) {
+  std::string out = "{";
+  for (std::size_t i = 0; i < values.size(); ++i) out += (i ? "," : "") + std::to_string(values[i]);
+  out.push_back('}');
+  return out;
+}
+
 Task task_from(const Rows& rows, std::size_t row) {
   Task t;
   t.id = rows.i64(row, "id");

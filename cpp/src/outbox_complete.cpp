@@ -105,34 +105,6 @@ Completion Outbox::complete(const CompleteRequest& request) {
   return completion;
 }
 
-namespace {
-
-// A PostgreSQL array literal of the values, each quoted, so any text
-// (JSON with quotes and backslashes included) survives; bound, never spliced.
-std::string array_text_quoted(const std::vector<std::string>& values) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < values.size(); ++i) {
-    if (i) out.push_back(',');
-    out.push_back('"');
-    for (const char c : values[i]) {
-      if (c == '"' || c == '\\') out.push_back('\\');
-      out.push_back(c);
-    }
-    out.push_back('"');
-  }
-  out.push_back('}');
-  return out;
-}
-
-std::string array_text_i64(const std::vector<std::int64_t>& values) {
-  std::string out = "{";
-  for (std::size_t i = 0; i < values.size(); ++i) out += (i ? "," : "") + std::to_string(values[i]);
-  out.push_back('}');
-  return out;
-}
-
-}  // namespace
-
 std::vector<std::int64_t> Outbox::complete_success_batch(const std::vector<BatchSuccess>& items,
                                                          const std::string& worker_id) {
   if (items.empty()) return {};

@@ -1,5 +1,7 @@
 // Enqueue: tasks written in the caller's transaction.
 #include <map>
+#include <optional>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -100,130 +102,156 @@ nlohmann::json spec_json(const TaskSpec& spec, std::size_t n) {
   return j;
 }
 
-// What a unique key names: one request. Two enqueues under one key are the
-// same request when these agree; priority, delay, timeout and the partition
-// key are scheduling, not the request.
-std::string spec_request_hash(const nlohmann::json& j) {
-  nlohmann::json identity = nlohmann::json::object();
-  for (const char* field : {"kind", "queue", "payload", "attempt_max", "amount_minor", "currency", "settle_hold_id",
-                            "settle_capture_account_id", "settle_reverse_transaction_id", "followup"}) {
-    if (j.contains(field)) identity[field] = j[field];
-  }
-  return detail::request_hash(identity.dump());
-}
-
-[[noreturn]] void unique_key_conflict(const std::string& key, std::int64_t task_id) {
-  throw IdempotencyConflict("unique key '" + key + "' already names task " + std::to_string(task_id) +
-                            ", enqueued with a different request (kind, queue, payload, amount, settlement or "
-                            "attempt_max differ); nothing was written");
-}
-
-// The tasks that unique keys already name, with their requests' hashes.
-std::map<std::string, std::pair<std::int64_t, std::optional<std::string>>> keys_taken(
-    Executor& executor, const std::vector<TaskSpec>& specs) {
-  std::vector<std::string> keys;
-  for (const TaskSpec& spec : specs) {
-    if (spec.unique_key && spec.settlement.hold_id) keys.push_back(*spec.unique_key);
-  }
-  std::map<std::string, std::pair<std::int64_t, std::optional<std::string>>> taken;
-  if (keys.empty()) return taken;
-  std::string array = "{";
-  for (const std::string& key : keys) {
-    array += (array.size() > 1 ? ",\"" : "\"");
-    for (const char c : key) {
-      if (c == '"' || c == '\\') array.push_back('\\');
-      array.push_back(c);
-    }
-    array.push_back('"');
-  }
-  Rows rows = executor.exec(outbox_sql::task_keys_get, {array + "}"});
-  for (std::size_t r = 0; r < rows.size(); ++r) {
-    taken[rows.text(r, "key")] = {rows.i64(r, "task_id"), rows.at(r, "request_hash")};
-  }
-  return taken;
-}
-
 }  // namespace
 
 EnqueueResult Outbox::enqueue(const TaskSpec& spec) { return enqueue_batch({spec}).front(); }
+
+namespace {
+
+// A batch after its own duplicates are folded: a key repeated within the
+// batch names the task of its first occurrence, and must name the same
+// request there.
+struct BatchPlan {
+  std::vector<nlohmann::json> items;  // per spec
+  std::vector<std::string> hashes;    // per keyed spec: its request's hash
+  std::vector<std::optional<std::size_t>> same_as;
+  bool unique_keyed = false;
+};
+
+BatchPlan batch_plan(const std::vector<TaskSpec>& specs) {
+  BatchPlan plan;
+  plan.items.resize(specs.size());
+  plan.hashes.resize(specs.size());
+  plan.same_as.resize(specs.size());
+  std::map<std::string, std::size_t> first_by_unique_key;
+  std::map<std::pair<std::string, std::string>, std::size_t> first_by_idempotency_key;
+  auto fold = [&](auto& firsts, const auto& key, std::size_t i, const char* what) {
+    auto [found, inserted] = firsts.emplace(key, i);
+    if (inserted || plan.same_as[i]) return;
+    if (plan.hashes[found->second] != plan.hashes[i]) {
+      throw IdempotencyConflict(std::string(what) + " appears twice in one batch with different requests; "
+                                "nothing was written");
+    }
+    plan.same_as[i] = found->second;
+  };
+  for (std::size_t i = 0; i < specs.size(); ++i) {
+    const TaskSpec& spec = specs[i];
+    plan.items[i] = spec_json(spec, i);
+    const bool idempotency_keyed = task_idempotency_keyed(spec);
+    if (!spec.unique_key && !idempotency_keyed) continue;
+    plan.hashes[i] = task_request_hash(plan.items[i]);
+    if (spec.unique_key) {
+      plan.unique_keyed = true;
+      plan.items[i]["request_hash"] = plan.hashes[i];
+      fold(first_by_unique_key, *spec.unique_key, i, ("unique key '" + *spec.unique_key + "'").c_str());
+    }
+    if (idempotency_keyed) {
+      fold(first_by_idempotency_key, std::make_pair(spec.kind, *spec.idempotency_key), i,
+           ("idempotency key '" + *spec.idempotency_key + "' of kind '" + spec.kind + "'").c_str());
+    }
+  }
+  return plan;
+}
+
+// One try at writing the batch: nullopt (with nothing written) when a
+// concurrent transaction took an idempotency key of it first; the next try
+// finds that key taken.
+std::optional<std::vector<EnqueueResult>> batch_write(Executor& executor, const std::vector<TaskSpec>& specs,
+                                                      const BatchPlan& plan) {
+  const std::size_t n = specs.size();
+  std::vector<EnqueueResult> results(n);
+  std::vector<bool> is_new(n, false);
+
+  // Keys taken before: the same request is a replay, another a conflict.
+  std::vector<std::size_t> idempotency_keyed;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!plan.same_as[i] && task_idempotency_keyed(specs[i])) idempotency_keyed.push_back(i);
+  }
+  std::vector<bool> replayed(n, false);
+  for (const auto& [i, record] : idempotency_keys_taken(executor, specs, idempotency_keyed)) {
+    if (record.request_hash && *record.request_hash != plan.hashes[i]) {
+      key_conflict("idempotency key '" + *specs[i].idempotency_key + "' of kind '" + specs[i].kind + "'",
+                   record.task_id);
+    }
+    results[i] = {record.task_id, false};
+    replayed[i] = true;
+  }
+  std::vector<std::size_t> unique_settling;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (!plan.same_as[i] && !replayed[i] && specs[i].unique_key && settlement_present(specs[i].settlement)) {
+      unique_settling.push_back(i);
+    }
+  }
+  std::set<std::size_t> unique_taken;
+  for (const auto& [i, record] : unique_keys_taken(executor, specs, unique_settling)) {
+    if (record.request_hash && *record.request_hash != plan.hashes[i]) {
+      key_conflict("unique key '" + *specs[i].unique_key + "'", record.task_id);
+    }
+    unique_taken.insert(i);
+  }
+  nlohmann::json batch = nlohmann::json::array();
+  bool idempotency_new = false;
+  for (std::size_t i = 0; i < n; ++i) {
+    if (plan.same_as[i] || replayed[i]) continue;
+    is_new[i] = !unique_taken.count(i);
+    idempotency_new = idempotency_new || (is_new[i] && task_idempotency_keyed(specs[i]));
+    batch.push_back(plan.items[i]);
+  }
+  settlements_check(executor, specs, is_new);
+
+  // A key taken by a concurrent transaction is found only by the writes
+  // themselves, after other tasks of the batch are written: a savepoint
+  // takes them back.
+  std::optional<Savepoint> savepoint;
+  if (idempotency_new || (plan.unique_keyed && batch.size() > 1)) savepoint.emplace(executor);
+  if (!batch.empty()) {
+    Rows rows = executor.exec(outbox_sql::enqueue, {batch.dump()});
+    for (std::size_t r = 0; r < rows.size(); ++r) {
+      const auto i = static_cast<std::size_t>(rows.i64(r, "n"));
+      auto task_id = rows.i64_or_null(r, "task_id");
+      std::optional<std::string> key_hash = rows.at(r, "key_request_hash");
+      if (!task_id) {
+        // The key was taken by a transaction that committed after this
+        // statement's snapshot: read it again.
+        Rows again = executor.exec(outbox_sql::task_key_get, {*specs[i].unique_key});
+        if (again.empty()) throw DatabaseError("unique key '" + *specs[i].unique_key + "' vanished during enqueue");
+        task_id = again.i64(0, "task_id");
+        key_hash = again.at(0, "request_hash");
+      }
+      const bool created = rows.boolean(r, "created");
+      if (!created && key_hash && *key_hash != plan.hashes[i]) {
+        key_conflict("unique key '" + *specs[i].unique_key + "'", *task_id);
+      }
+      results[i] = {*task_id, created};
+    }
+  }
+  if (idempotency_new && !idempotency_keys_put(executor, specs, plan.hashes, results)) return std::nullopt;
+  if (savepoint) savepoint->release();
+  for (std::size_t i = 0; i < n; ++i) {
+    if (plan.same_as[i]) results[i] = {results[*plan.same_as[i]].task_id, false};
+  }
+  holds_own(executor, specs, results);
+  return results;
+}
+
+// Rounds of batch_write lost to concurrent writers of the same keys.
+constexpr int enqueue_round_max = 3;
+
+}  // namespace
 
 std::vector<EnqueueResult> Outbox::enqueue_batch(const std::vector<TaskSpec>& specs) {
   if (specs.empty()) return {};
   if (specs.size() > task_batch_count_max) {
     throw InvalidArgument("a batch holds at most " + std::to_string(task_batch_count_max) + " tasks");
   }
-  // Everything is checked before anything is sent. A unique key repeated
-  // within the batch names the task of its first occurrence, and must name
-  // the same request there.
-  nlohmann::json batch = nlohmann::json::array();
-  std::map<std::string, std::size_t> first_by_key;
-  std::vector<std::optional<std::size_t>> same_as(specs.size());
-  std::vector<std::string> hashes(specs.size());
-  bool keyed = false;
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    nlohmann::json j = spec_json(specs[i], i);
-    if (specs[i].unique_key) {
-      keyed = true;
-      hashes[i] = spec_request_hash(j);
-      j["request_hash"] = hashes[i];
-      auto [found, inserted] = first_by_key.emplace(*specs[i].unique_key, i);
-      if (!inserted) {
-        if (hashes[found->second] != hashes[i]) {
-          throw IdempotencyConflict("unique key '" + *specs[i].unique_key +
-                                    "' appears twice in one batch with different requests; nothing was written");
-        }
-        same_as[i] = found->second;
-        continue;
-      }
-    }
-    batch.push_back(std::move(j));
-  }
-
-  // A task that settles a hold is checked against the ledger first, with
-  // the hold locked; one whose unique key is taken is a replay instead.
-  const auto taken = keys_taken(executor_, specs);
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    if (!specs[i].unique_key || same_as[i]) continue;
-    auto found = taken.find(*specs[i].unique_key);
-    if (found != taken.end() && found->second.second && *found->second.second != hashes[i]) {
-      unique_key_conflict(*specs[i].unique_key, found->second.first);
+  // Everything is checked before anything is sent.
+  const BatchPlan plan = batch_plan(specs);
+  for (int round = 1;; ++round) {
+    if (auto results = batch_write(executor_, specs, plan)) return *results;
+    if (round == enqueue_round_max) {
+      throw TransientError("the idempotency keys of this batch kept being taken by concurrent transactions");
     }
   }
-  std::vector<bool> is_new(specs.size());
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    is_new[i] = !same_as[i] && !(specs[i].unique_key && taken.count(*specs[i].unique_key));
-  }
-  settlements_check(executor_, specs, is_new);
-
-  // In a batch, a key taken by a concurrent transaction is found only by
-  // the write itself, after other tasks of the batch are written: a
-  // savepoint takes them back if that key names a different request.
-  std::optional<Savepoint> savepoint;
-  if (keyed && batch.size() > 1) savepoint.emplace(executor_);
-  Rows rows = executor_.exec(outbox_sql::enqueue, {batch.dump()});
-  std::vector<EnqueueResult> results(specs.size());
-  for (std::size_t r = 0; r < rows.size(); ++r) {
-    const auto n = static_cast<std::size_t>(rows.i64(r, "n"));
-    auto task_id = rows.i64_or_null(r, "task_id");
-    std::optional<std::string> key_hash = rows.at(r, "key_request_hash");
-    if (!task_id) {
-      // The key was taken by a transaction that committed after this
-      // statement's snapshot: read it again.
-      Rows again = executor_.exec(outbox_sql::task_key_get, {*specs[n].unique_key});
-      if (again.empty()) throw DatabaseError("unique key '" + *specs[n].unique_key + "' vanished during enqueue");
-      task_id = again.i64(0, "task_id");
-      key_hash = again.at(0, "request_hash");
-    }
-    const bool created = rows.boolean(r, "created");
-    if (!created && key_hash && *key_hash != hashes[n]) unique_key_conflict(*specs[n].unique_key, *task_id);
-    results[n] = {*task_id, created};
-  }
-  if (savepoint) savepoint->release();
-  for (std::size_t i = 0; i < specs.size(); ++i) {
-    if (same_as[i]) results[i] = {results[*same_as[i]].task_id, false};
-  }
-  holds_own(executor_, specs, results);
-  return results;
 }
 
 }  // namespace payq

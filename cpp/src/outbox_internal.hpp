@@ -1,6 +1,14 @@
 // Shared by the outbox's source files.
 #pragma once
 
+#include <cstdint>
+#include <map>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include <nlohmann/json.hpp>
+
 #include "payq/outbox.hpp"
 #include "text_internal.hpp"
 
@@ -12,9 +20,39 @@ inline constexpr std::size_t queue_bytes_max = 100;
 inline constexpr std::size_t key_bytes_max = 255;
 
 Task task_from(const Rows& rows, std::size_t row);
+// PostgreSQL array literals, bound as one parameter (never spliced into
+// SQL): every text quoted, so JSON with quotes and backslashes survives.
+std::string array_text_quoted(const std::vector<std::string>& values);
+std::string array_text_i64(const std::vector<std::int64_t>& values);
 using detail::text_bounded;
 // Canonical JSON text of any JSON value; InvalidArgument if it is not JSON.
 std::string json_canonical(const std::string& text, const char* what, std::size_t bytes_max);
+
+// ---- keys (outbox_keys.cpp)
+
+// What a key names: one request. Two enqueues are the same request when
+// kind, queue, payload, attempt_max, amount and settlement agree (the
+// canonical spec JSON of spec_json); priority, delay, timeout and the
+// partition key are scheduling, not the request.
+std::string task_request_hash(const nlohmann::json& spec_json);
+// A task whose chosen idempotency key must name one task of its kind: one
+// that settles money. The default key (task:<id>) never repeats.
+bool task_idempotency_keyed(const TaskSpec& spec);
+[[noreturn]] void key_conflict(const std::string& what, std::int64_t task_id);
+
+struct KeyRecord {
+  std::int64_t task_id = 0;
+  std::optional<std::string> request_hash;  // none for keys taken before migration 008/009
+};
+// The keys of specs[i] (i in `which`) already taken, by i.
+std::map<std::size_t, KeyRecord> unique_keys_taken(Executor& executor, const std::vector<TaskSpec>& specs,
+                                                   const std::vector<std::size_t>& which);
+std::map<std::size_t, KeyRecord> idempotency_keys_taken(Executor& executor, const std::vector<TaskSpec>& specs,
+                                                        const std::vector<std::size_t>& which);
+// Records the idempotency keys of the created tasks; false (the caller rolls
+// back) when a concurrent transaction took one of them first.
+bool idempotency_keys_put(Executor& executor, const std::vector<TaskSpec>& specs,
+                          const std::vector<std::string>& hashes, const std::vector<EnqueueResult>& results);
 
 // ---- settlement (outbox_settle.cpp)
 

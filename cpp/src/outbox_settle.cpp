@@ -176,9 +176,13 @@ void settlements_check(Executor& executor, const std::vector<TaskSpec>& specs, c
     auto found = live_row.find(*owner);
     if (found == live_row.end()) continue;  // its task is final: a new task may settle it
     // The owner may be this very request, committed by a racing transaction
-    // after this one looked its unique key up: the enqueue returns it.
+    // after this one looked its keys up: the enqueue finds it by its key.
     const auto owner_unique_key = live.at(found->second, "unique_key");
     if (specs[i].unique_key && owner_unique_key && *owner_unique_key == *specs[i].unique_key) continue;
+    if (specs[i].idempotency_key && live.text(found->second, "kind") == specs[i].kind &&
+        live.text(found->second, "idempotency_key") == *specs[i].idempotency_key) {
+      continue;
+    }
     throw HoldInUse("hold " + std::to_string(hold_id) + " is already settled by task " + std::to_string(*owner) +
                         " (" + live.text(found->second, "state") + "); a hold is settled by one task",
                     *owner);

@@ -62,6 +62,21 @@ SELECT task_id, request_hash FROM @schema@.task_key WHERE key = $1)sql"};
 inline const Statement task_keys_get{"payq_task_keys_get", R"sql(
 SELECT key, task_id, request_hash FROM @schema@.task_key WHERE key = ANY($1::text[]))sql"};
 
+// The tasks that chosen idempotency keys of settling tasks name, per kind.
+inline const Statement task_idempotency_get{"payq_task_idempotency_get", R"sql(
+SELECT i.kind, i.key, i.task_id, i.request_hash
+FROM unnest($1::text[], $2::text[]) AS x(kind, key)
+JOIN @schema@.task_idempotency i ON i.kind = x.kind AND i.key = x.key)sql"};
+
+// Records the keys of new settling tasks. A key another transaction took
+// first (it waits for that one to end) yields no row: the caller rolls its
+// batch back and reads the key again.
+inline const Statement task_idempotency_put{"payq_task_idempotency_put", R"sql(
+INSERT INTO @schema@.task_idempotency (kind, key, task_id, request_hash)
+SELECT * FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[])
+ON CONFLICT (kind, key) DO NOTHING
+RETURNING task_id)sql"};
+
 // ---- settlement (outbox_settle.cpp)
 
 // The holds new tasks are to settle, locked in id order (the order every
@@ -82,7 +97,7 @@ SELECT 'account', id, NULL, NULL, NULL, currency FROM @schema@.account WHERE id 
 // The live tasks among the owners of locked holds: a statement of its own,
 // so it sees tasks committed by whoever held the holds' locks before.
 inline const Statement settle_owners_live{"payq_settle_owners_live", R"sql(
-SELECT id, state, unique_key FROM @schema@.task
+SELECT id, state, kind, unique_key, idempotency_key FROM @schema@.task
 WHERE id = ANY($1::bigint[]) AND state IN ('held', 'pending', 'running', 'needs_review'))sql"};
 
 // New tasks take ownership of the holds they settle (already locked).

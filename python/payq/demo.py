@@ -45,6 +45,11 @@ FAULT_RATES = {
     "insufficient_funds": 0.005,   # a definite refusal: the hold is released
 }
 BAD_ACCOUNT_SHARE = 0.02           # payouts to accounts the provider refuses
+# Withdrawals whose hold expires after a second, usually before its payout
+# has settled: the payout task owns the hold, so it must stay held (and be
+# captured or released once) while maintenance expires holds around it.
+EXPIRING_HOLD_SHARE = 0.25
+EXPIRING_HOLD_AFTER = timedelta(seconds=1)
 HTTP_TIMEOUT_MS = 300              # the handler gives up; the fake answers a timeout fault after 600 ms
 
 
@@ -53,6 +58,9 @@ class DemoReport:
     """What the demo did and what the checks found."""
 
     withdrawals: int = 0
+    expiring_holds: int = 0
+    # Holds of this run's payouts that expired under them (must be none).
+    holds_expired_under_payout: int = 0
     paid: int = 0
     failed_and_released: int = 0
     needs_review: int = 0
@@ -87,6 +95,7 @@ class DemoReport:
         paid twice, ledger and provider agree, no task unfinished or waiting
         for review."""
         return (self.audit_ok and self.conserved and self.provider_keys_paid_twice == 0
+                and self.holds_expired_under_payout == 0
                 and self.ledger_provider_mismatches == 0 and self.needs_review == 0
                 and self.paid_out == self.provider_paid and self.unfinished == 0)
 
@@ -133,13 +142,15 @@ def run_demo(
             amount = Money(rng.randint(100, 5_000), "CNY")
             account = ("bad:" if rng.random() < BAD_ACCOUNT_SHARE else "wallet:") + str(wallet_index)
             key = f"{ns}/wd/{n}"
+            expires_in = EXPIRING_HOLD_AFTER if rng.random() < EXPIRING_HOLD_SHARE else None
             with db.transaction() as t:
-                hold = t.ledger.hold(wallets[wallet_index], amount, key=f"{key}/hold")
+                hold = t.ledger.hold(wallets[wallet_index], amount, key=f"{key}/hold", expires_in=expires_in)
                 t.enqueue("demo.payout", {"account": account, "amount_minor": amount.minor, "currency": "CNY"},
                           queue=queue, max_attempts=8, idempotency_key=key, amount=amount,
                           settle=Settle.capture(hold, into=clearing))
             with keys_lock:
                 keys.append(key)
+                report.expiring_holds += expires_in is not None
 
     threads = [threading.Thread(target=withdraw, args=(i,)) for i in range(thread_count)]
     for thread in threads:
@@ -172,7 +183,8 @@ def run_demo(
             max_delay=timedelta(milliseconds=200),
         )
         worker = Worker(db, queues=[queue], registry=registry, concurrency=max(2, thread_count // 2), batch=16,
-                        poll_interval=timedelta(milliseconds=50), maintenance=False, log=False)
+                        poll_interval=timedelta(milliseconds=50), maintenance=True,
+                        maintenance_interval=timedelta(milliseconds=200), log=False)
         worker.start()
         try:
             deadline = time.monotonic() + 300
@@ -210,6 +222,10 @@ def run_demo(
                 report.retried_attempts = int(count or 0)
             if outcome == "unknown":
                 report.unknown_attempts = int(count or 0)
+        for (count,) in t.execute(
+                "SELECT count(*) FROM @schema@.hold h JOIN @schema@.task k ON k.id = h.task_id "
+                "WHERE k.queue = $1 AND h.status = 'expired'", [queue]):
+            report.holds_expired_under_payout = int(count or 0)
         states: Dict[str, str] = {
             str(key): str(state)
             for key, state in t.execute("SELECT idempotency_key, state FROM @schema@.task WHERE queue = $1", [queue])}
