@@ -34,6 +34,8 @@ void translate(std::exception_ptr pointer) {
     raise_as("CommitUnknown", e, &e.sqlstate());
   } catch (const TransientError& e) {
     raise_as("TransientError", e, &e.sqlstate());
+  } catch (const ConnectionLost& e) {
+    raise_as("ConnectionLost", e, &e.sqlstate());
   } catch (const DatabaseError& e) {
     raise_as("DatabaseError", e, &e.sqlstate());
   } catch (const ConfigError& e) {
@@ -81,7 +83,7 @@ void translate(std::exception_ptr pointer) {
 
 void bind_error(py::module_& m) {
   py::module_ errors = py::module_::import("payq.errors");
-  for (const char* name : {"Error", "ConfigError", "DatabaseError", "TransientError", "CommitUnknown",
+  for (const char* name : {"Error", "ConfigError", "DatabaseError", "TransientError", "ConnectionLost", "CommitUnknown",
                            "MigrationError", "InvalidAmount", "UnknownCurrency", "CurrencyMismatch",
                            "UnknownAccount", "AccountClosed", "InsufficientFunds", "LimitExceeded", "Unbalanced",
                            "IdempotencyConflict", "InvalidState", "HoldInUse", "InvalidArgument", "UnknownTaskKind",
@@ -94,6 +96,7 @@ void bind_error(py::module_& m) {
   m.def("_raise_for_test", [](const std::string& name) {
     if (name == "CommitUnknown") throw CommitUnknown("test", "08006");
     if (name == "TransientError") throw TransientError("test", "40001");
+    if (name == "ConnectionLost") throw ConnectionLost("test", "08006");
     if (name == "DatabaseError") throw DatabaseError("test", "22012");
     if (name == "ConfigError") throw ConfigError("test");
     if (name == "MigrationError") throw MigrationError("test");

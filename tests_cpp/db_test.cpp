@@ -7,6 +7,7 @@
 #include <gtest/gtest.h>
 
 #include "harness.hpp"
+#include "payq/connection.hpp"
 #include "payq/error.hpp"
 
 namespace payq {
@@ -34,7 +35,23 @@ TEST(Db, SchemaNameValidationRejectsInjection) {
   EXPECT_THROW(schema_name_validate("7days"), ConfigError);
   EXPECT_THROW(schema_name_validate("a\"; DROP TABLE x; --"), ConfigError);
   EXPECT_THROW(schema_name_validate("pg_catalog"), ConfigError);
+  EXPECT_THROW(schema_name_validate("information_schema"), ConfigError);
   EXPECT_THROW(schema_name_validate(std::string(64, 'a')), ConfigError);
+}
+
+TEST(Db, DsnWithAControlCharacterIsAConfigErrorThatHidesIt) {
+  // libpq would read the DSN only up to the NUL and connect to dbname=payq.
+  for (const std::string dsn : {std::string("dbname=payq\0 dbname=other password=hunter2", 44),
+                                std::string("dbname=payq password=hunter2\x01")}) {
+    ConnectionOptions options;
+    options.dsn = dsn;
+    try {
+      Connection connection(options);
+      FAIL() << "a DSN with a control character was accepted";
+    } catch (const ConfigError& e) {
+      EXPECT_EQ(std::string(e.what()).find("hunter2"), std::string::npos) << e.what();
+    }
+  }
 }
 
 TEST(Db, ExpandSchemaReplacesEveryMarker) {
@@ -261,6 +278,51 @@ TEST_F(Transactions, SqlErrorCarriesSqlstate) {
     FAIL() << "expected DatabaseError";
   } catch (const DatabaseError& e) {
     EXPECT_EQ(e.sqlstate(), "22012");
+  }
+}
+
+// The server restarted, failed over or killed the session while a pooled
+// connection sat idle: its next user gets a fresh connection, not an error.
+TEST_F(Transactions, ConnectionThatDiedWhileIdleIsReplacedBeforeUse) {
+  auto killer = open_database();
+  auto kill_the_others = [&] {
+    return killer->transact([](Transaction& tx) {
+      return tx
+          .exec_sql("SELECT count(pg_terminate_backend(pid)) AS n FROM pg_stat_activity "
+                    "WHERE pid <> pg_backend_pid() AND datname = current_database() "
+                    "AND backend_type = 'client backend'")
+          .i64(0, "n");
+    });
+  };
+  const auto one = [](Transaction& tx) { return tx.exec_sql("SELECT 1 AS one").i64(0, "one"); };
+  EXPECT_EQ(db->transact(one), 1);
+  ASSERT_GE(kill_the_others(), 1);
+  EXPECT_EQ(db->transact(one), 1);  // whole units
+  ASSERT_GE(kill_the_others(), 1);
+  {
+    PooledTransaction driven(*db);  // a transaction the caller drives
+    EXPECT_EQ(one(driven.transaction()), 1);
+    driven.transaction().commit();
+  }
+  // A session killed in the middle of a transaction the caller drives:
+  // nothing was applied, and the error says so with its own type.
+  PooledTransaction driven(*db);
+  driven.transaction().exec_sql("SELECT 1");
+  ASSERT_GE(kill_the_others(), 1);
+  EXPECT_THROW(driven.transaction().exec_sql("SELECT 2"), ConnectionLost);
+}
+
+// Prepared statements met in a session that did not prepare them are the
+// mark of a transaction-mode pooler: the error names the setting.
+TEST_F(Transactions, ForeignPreparedStatementNamesThePoolerSetting) {
+  try {
+    db->transact([](Transaction& tx) {
+      tx.exec_sql("PREPARE payq_clash AS SELECT 1");
+      tx.exec_sql("PREPARE payq_clash AS SELECT 1");
+    });
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("pooler"), std::string::npos) << e.what();
   }
 }
 

@@ -1,6 +1,7 @@
 #include "payq/connection.hpp"
 
 #include <libpq-fe.h>
+#include <poll.h>
 
 #include <stdexcept>
 
@@ -17,6 +18,15 @@ namespace {
 // Checks DSN syntax without connecting, so a typo is a ConfigError rather
 // than a connection failure.
 void dsn_validate(const std::string& dsn) {
+  // libpq reads a C string: a NUL would silently cut the DSN short, and
+  // other control characters are no part of one. Tab, CR and LF are
+  // whitespace to libpq. The message does not repeat the DSN (a password).
+  for (std::size_t i = 0; i < dsn.size(); ++i) {
+    const auto c = static_cast<unsigned char>(dsn[i]);
+    if ((c < 0x20 && c != '\t' && c != '\n' && c != '\r') || c == 0x7f) {
+      throw ConfigError("invalid DSN: control character at position " + std::to_string(i));
+    }
+  }
   char* message = nullptr;
   PQconninfoOption* parsed = PQconninfoParse(dsn.c_str(), &message);
   if (parsed == nullptr) {
@@ -97,9 +107,17 @@ void rethrow_as_payq_error() {
   } catch (const pqxx::transaction_rollback& e) {
     throw TransientError(e.what(), "40000");
   } catch (const pqxx::sql_error& e) {
+    // payq never deallocates its prepared statements: one that exists
+    // twice, or vanished, means sessions are shared behind our back.
+    if (e.sqlstate() == "42P05" || e.sqlstate() == "26000") {
+      throw ConfigError(std::string(e.what()) +
+                        " (payq's prepared statements met a session they did not prepare: the server is behind a "
+                        "transaction-mode pooler such as pgbouncer; connect with pooler=\"transaction\" "
+                        "(PAYQ_POOLER=transaction), see docs/deployment.md)");
+    }
     throw DatabaseError(e.what(), e.sqlstate());
   } catch (const pqxx::broken_connection& e) {
-    throw DatabaseError(std::string("connection to the database lost: ") + e.what(), "08006");
+    throw ConnectionLost(std::string("connection to the database lost: ") + e.what(), "08006");
   } catch (const pqxx::failure& e) {
     throw DatabaseError(e.what());
   } catch (const pqxx::usage_error& e) {
@@ -114,6 +132,10 @@ void rethrow_as_payq_error() {
 Connection::Connection(ConnectionOptions options) : options_(std::move(options)) {
   schema_name_validate(options_.schema);
   dsn_validate(options_.dsn);
+  open();
+}
+
+void Connection::open() {
   try {
     raw_ = std::make_unique<pqxx::connection>(options_.dsn);
     if (options_.prepare_statements) {
@@ -134,6 +156,26 @@ Connection::Connection(ConnectionOptions options) : options_(std::move(options))
 
 bool Connection::is_open() const noexcept { return raw_ && raw_->is_open(); }
 
+bool Connection::idle_alive() const noexcept {
+  if (!is_open()) return false;
+  pollfd socket{raw_->sock(), POLLIN, 0};
+  if (socket.fd < 0) return false;
+  // An idle session of payq's has nothing to say: anything readable is the
+  // server going away (or gone).
+  return ::poll(&socket, 1, 0) == 0;
+}
+
+void Connection::ensure_alive() {
+  if (!options_.reconnect_when_dead || idle_alive()) return;
+  reconnect();
+}
+
+void Connection::reconnect() {
+  raw_.reset();
+  statement_sql_by_name_.clear();
+  open();
+}
+
 const std::string& Connection::statement_sql(const Statement& statement) {
   auto found = statement_sql_by_name_.find(statement.name);
   if (found != statement_sql_by_name_.end()) return found->second;
@@ -143,13 +185,9 @@ const std::string& Connection::statement_sql(const Statement& statement) {
   return statement_sql_by_name_.emplace(statement.name, std::move(sql)).first->second;
 }
 
-Transaction::Transaction(Connection& connection) : connection_(connection) {
-  try {
-    work_ = std::make_unique<pqxx::nontransaction>(connection_.raw());
-  } catch (...) {
-    rethrow_as_payq_error();
-  }
-}
+// libpqxx's view of the connection is made at the first statement, after
+// a connection that died while idle has been replaced.
+Transaction::Transaction(Connection& connection) : connection_(connection) {}
 
 Transaction::~Transaction() {
   if (work_ && begun_) {
@@ -162,8 +200,27 @@ Transaction::~Transaction() {
 }
 
 pqxx::nontransaction& Transaction::current() {
-  if (!open_ || !work_) throw DatabaseError("transaction is already finished");
+  if (!open_) throw DatabaseError("transaction is already finished");
+  if (!work_) {
+    connection_.ensure_alive();
+    work_ = std::make_unique<pqxx::nontransaction>(connection_.raw());
+  }
   return *work_;
+}
+
+template <typename Run>
+auto Transaction::first_statement(Run&& run) -> decltype(run()) {
+  if (begun_ || !connection_.reconnect_when_dead()) return run();
+  try {
+    return run();
+  } catch (const pqxx::broken_connection&) {
+    // Nothing of this transaction can have been applied (no COMMIT was
+    // sent): start it again, once, on a fresh connection.
+    work_.reset();
+    begun_ = false;
+    connection_.reconnect();
+    return run();
+  }
 }
 
 void Transaction::failed() {
@@ -196,6 +253,14 @@ pqxx::result Transaction::simple_query(const std::string& sql) {
 
 Rows Transaction::exec(const Statement& statement, const Params& params) {
   try {
+    return first_statement([&] { return exec_now(statement, params); });
+  } catch (...) {
+    failed();
+  }
+}
+
+Rows Transaction::exec_now(const Statement& statement, const Params& params) {
+  {
     if (begun_ || !connection_.prepare_statements() || !name_is_plain(statement.name)) {
       begin_now();
       return statement_run(connection_, current(), statement, params);
@@ -213,17 +278,17 @@ Rows Transaction::exec(const Statement& statement, const Params& params) {
     }
     if (!params.empty()) sql += ")";
     return rows_from(simple_query(sql));
-  } catch (...) {
-    failed();
   }
 }
 
 Rows Transaction::exec_sql(const std::string& sql, const Params& params) {
   try {
     const auto pointers = param_pointers(params);
-    begin_now();
-    return rows_from(current().exec_params(sql_expand_schema(sql, schema()),
-                                           pqxx::prepare::make_dynamic_params(pointers)));
+    return first_statement([&] {
+      begin_now();
+      return rows_from(current().exec_params(sql_expand_schema(sql, schema()),
+                                             pqxx::prepare::make_dynamic_params(pointers)));
+    });
   } catch (...) {
     failed();
   }
@@ -231,7 +296,7 @@ Rows Transaction::exec_sql(const std::string& sql, const Params& params) {
 
 void Transaction::exec_script(const std::string& sql) {
   try {
-    simple_query(sql_expand_schema(sql, schema()));
+    first_statement([&] { return simple_query(sql_expand_schema(sql, schema())); });
   } catch (...) {
     failed();
   }
@@ -265,6 +330,7 @@ Rows SingleStatement::exec(const Statement& statement, const Params& params) {
   if (used_) throw std::logic_error("a SingleStatement executor runs one statement only");
   used_ = true;
   try {
+    connection_.ensure_alive();
     pqxx::nontransaction alone(connection_.raw());
     return statement_run(connection_, alone, statement, params);
   } catch (const pqxx::broken_connection& e) {

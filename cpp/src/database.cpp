@@ -43,7 +43,7 @@ Database::Lease Database::acquire() {
       if (connection->is_open()) return Lease(*this, std::move(connection));
     }
   }
-  ConnectionOptions connection_options{dsn_.dsn, options_.schema, options_.prepare_statements};
+  ConnectionOptions connection_options{dsn_.dsn, options_.schema, options_.prepare_statements, true};
   return Lease(*this, std::make_unique<Connection>(std::move(connection_options)));
 }
 

@@ -79,6 +79,8 @@ MigrateReport migrate(Database& database, int version_target) {
         tx.exec_script(m.sql);
       } catch (const TransientError&) {
         throw;  // transact() runs the whole migration again
+      } catch (const ConnectionLost&) {
+        throw;  // likewise
       } catch (const DatabaseError& e) {
         // A migration that refuses the data it finds (or fails for any other
         // reason) changes nothing: the transaction rolls back.

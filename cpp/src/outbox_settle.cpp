@@ -105,6 +105,8 @@ std::optional<Task> settle_completed(Executor& executor, const Task& task) {
       return std::nullopt;
     } catch (const TransientError&) {
       throw;  // the whole completion is run again
+    } catch (const ConnectionLost&) {
+      throw;  // likewise, on a fresh connection
     } catch (const Error& e) {
       error = e.what();
     }

@@ -326,6 +326,26 @@ void Worker::shutdown_wait() {
   log("info", "worker_stopped", {{"given_back", counters_.given_back.load()}});
 }
 
+namespace {
+
+std::int64_t steady_now_ms() {
+  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
+      .count();
+}
+
+}  // namespace
+
+void Worker::database_failed(int thread_index, const char* error) noexcept {
+  if (database_unavailable_.exchange(true)) return;
+  database_unavailable_since_ms_ = steady_now_ms();
+  log("error", "database_unavailable", {{"thread", thread_index}, {"error", error}});
+}
+
+void Worker::database_reached() noexcept {
+  if (!database_unavailable_.load(std::memory_order_relaxed) || !database_unavailable_.exchange(false)) return;
+  log("info", "database_available", {{"unavailable_ms", steady_now_ms() - database_unavailable_since_ms_.load()}});
+}
+
 void Worker::thread_fatal(const char* thread_name) noexcept {
   std::string message = "unknown exception";
   try {
@@ -430,12 +450,17 @@ void Worker::claimer_loop(int index) {
     try {
       batch = claim_round(connection.get(), picker);
       failure_count = 0;
+      database_reached();
     } catch (const Error& e) {
-      // Connection loss, a server restart, a failed claim: log, wait, retry.
+      // Connection loss, a server restart or failover, a failed claim:
+      // wait (with backoff) and retry; never exit for it.
       ++counters_.database_errors;
       failure_count = std::min(failure_count + 1, claim_error_doubling_count_max + 1);
       connection.drop_if_broken();
-      log("error", "claim_failed", {{"thread", index}, {"error", e.what()}, {"failure_count", failure_count}});
+      database_failed(index, e.what());
+      if (log_debug_enabled()) {
+        log("debug", "claim_failed", {{"thread", index}, {"error", e.what()}, {"failure_count", failure_count}});
+      }
       stop_wait_for(error_delay(failure_count));
       continue;
     }

@@ -96,7 +96,7 @@ void Worker::listener_run() noexcept {
 void Worker::listener_session(int& failure_count) {
   // A connection outside the pool: LISTEN is session state that must not
   // leak to other users of a pooled connection.
-  Connection connection(ConnectionOptions{database_.dsn(), database_.schema(), false});
+  Connection connection(ConnectionOptions{database_.dsn(), database_.schema(), false, false});
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   // A silent reconnect would hide lost notifications; fail loudly instead.

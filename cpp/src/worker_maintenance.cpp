@@ -77,7 +77,7 @@ void Worker::maintenance_run() noexcept {
 
 void Worker::maintenance_session(int& failure_count) {
   // Outside the pool: the lock lives exactly as long as this session.
-  Connection connection(ConnectionOptions{database_.dsn(), database_.schema(), false});
+  Connection connection(ConnectionOptions{database_.dsn(), database_.schema(), false, false});
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   // A silent reconnect would drop the lock while we still acted as leader.

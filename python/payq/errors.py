@@ -14,6 +14,7 @@ __all__ = [
     "ConfigError",
     "DatabaseError",
     "TransientError",
+    "ConnectionLost",
     "CommitUnknown",
     "MigrationError",
     "InvalidAmount",
@@ -57,6 +58,15 @@ class TransientError(DatabaseError):
     """Serialization failure or deadlock: the transaction was rolled back and
     can be run again from the start. payq retries these itself in the
     transactions it owns."""
+
+
+class ConnectionLost(DatabaseError):
+    """The connection to the server broke before the transaction committed:
+    nothing of it was applied. payq re-runs its own units of work
+    (``transact()``, the worker) and retries a transaction's first
+    statement on a fresh connection by itself; a transaction you drive
+    (``with db.transaction()``) raises this and may be run again from the
+    start."""
 
 
 class CommitUnknown(DatabaseError):

@@ -19,6 +19,10 @@ struct ConnectionOptions {
   // Prepared statements are session state; switch them off behind a
   // transaction-mode pooler that does not track them.
   bool prepare_statements = true;
+  // A connection found dead before a transaction starts (the server
+  // restarted or failed over while it was idle) is replaced by a fresh one.
+  // Off for connections whose session state matters (the listener's LISTEN).
+  bool reconnect_when_dead = true;
 };
 
 // One libpqxx connection. Belongs to one thread at a time.
@@ -31,6 +35,18 @@ class Connection {
   pqxx::connection& raw() noexcept { return *raw_; }
   const std::string& schema() const noexcept { return options_.schema; }
   bool is_open() const noexcept;
+  // Whether an idle connection still looks alive without a round trip: open,
+  // and nothing to read on its socket (a server that shut down or crashed
+  // leaves an end-of-file or a termination notice there).
+  bool idle_alive() const noexcept;
+  // Before a transaction's first statement: a connection that died while
+  // idle is replaced (when reconnect_when_dead), so the work starts on a
+  // live one. DatabaseError if the server cannot be reached now.
+  void ensure_alive();
+  // Replaces the session with a fresh one (prepared statements re-prepare
+  // on first use).
+  void reconnect();
+  bool reconnect_when_dead() const noexcept { return options_.reconnect_when_dead; }
 
   // The statement's SQL with the schema filled in; prepares it on this
   // connection the first time when prepared statements are on.
@@ -38,6 +54,8 @@ class Connection {
   bool prepare_statements() const noexcept { return options_.prepare_statements; }
 
  private:
+  void open();
+
   ConnectionOptions options_;
   std::unique_ptr<pqxx::connection> raw_;
   std::unordered_map<std::string, std::string> statement_sql_by_name_;
@@ -78,6 +96,13 @@ class Transaction final : public Executor {
 
  private:
   pqxx::nontransaction& current();
+  Rows exec_now(const Statement& statement, const Params& params);
+  // Runs the transaction's first statement: if the connection turns out
+  // dead before anything of this transaction reached the server, or while
+  // the statement ran (nothing is committed without COMMIT), it is run once
+  // more on a fresh connection.
+  template <typename Run>
+  auto first_statement(Run&& run) -> decltype(run());
   // Runs `sql` (no parameters), preceded by BEGIN if nothing ran yet.
   pqxx::result simple_query(const std::string& sql);
   void begin_now();

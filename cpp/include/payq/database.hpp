@@ -98,8 +98,9 @@ class PooledTransaction {
 void transient_backoff(int attempt);
 
 // Runs `work(transaction)` on `connection` and commits, re-running it from
-// the start after a TransientError at most `transient_retry_count_max`
-// times; CommitUnknown and every other error propagate at once.
+// the start after a TransientError or a ConnectionLost (both mean nothing
+// was applied) at most `transient_retry_count_max` times; CommitUnknown and
+// every other error propagate at once.
 template <typename Work>
 auto transact_on(Connection& connection, int transient_retry_count_max, Work&& work)
     -> std::invoke_result_t<Work&, Transaction&> {
@@ -117,6 +118,11 @@ auto transact_on(Connection& connection, int transient_retry_count_max, Work&& w
         return result;
       }
     } catch (const TransientError&) {
+      if (attempt >= transient_retry_count_max) throw;
+      transient_backoff(attempt);
+    } catch (const ConnectionLost&) {
+      // Lost before COMMIT: nothing was applied. The next try starts on a
+      // fresh connection (Transaction replaces a dead one).
       if (attempt >= transient_retry_count_max) throw;
       transient_backoff(attempt);
     }

@@ -41,6 +41,16 @@ class TransientError : public DatabaseError {
   using DatabaseError::DatabaseError;
 };
 
+// The connection to the server broke before the transaction was committed:
+// nothing of it was applied. payq re-runs its own transactions after this
+// (transact(), with a bound) and retries a transaction's first statement on
+// a fresh connection by itself; a transaction an application drives gets
+// this error and may be run again from the start.
+class ConnectionLost : public DatabaseError {
+ public:
+  using DatabaseError::DatabaseError;
+};
+
 // The connection broke while COMMIT was in flight: the transaction may or may
 // not have been applied. Never retried blindly; the caller must look.
 class CommitUnknown : public DatabaseError {

@@ -263,6 +263,13 @@ class Worker {
 
   Counters counters_;
   std::atomic<bool> stopping_{false};
+  // The database as the claiming threads last found it: an outage is logged
+  // once when it starts and once when it ends, however many threads and
+  // retries see it.
+  std::atomic<bool> database_unavailable_{false};
+  std::atomic<std::int64_t> database_unavailable_since_ms_{0};
+  void database_failed(int thread_index, const char* error) noexcept;
+  void database_reached() noexcept;
 
   std::mutex wake_mutex_;
   std::condition_variable wake_cv_;
