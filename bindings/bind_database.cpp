@@ -64,15 +64,21 @@ void bind_database(py::module_& m) {
                              [](PooledTransaction& self) { return self.transaction().savepoint_depth(); });
 
   py::class_<Database, std::shared_ptr<Database>>(m, "Database")
-      .def(py::init([](std::optional<std::string> dsn, std::string schema, bool prepare_statements) {
+      .def(py::init([](std::optional<std::string> dsn, std::string schema, bool prepare_statements,
+                       std::optional<std::string> pooler, std::optional<std::string> listen_dsn) {
              DatabaseOptions options;
              options.dsn = std::move(dsn);
              options.schema = std::move(schema);
              options.prepare_statements = prepare_statements;
+             if (pooler) options.pooler = pooler_parse(*pooler);
+             options.listen_dsn = std::move(listen_dsn);
              return std::make_shared<Database>(std::move(options));
            }),
            py::arg("dsn") = py::none(), py::arg("schema") = "payq", py::arg("prepare_statements") = true,
+           py::arg("pooler") = py::none(), py::arg("listen_dsn") = py::none(),
            py::call_guard<py::gil_scoped_release>())
+      .def_property_readonly("pooler", [](const Database& self) { return pooler_name(self.pooler()); })
+      .def_property_readonly("listen_dsn", &Database::listen_dsn)
       .def_property_readonly("dsn", &Database::dsn)
       .def_property_readonly("dsn_source", [](const Database& self) { return dsn_source_name(self.dsn_source()); })
       .def_property_readonly("schema", &Database::schema)

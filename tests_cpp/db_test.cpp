@@ -41,7 +41,7 @@ TEST(Db, SchemaNameValidationRejectsInjection) {
 
 TEST(Db, DsnWithAControlCharacterIsAConfigErrorThatHidesIt) {
   // libpq would read the DSN only up to the NUL and connect to dbname=payq.
-  for (const std::string dsn : {std::string("dbname=payq\0 dbname=other password=hunter2", 44),
+  for (const std::string& dsn : {std::string("dbname=payq\0 dbname=other password=hunter2", 42),
                                 std::string("dbname=payq password=hunter2\x01")}) {
     ConnectionOptions options;
     options.dsn = dsn;

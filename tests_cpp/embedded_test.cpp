@@ -1,8 +1,15 @@
 #include "payq/embedded.hpp"
 
+#include <grp.h>
 #include <gtest/gtest.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
+#include <sys/wait.h>
 #include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
 
 #include <cstdlib>
 #include <filesystem>
@@ -11,6 +18,7 @@
 #include "harness.hpp"
 #include "payq/database.hpp"
 #include "payq/error.hpp"
+#include "process_internal.hpp"
 
 namespace payq {
 namespace {
@@ -87,6 +95,60 @@ TEST(Embedded, StartsIsReusedStopsAndIsFoundAgain) {
   EXPECT_EQ(db.transact([](Transaction& tx) { return tx.exec_sql("SELECT v FROM public.kept").i64(0, "v"); }), 5);
   server.down();
   std::filesystem::remove_all(templ);
+}
+
+unsigned permissions_of(const std::filesystem::path& path) {
+  struct stat info {};
+  if (stat(path.c_str(), &info) != 0) return 0xFFFF;
+  return info.st_mode & 0777u;
+}
+
+// connect() to the unix socket at `path` as user `uid` (a forked child);
+// 0 when it connects, else the errno.
+int connect_errno_as(uid_t uid, gid_t gid, const std::string& path) {
+  const pid_t pid = fork();
+  if (pid == 0) {
+    if (setgroups(0, nullptr) != 0 || setgid(gid) != 0 || setuid(uid) != 0) _exit(100);
+    const int fd = socket(AF_UNIX, SOCK_STREAM, 0);
+    sockaddr_un address{};
+    address.sun_family = AF_UNIX;
+    std::strncpy(address.sun_path, path.c_str(), sizeof address.sun_path - 1);
+    _exit(connect(fd, reinterpret_cast<sockaddr*>(&address), sizeof address) == 0 ? 0 : errno);
+  }
+  int status = 0;
+  waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+// Authentication on the socket is `trust`: whoever reaches the socket is
+// the payq superuser, so only the server's user and root may reach it,
+// also in a cluster made before this rule (up() closes it again).
+TEST(Embedded, SocketIsReachableOnlyByTheServerUserAndRoot) {
+  if (testing::cluster_home().empty()) GTEST_SKIP() << "runs against PAYQ_TEST_DSN";
+  const std::filesystem::path home = testing::cluster_home();
+  std::string socket_path;
+  for (const auto& entry : std::filesystem::directory_iterator(home / "run")) {
+    const std::string name = entry.path().filename().string();
+    if (name.rfind(".s.PGSQL.", 0) == 0 && name.find(".lock") == std::string::npos) socket_path = entry.path();
+  }
+  ASSERT_FALSE(socket_path.empty());
+  EXPECT_EQ(permissions_of(home / "run"), 0700u);
+  EXPECT_EQ(permissions_of(home / "log"), 0700u);
+  EXPECT_EQ(permissions_of(socket_path), 0700u);
+
+  // A cluster left open by an older payq is closed by the next up().
+  ASSERT_EQ(chmod((home / "run").c_str(), 0755), 0);
+  EmbeddedOptions options;
+  options.home = home;
+  options.durable = false;
+  EmbeddedServer(options).up();
+  EXPECT_EQ(permissions_of(home / "run"), 0700u);
+
+  if (geteuid() != 0) GTEST_SKIP() << "trying as another user needs root";
+  const auto nobody = detail::user_lookup("nobody");
+  ASSERT_TRUE(nobody.has_value());
+  EXPECT_EQ(connect_errno_as(nobody->uid, nobody->gid, socket_path), EACCES);
+  EXPECT_EQ(connect_errno_as(0, 0, socket_path), 0);  // root, who runs payq here
 }
 
 TEST(Embedded, SocketPathTooLongIsConfigError) {

@@ -178,5 +178,13 @@ TEST(HttpClassify, RetryAfterInSecondsOrAsADate) {
   EXPECT_EQ(http_retry_after_ms(answer(429), 600'000), std::nullopt);
 }
 
+TEST(HttpClassify, RetryAfterDateCenturiesAheadIsTheCapNotAnOverflow) {
+  // Found by fuzz/http_classify_fuzz.cpp: libcurl reads this year, and its
+  // seconds from now times 1000 overflowed int64 (UBSan: signed overflow).
+  auto with = [](const std::string& value) { return answer(503, "", {{"retry-after", value}}); };
+  EXPECT_EQ(http_retry_after_ms(with("Sun, 06 Nov 2147483647 08:49:37 GMT"), 600'000), 600'000);
+  EXPECT_EQ(http_retry_after_ms(with("Fri, 31 Dec 9999 23:59:59 GMT"), 600'000), 600'000);
+}
+
 }  // namespace
 }  // namespace payq

@@ -4,6 +4,7 @@
 // everything it reports.
 #include <gtest/gtest.h>
 
+#include <cstdio>
 #include <cstdlib>
 
 #include <nlohmann/json.hpp>
@@ -403,6 +404,97 @@ TEST_F(HttpHandlerTest, SecretsNeverReachErrorsOrResults) {
   ASSERT_EQ(paid.outcome->kind, OutcomeKind::success);
   EXPECT_EQ(paid.outcome->result_json.find(token_value), std::string::npos) << paid.outcome->result_json;
   EXPECT_EQ(Json::parse(paid.outcome->result_json)["body"]["you_sent"], std::string("Bearer ") + http_redacted_text);
+}
+
+// Every character of `text` as a \uXXXX escape (the text is ASCII here).
+std::string all_escaped(const std::string& text, bool upper_hex) {
+  std::string out;
+  for (unsigned char c : text) {
+    char unit[8];
+    std::snprintf(unit, sizeof unit, upper_hex ? "\\u%04X" : "\\u%04x", c);
+    out += unit;
+  }
+  return out;
+}
+
+// What a provider's JSON encoder may make of an echoed secret
+// "tok/ABCDEFGH12345678": each form must be redacted like the plain one.
+std::vector<std::string> escaped_forms_of_slash_secret() {
+  return {R"(tok\/ABCDEFGH12345678)",           // \/ (PHP, some Java encoders)
+          R"(\u0074ok/ABCDEFGH12345678)",       // one character as \uXXXX
+          all_escaped("tok/ABCDEFGH12345678", false),
+          all_escaped("tok/ABCDEFGH12345678", true),
+          R"(\u0074o\u006B\/ABCD\u0045FGH1234567\u0038)"};  // mixed
+}
+
+TEST(HttpSecrets, RedactsEveryJsonEscapedForm) {
+  ::setenv("PAYQ_HTTP_TEST_SECRET", "tok/ABCDEFGH12345678", 1);
+  HttpSecrets secrets;
+  secrets.from_env("PAYQ_HTTP_TEST_SECRET");
+  for (const std::string& form : escaped_forms_of_slash_secret()) {
+    EXPECT_EQ(secrets.redacted("{\"you_sent\":\"Bearer " + form + "\"}"), R"({"you_sent":"Bearer [redacted]"})")
+        << form;
+    // Cut off inside the secret, even inside an escape.
+    EXPECT_EQ(secrets.redacted("cut: Bearer " + form.substr(0, form.size() / 2)), "cut: Bearer [redacted]") << form;
+  }
+  EXPECT_EQ(secrets.redacted(R"(cut mid-escape: tok\/AB\u00)"), "cut mid-escape: [redacted]");
+  // Close but not the secret: left alone.
+  EXPECT_EQ(secrets.redacted(R"(tok\/ABCDEFGH1234567X and \u0074ok)"), R"(tok\/ABCDEFGH1234567X and \u0074ok)");
+
+  // Quotes, backslashes and characters beyond ASCII (one beyond U+FFFF, a
+  // surrogate pair), as an ASCII-only encoder writes them.
+  const std::string wide = "p\xC3\xA4ss\"w\\rd\xF0\x9F\x94\x91-42";
+  ::setenv("PAYQ_HTTP_TEST_SECRET", wide.c_str(), 1);
+  HttpSecrets wide_secrets;
+  wide_secrets.from_env("PAYQ_HTTP_TEST_SECRET");
+  const std::string ascii_json = Json(wide).dump(-1, ' ', true);
+  ASSERT_EQ(ascii_json, R"("p\u00e4ss\"w\\rd\ud83d\udd11-42")");
+  EXPECT_EQ(wide_secrets.redacted("echo " + ascii_json), "echo \"[redacted]\"");
+  EXPECT_EQ(wide_secrets.redacted("echo " + Json(wide).dump()), "echo \"[redacted]\"");
+  EXPECT_EQ(wide_secrets.redacted("echo " + wide), "echo [redacted]");
+  EXPECT_EQ(wide_secrets.redacted(R"(echo "p\u00C4ss)"), R"(echo "p\u00C4ss)");  // another character
+  ::unsetenv("PAYQ_HTTP_TEST_SECRET");
+}
+
+// The provider echoes the header JSON-escaped: neither the stored result,
+// nor the error of a refused call, nor a body cut off in the middle of the
+// escaped secret shows any of it.
+TEST_F(HttpHandlerTest, SecretsEchoedJsonEscapedNeverReachErrorsOrResults) {
+  ::setenv(token_variable, "tok/ABCDEFGH12345678", 1);
+  for (const std::string& form : escaped_forms_of_slash_secret()) {
+    auto echo = [&form](int status, const char* code) {
+      return [&form, status, code](const TestRequest& r) {
+        EXPECT_EQ(r.header("authorization"), "Bearer tok/ABCDEFGH12345678");
+        return TestReply::json(status, std::string(R"({"return_code":")") + code + R"(","you_sent":"Bearer )" +
+                                           form + R"("})");
+      };
+    };
+    auto shows_secret = [&form](const std::string& text) {
+      return text.find("ABCD") != std::string::npos || text.find(form) != std::string::npos ||
+             text.find("tok/") != std::string::npos;
+    };
+    TestHttpServer paying(echo(200, "SUCCESS"));
+    const HandlerResult paid = run_once(payout(paying));
+    ASSERT_EQ(paid.outcome->kind, OutcomeKind::success) << paid.outcome->error;
+    EXPECT_FALSE(shows_secret(paid.outcome->result_json)) << paid.outcome->result_json;
+    EXPECT_EQ(Json::parse(paid.outcome->result_json)["body"]["you_sent"], std::string("Bearer ") + http_redacted_text);
+
+    TestHttpServer refusing(echo(400, "NOTENOUGH"));
+    const HandlerResult refused = run_once(payout(refusing));
+    ASSERT_EQ(refused.outcome->kind, OutcomeKind::fail);
+    EXPECT_FALSE(shows_secret(refused.outcome->error)) << refused.outcome->error;
+    EXPECT_NE(refused.outcome->error.find(std::string("Bearer ") + http_redacted_text), std::string::npos)
+        << refused.outcome->error;
+
+    // Cut off inside the escaped secret: stored as text, as an excerpt.
+    HttpKindConfig cut = payout(paying);
+    cut.response_body_bytes_max = std::string(R"({"return_code":"SUCCESS","you_sent":"Bearer )").size() + form.size() / 2;
+    const HandlerResult truncated = run_once(cut);
+    const std::string stored = truncated.outcome->result_json + truncated.outcome->error;
+    EXPECT_FALSE(shows_secret(stored)) << stored;
+    EXPECT_EQ(stored.find(form.substr(0, 8)), std::string::npos) << stored;
+    EXPECT_NE(stored.find(std::string("Bearer ") + http_redacted_text), std::string::npos) << stored;
+  }
 }
 
 TEST(HttpSecrets, RedactsWholeSecretsAndACutOffStart) {

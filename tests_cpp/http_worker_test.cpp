@@ -181,6 +181,58 @@ TEST_F(HttpWorkerTest, AsyncAndSyncHandlersShareABatch) {
   EXPECT_EQ(server.request_count(), 3u);
 }
 
+// A provider that echoes the token JSON-escaped (tok\/..., \u0074...):
+// neither the worker's log lines nor the stored task and attempt rows show
+// it in any form.
+TEST_F(HttpWorkerTest, SecretEchoedJsonEscapedStaysOutOfLogsAndRows) {
+  constexpr const char* variable = "PAYQ_HTTP_WORKER_TEST_TOKEN";
+  ::setenv(variable, "tok/ABCDEFGH12345678", 1);
+  TestHttpServer server([](const TestRequest& r) {
+    const bool paying = r.target.find("/ok") != std::string::npos;
+    return TestReply::json(paying ? 200 : 400,
+                           std::string(R"({"return_code":")") + (paying ? "SUCCESS" : "NOTENOUGH") +
+                               R"(","you_sent":"Bearer \u0074ok\/ABCD\u0045FGH12345678","again":"tok\/ABCDEFGH12345678"})");
+  });
+  for (const char* path : {"/ok", "/refused"}) {
+    HttpKindConfig c = payout(server.url(path));
+    c.headers = {{"Authorization", "Bearer ", std::string(variable)}};
+    c.rules.error_codes = {{"NOTENOUGH", HttpVerdict::fail}};
+    add_http(std::string("echo.") + (path + 1), c);
+  }
+  const auto paid = enqueue("echo.ok", 1);
+  const auto refused = enqueue("echo.refused", 1);
+  Running running(*db, registry, options(1, 2));
+  ASSERT_TRUE(wait_state(paid[0], "succeeded"));
+  ASSERT_TRUE(wait_state(refused[0], "dead"));
+  running.worker.stop();
+  ::unsetenv(variable);
+
+  auto shows_secret = [](const std::string& text) {
+    for (const char* part : {"ABCD", "tok/", R"(tok\/)", R"(\u0074ok)", "FGH1234"}) {
+      if (text.find(part) != std::string::npos) return true;
+    }
+    return false;
+  };
+  for (const Json& event : logs.events()) EXPECT_FALSE(shows_secret(event.dump())) << event.dump();
+  const Task paid_task = task_get(paid[0]);
+  EXPECT_FALSE(shows_secret(*paid_task.result_json)) << *paid_task.result_json;
+  EXPECT_EQ(Json::parse(*paid_task.result_json)["body"]["again"], http_redacted_text);
+  const Task refused_task = task_get(refused[0]);
+  ASSERT_TRUE(refused_task.error.has_value());
+  EXPECT_FALSE(shows_secret(*refused_task.error)) << *refused_task.error;
+  EXPECT_NE(refused_task.error->find("Bearer [redacted]"), std::string::npos) << *refused_task.error;
+  for (const auto id : {paid[0], refused[0]}) {
+    for (const TaskAttempt& a : attempts(id)) EXPECT_FALSE(shows_secret(a.error.value_or(""))) << *a.error;
+  }
+  const std::string rows = db->transact([&](Transaction& tx) {
+    return tx.exec_sql("SELECT string_agg(t::text, ' ') AS t FROM (SELECT t::text FROM @schema@.task t "
+                       "UNION ALL SELECT a::text FROM @schema@.task_attempt a) t",
+                       {})
+        .text(0, "t");
+  });
+  EXPECT_FALSE(shows_secret(rows)) << rows;
+}
+
 // An asynchronous handler that never answers: the worker gives up on it
 // once its lease is over, and maintenance may then rescue the attempt as
 // `unknown`. The worker thread is free again for other work.

@@ -207,6 +207,64 @@ TEST_F(Ledger_, PostRequiresBalancedLegsPerCurrency) {
   expect_audit_clean();
 }
 
+TEST_F(Ledger_, PostRefusesTwoLegsOnOneAccount) {
+  Account a = open("a"), b = open("b");
+  fund(a, 1000);
+  const auto before = count("operation");
+  auto post = [&](std::vector<Leg> legs, const std::string& key) {
+    return with_ledger([&](Ledger& l) {
+      PostRequest r;
+      r.key = key;
+      r.legs = legs;
+      return l.post(r);
+    });
+  };
+  EXPECT_THROW(post({{a.id, -1}, {a.id, 1}}, "same-1"), InvalidArgument);
+  EXPECT_THROW(post({{a.id, -5}, {a.id, 3}, {b.id, 2}}, "same-2"), InvalidArgument);
+  EXPECT_EQ(count("operation"), before);
+  EXPECT_EQ(post({{a.id, -2}, {b.id, 2}}, "net").entries.size(), 2u);
+}
+
+TEST_F(Ledger_, PostingKindIsBoundedAndCheckedLikeOtherText) {
+  Account a = open("a"), b = open("b");
+  fund(a, 1000);
+  const auto before = count("operation");
+  auto transfer_kind = [&](const std::string& kind, const std::string& key) {
+    return with_ledger([&](Ledger& l) {
+      TransferRequest r;
+      r.key = key;
+      r.source_id = a.id;
+      r.target_id = b.id;
+      r.amount_minor = 1;
+      r.kind = kind;
+      return l.transfer(r);
+    });
+  };
+  EXPECT_THROW(transfer_kind(std::string(10 * 1024, 'k'), "k1"), InvalidArgument);
+  EXPECT_THROW(transfer_kind(std::string("t\0", 2), "k2"), InvalidArgument);
+  EXPECT_THROW(transfer_kind("a\tb", "k3"), InvalidArgument);
+  EXPECT_EQ(count("operation"), before);
+  EXPECT_EQ(transfer_kind(std::string(posting_kind_bytes_max, 'k'), "k4").kind.size(), posting_kind_bytes_max);
+  EXPECT_EQ(transfer_kind("", "k5").kind, "transfer");  // empty: the operation's default
+}
+
+TEST_F(Ledger_, MetadataWithNulIsRefusedBeforeTheDatabase) {
+  Account a = open("a"), b = open("b");
+  fund(a, 1000);
+  const auto before = count("operation");
+  EXPECT_THROW(with_ledger([&](Ledger& l) {
+                 TransferRequest r;
+                 r.key = "nul";
+                 r.source_id = a.id;
+                 r.target_id = b.id;
+                 r.amount_minor = 1;
+                 r.metadata_json = R"({"note":"a\u0000b"})";
+                 return l.transfer(r);
+               }),
+               InvalidArgument);
+  EXPECT_EQ(count("operation"), before);
+}
+
 TEST_F(Ledger_, DatabaseConstraintForbidsNegativeAvailable) {
   Account a = open("a");
   EXPECT_THROW(db->transact([&](Transaction& tx) {

@@ -77,6 +77,33 @@ TEST_F(Outbox_, BadInputIsRejectedWithNothingWritten) {
   EXPECT_EQ(count_tasks("sms.send"), 0);
 }
 
+TEST_F(Outbox_, NulInPayloadOrFollowUpIsRefusedBeforeTheDatabase) {
+  TaskSpec nul = spec();
+  nul.payload_json = R"({"text":"a\u0000b"})";
+  EXPECT_THROW(enqueue(nul), InvalidArgument);
+  TaskSpec followup = spec();
+  followup.settlement.followup_json = R"({"kind":"refund","payload":{"x":"\u0000"}})";
+  EXPECT_THROW(enqueue(followup), InvalidArgument);
+  EXPECT_EQ(count_tasks("sms.send"), 0);
+}
+
+TEST_F(Outbox_, QueueSettingsUseTheEnqueueNameRule) {
+  // Refused in C++ as enqueue refuses it, not by the table's CHECK.
+  for (const char* name : {"x'); drop table task; --", "bad queue!", ""}) {
+    QueueConfig config;
+    config.name = name;
+    EXPECT_THROW(db->transact([&](Transaction& tx) { Outbox(tx).queue_configure(config); }), InvalidArgument);
+    EXPECT_THROW(db->transact([&](Transaction& tx) { Outbox(tx).queue_pause(name, true); }), InvalidArgument);
+    EXPECT_THROW(db->transact([&](Transaction& tx) { Outbox(tx).queue_pause_until(name, 1000); }), InvalidArgument);
+    TaskSpec s = spec();
+    s.queue = name;
+    EXPECT_THROW(enqueue(s), InvalidArgument);
+  }
+  QueueConfig ok;
+  ok.name = "provider-a:payouts.v2";
+  EXPECT_NO_THROW(db->transact([&](Transaction& tx) { Outbox(tx).queue_configure(ok); }));
+}
+
 TEST_F(Outbox_, ClaimLeasesAndOnlyTheLeaseHolderCompletes) {
   auto created = enqueue(spec());
   auto claimed = claim();

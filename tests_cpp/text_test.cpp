@@ -36,5 +36,25 @@ TEST(Text, BoundedRefusesEmptyLongAndControlCharacters) {
   EXPECT_THROW(text_bounded("a\nb", 5, "x"), InvalidArgument);
 }
 
+TEST(Text, JsonInputRefusesNulDeepNestingAndNeverRepeatsTheText) {
+  EXPECT_EQ(json_input_parse(R"({"a":[1,"x"]})", "payload")["a"][1], "x");
+  // An escaped backslash before u0000 is text, not a NUL.
+  EXPECT_EQ(json_input_parse(R"(["\\u0000"])", "payload")[0], "\\u0000");
+  EXPECT_THROW(json_input_parse(R"({"a":"x\u0000"})", "payload"), InvalidArgument);
+  EXPECT_THROW(json_input_parse(R"({"a\u0000":1})", "payload"), InvalidArgument);
+  const std::string deep = std::string(json_depth_max + 1, '[') + std::string(json_depth_max + 1, ']');
+  EXPECT_THROW(json_input_parse(deep, "payload"), InvalidArgument);
+  const std::string deepest = std::string(json_depth_max, '[') + std::string(json_depth_max, ']');
+  EXPECT_NO_THROW(json_input_parse(deepest, "payload"));
+  try {
+    json_input_parse(R"({"card":"4111 1111 1111 1111)", "payload");
+    FAIL() << "not JSON was accepted";
+  } catch (const InvalidArgument& e) {
+    EXPECT_EQ(std::string(e.what()).find("4111"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(json_input_canonical("[1]", "payload", 2), InvalidArgument);
+  EXPECT_EQ(json_input_canonical(R"({"b":1, "a":2})", "payload", 100), R"({"a":2,"b":1})");
+}
+
 }  // namespace
 }  // namespace payq::detail

@@ -242,8 +242,8 @@ def test_forged_expired_or_foreign_session_cookies_are_refused(dashboard: Dashbo
     client = Client(dashboard)
     login(client)
     genuine = client.cookies[SESSION_COOKIE]
-    expires, name, signature = genuine.split(".")
-    client.cookies[SESSION_COOKIE] = f"{int(expires) + 3600}.{name}.{signature}"  # extended by hand
+    expires, rest = genuine.split(".", 1)
+    client.cookies[SESSION_COOKIE] = f"{int(expires) + 3600}.{rest}"  # extended by hand
     assert client.get("/").status == 303
     login_here = TokenLogin(TOKEN)
     assert login_here.session(genuine) is not None
@@ -258,6 +258,67 @@ def test_logout_ends_the_session(operator: Client) -> None:
     assert operator.post("/logout", {"csrf": page.csrf()}).status == 303
     assert SESSION_COOKIE not in operator.cookies
     assert operator.get("/").status == 303
+
+
+def test_logout_revokes_the_session_cookie(dashboard: DashboardApp) -> None:
+    client = Client(dashboard)
+    assert login(client).status == 303
+    cookie = client.cookies[SESSION_COOKIE]
+    other_tab = Client(dashboard)  # a copy of the cookie: another tab, or a stolen one
+    other_tab.cookies[SESSION_COOKIE] = cookie
+    assert other_tab.get("/").status == 200
+    page = client.get("/")
+    assert client.post("/logout", {"csrf": page.csrf()}).status == 303
+    assert other_tab.get("/").status == 303
+    client.cookies[SESSION_COOKIE] = cookie  # put back by hand
+    assert client.get("/").status == 303
+    assert login(client).status == 303 and client.get("/").status == 200  # a new login works
+
+
+def test_revoked_sessions_stay_bounded_and_stay_revoked() -> None:
+    from payq.dashboard import auth
+
+    login_here = TokenLogin(TOKEN)
+    now = time.time()
+    cookies = [login_here.session_cookie(f"op{i}", now=now - i) for i in range(auth.REVOKED_SESSIONS_MAX + 1)]
+    for cookie in cookies:
+        login_here.session_revoke(cookie, now=now)
+    assert len(login_here._revoked) <= auth.REVOKED_SESSIONS_MAX
+    assert all(login_here.session(cookie, now=now) is None for cookie in cookies)
+    assert login_here.session(login_here.session_cookie("later", now=now + 1), now=now + 1) is not None
+
+
+def test_failed_logins_are_limited_per_client_address(dashboard: DashboardApp) -> None:
+    from payq.dashboard import auth
+
+    attacker = Client(dashboard, extra={"REMOTE_ADDR": "203.0.113.7"})
+    operator_elsewhere = Client(dashboard, extra={"REMOTE_ADDR": "198.51.100.9"})
+    statuses = [login(attacker, token=f"guess-{i:04d}-0123456789").status for i in range(100)]
+    assert statuses[:auth.LOGIN_FAILURES_MAX] == [401] * auth.LOGIN_FAILURES_MAX
+    assert set(statuses[auth.LOGIN_FAILURES_MAX:]) == {429}
+    refused = login(attacker)  # even the right token is not checked now
+    assert refused.status == 429 and SESSION_COOKIE not in attacker.cookies
+    assert int(refused.header("Retry-After") or 0) >= 1
+    assert login(operator_elsewhere).status == 303  # another address is not affected
+
+
+def test_login_throttle_window_and_bounded_memory() -> None:
+    from payq.dashboard.auth import LoginThrottle
+
+    clock = [1000.0]
+    throttle = LoginThrottle(failures_max=3, window_s=60, addresses_max=100, clock=lambda: clock[0])
+    for _ in range(3):
+        assert throttle.retry_after_s("a") is None
+        throttle.failed("a")
+    assert throttle.retry_after_s("a") == pytest.approx(60)
+    clock[0] += 61
+    assert throttle.retry_after_s("a") is None  # the window is over
+    for i in range(10_000):
+        throttle.failed(f"addr-{i}")
+    assert len(throttle._failures) == 100
+    throttle.failed("b")
+    throttle.succeeded("b")
+    assert "b" not in throttle._failures
 
 
 def test_a_short_token_is_refused(payq_db: payq.Database) -> None:

@@ -63,6 +63,16 @@ def test_signature_check_is_constant_time_hmac() -> None:
         CallbackReceiver(db=None, provider="fake", secret="")
 
 
+def test_signature_check_refuses_non_ascii_signatures_instead_of_raising() -> None:
+    # Found by fuzz/inbox_signature_fuzz.py: hmac.compare_digest raises
+    # TypeError for a str with non-ASCII characters.
+    body = b'{"event_id":"e1"}'
+    signature = FakeProvider.signature(body, SECRET)
+    for forged in ("\u00e9" * 64, "\udcff", signature[:-1] + "\u00e9", "\uff41" + signature[1:]):
+        assert verify_hmac_sha256(body, forged, SECRET) is False
+    assert verify_hmac_sha256(body, " " + signature.upper() + "\t", SECRET) is True
+
+
 def test_forged_and_malformed_callbacks_write_nothing(payq_db: payq.Database) -> None:
     w = _withdrawal(payq_db, "wd-forged")
     receiver = CallbackReceiver(payq_db, provider="fake", secret=SECRET)
@@ -145,3 +155,127 @@ def test_bad_input_is_a_typed_error(payq_db: payq.Database) -> None:
     with pytest.raises(payq.InvalidArgument):
         payq_db.inbox.prune(3600)  # type: ignore[arg-type]
     assert payq_db.inbox.prune(timedelta(days=90)) == 0
+
+
+# ---------------------------------------------------------------- hostile requests at the door
+
+# Every answer these tests wait for comes within this long, or the test fails.
+_ANSWER_TIMEOUT_S = 5.0
+
+
+def _raw_post(url: str, head: bytes, body: bytes = b"") -> bytes:
+    """Sends a hand-written request (`head` without the request line) and
+    returns the raw answer, b"" when the connection closes without one."""
+    import socket
+    from urllib.parse import urlsplit
+
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=_ANSWER_TIMEOUT_S) as sock:
+        sock.sendall(b"POST /callbacks HTTP/1.1\r\nHost: payq\r\n" + head + b"\r\n" + body)
+        answer = b""
+        while True:
+            chunk = sock.recv(65536)
+            if not chunk:
+                return answer
+            answer += chunk
+
+
+def _status_of(answer: bytes) -> int:
+    assert answer.startswith(b"HTTP/"), answer
+    return int(answer.split(b" ", 2)[1])
+
+
+def _inbox_events(db: payq.Database) -> int:
+    with db.transaction() as t:
+        return int(t.execute("SELECT count(*) FROM @schema@.inbox_event")[0][0])
+
+
+def test_bad_content_length_is_refused_before_the_body_is_read(payq_db: payq.Database) -> None:
+    receiver = CallbackReceiver(payq_db, provider="fake", secret=SECRET)
+    with receiver.serve() as endpoint:
+        # No body follows: a server that tried to read one would wait (until
+        # _ANSWER_TIMEOUT_S fails the test) instead of answering.
+        for length, status in ((b"-1", 400), (b"abc", 400), (b"1e3", 400), (b"+5", 400), (b"9" * 30, 400),
+                               (str(64 * 1024 + 1).encode(), 413), (str(8 * 1024 * 1024).encode(), 413)):
+            answer = _raw_post(endpoint.url, b"Content-Length: " + length + b"\r\n")
+            assert _status_of(answer) == status, (length, answer)
+        assert _status_of(_raw_post(endpoint.url, b"Content-Length: 5\r\nContent-Length: 6\r\n")) == 400
+        assert _status_of(_raw_post(endpoint.url, b"Transfer-Encoding: chunked\r\n")) == 400
+
+        # -1 followed by 8 MiB: answered at once, and at most a bounded part
+        # of the 8 MiB is ever read (the rest meets a closed connection).
+        import socket
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(endpoint.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=_ANSWER_TIMEOUT_S) as sock:
+            sock.sendall(b"POST /callbacks HTTP/1.1\r\nHost: payq\r\nContent-Length: -1\r\n\r\n")
+            sent = 0
+            try:
+                for _ in range(8 * 16):
+                    sock.sendall(b"x" * 65536)
+                    sent += 65536
+            except OSError:
+                pass  # the server closed: it does not read the rest
+            answer = b""
+            try:
+                while chunk := sock.recv(65536):
+                    answer += chunk
+            except ConnectionResetError:
+                pass
+        assert answer == b"" or _status_of(answer) == 400
+    assert receiver.counts.get("bad_request", 0) >= 8
+    assert _inbox_events(payq_db) == 0
+
+
+def test_malformed_requests_are_answered_400_not_dropped(payq_db: payq.Database) -> None:
+    w = _withdrawal(payq_db, "wd-hostile")
+    receiver = CallbackReceiver(payq_db, provider="fake", secret=SECRET)
+    deep = b"[" * 30_000 + b"]" * 30_000
+    nested = b'{"event_id":"e-deep","key":"wd-hostile","status":"SUCCESS","x":' + deep + b"}"
+    with receiver.serve() as endpoint:
+        body = json.dumps({"event_id": "e1", "key": "wd-hostile", "status": "SUCCESS"}).encode()
+        head = b"Content-Length: %d\r\nX-Signature: \xe9\xe9\xe9\r\n" % len(body)
+        assert _status_of(_raw_post(endpoint.url, head, body)) == 400
+        head = b"Content-Length: %d\r\nX-Signature: %s\r\n" % (len(nested),
+                                                               FakeProvider.signature(nested, SECRET).encode())
+        assert _status_of(_raw_post(endpoint.url, head, nested)) == 400
+    assert _inbox_events(payq_db) == 0
+    assert payq_db.tasks.get(w["task_id"]).state == "pending"
+
+
+def test_handle_answers_hostile_requests_and_raises_typed_errors_for_wrong_calls(payq_db: payq.Database) -> None:
+    # As a Django or Flask view calls it.
+    receiver = CallbackReceiver(payq_db, provider="fake", secret=SECRET)
+    body = json.dumps({"event_id": "e1", "key": "k", "status": "SUCCESS"}).encode()
+    assert receiver.handle(body, {"X-Signature": "\u00e9" * 64}) == (400, {"effect": "bad_request"})
+    deep = b'{"event_id":"e2","key":"k","status":"SUCCESS","x":' + b"[" * 30_000 + b"]" * 30_000 + b"}"
+    assert receiver.handle(deep, {"X-Signature": FakeProvider.signature(deep, SECRET)})[0] == 400
+    just_deep_enough = b'{"event_id":"e3","key":"k","status":"PROCESSING","x":' + b"[" * 60 + b"]" * 60 + b"}"
+    assert receiver.handle(just_deep_enough, {"X-Signature": FakeProvider.signature(just_deep_enough, SECRET)})[0] \
+        == 202
+    surrogate = b'{"event_id":"e4","key":"\\ud800","status":"SUCCESS"}'  # no text PostgreSQL can store
+    assert receiver.handle(surrogate, {"X-Signature": FakeProvider.signature(surrogate, SECRET)})[0] == 400
+    not_an_object = b"[1, 2]"
+    assert receiver.handle(not_an_object, {"X-Signature": FakeProvider.signature(not_an_object, SECRET)})[0] == 400
+    with pytest.raises(payq.InvalidArgument):
+        receiver.handle(body.decode(), {})  # type: ignore[arg-type]
+    with pytest.raises(payq.InvalidArgument):
+        receiver.handle(body, None)  # type: ignore[arg-type]
+    assert _inbox_events(payq_db) == 0
+
+
+def test_signed_callback_with_nul_is_refused_400_before_the_database(payq_db: payq.Database) -> None:
+    w = _withdrawal(payq_db, "wd-nul")
+    receiver = CallbackReceiver(payq_db, provider="fake", secret=SECRET)
+    bodies = [b'{"event_id":"e-nul-1","key":"wd-nul","status":"SUCCESS","note":"a\\u0000b"}',
+              b'{"event_id":"e-nul-2","key":"wd-nul","status":"SUCCESS","deep":[{"x\\u0000":1}]}',
+              b'{"event_id":"e-nul-3\\u0000","key":"wd-nul","status":"SUCCESS"}']
+    with receiver.serve() as endpoint:
+        for body in bodies:
+            assert receiver.handle(body, {"X-Signature": FakeProvider.signature(body, SECRET)})[0] == 400, body
+            head = b"Content-Length: %d\r\nX-Signature: %s\r\n" % (len(body),
+                                                                   FakeProvider.signature(body, SECRET).encode())
+            assert _status_of(_raw_post(endpoint.url, head, body)) == 400, body
+    assert _inbox_events(payq_db) == 0
+    assert payq_db.tasks.get(w["task_id"]).state == "pending"

@@ -110,7 +110,9 @@ void rethrow_as_payq_error() {
     // payq never deallocates its prepared statements: one that exists
     // twice, or vanished, means sessions are shared behind our back.
     if (e.sqlstate() == "42P05" || e.sqlstate() == "26000") {
-      throw ConfigError(std::string(e.what()) +
+      std::string text = e.what();
+      while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+      throw ConfigError(text +
                         " (payq's prepared statements met a session they did not prepare: the server is behind a "
                         "transaction-mode pooler such as pgbouncer; connect with pooler=\"transaction\" "
                         "(PAYQ_POOLER=transaction), see docs/deployment.md)");

@@ -19,10 +19,45 @@ ResolvedDsn dsn_resolve(const std::optional<std::string>& dsn_argument) {
   return {server.up(), DsnSource::embedded};
 }
 
+const char* pooler_name(Pooler pooler) {
+  switch (pooler) {
+    case Pooler::none: return "none";
+    case Pooler::transaction: return "transaction";
+  }
+  return "none";
+}
+
+Pooler pooler_parse(const std::string& name) {
+  if (name == "none" || name == "session" || name.empty()) return Pooler::none;
+  if (name == "transaction") return Pooler::transaction;
+  throw ConfigError("unknown pooler '" + name + "': use \"transaction\" behind a transaction-mode pooler such as "
+                    "pgbouncer, else \"none\"");
+}
+
+namespace {
+
+std::optional<std::string> environment(const char* name) {
+  const char* value = std::getenv(name);
+  if (value == nullptr || *value == '\0') return std::nullopt;
+  return std::string(value);
+}
+
+}  // namespace
+
 Database::Database(DatabaseOptions options) : options_(std::move(options)) {
   schema_name_validate(options_.schema);
   if (options_.transient_retry_count_max < 0) throw ConfigError("transient_retry_count_max must be >= 0");
+  if (!options_.pooler) options_.pooler = pooler_parse(environment("PAYQ_POOLER").value_or("none"));
   dsn_ = dsn_resolve(options_.dsn);
+  if (!options_.listen_dsn) options_.listen_dsn = environment("PAYQ_LISTEN_DSN");
+  if (*options_.pooler == Pooler::transaction) {
+    // The pooler hands each transaction any server session: nothing that
+    // lives in a session (prepared statements, a SET) may be relied on.
+    options_.prepare_statements = false;
+  } else if (!options_.listen_dsn) {
+    options_.listen_dsn = dsn_.dsn;
+  }
+  if (options_.listen_dsn && options_.listen_dsn->empty()) throw ConfigError("listen_dsn is empty");
   // Connect once now, so a bad DSN fails here and not at first use.
   Lease probe = acquire();
 }

@@ -103,7 +103,9 @@ void schema_name_validate(const std::string& schema) {
     throw ConfigError("invalid schema name '" + schema +
                       "': use lower-case letters, digits and '_' (at most 63, not starting with a digit)");
   }
-  if (schema.rfind("pg_", 0) == 0) throw ConfigError("schema name '" + schema + "' is reserved by PostgreSQL");
+  if (schema.rfind("pg_", 0) == 0 || schema == "information_schema") {
+    throw ConfigError("schema name '" + schema + "' is reserved by PostgreSQL");
+  }
 }
 
 std::string sql_expand_schema(std::string_view sql, const std::string& schema) {

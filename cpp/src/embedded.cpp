@@ -112,6 +112,21 @@ std::string log_tail(const fs::path& log_file) {
   return text;
 }
 
+// Authentication on the socket is `trust`, so whoever can reach the socket
+// is the payq superuser. Only the server's user (its owner) and root may:
+// the socket's directory and the log directory are 0700, and the socket
+// itself 0700 (unix_socket_permissions). Applied on every up(), so a
+// cluster created by an older payq (directories 0755, socket 0777) is
+// closed too.
+void private_dirs(const Layout& layout) {
+  for (const auto& dir : {layout.run, layout.log_dir}) {
+    std::error_code ec;
+    if (!fs::exists(dir, ec)) continue;  // pg_ctl start then says what is missing
+    fs::permissions(dir, fs::perms::owner_all, fs::perm_options::replace, ec);
+    if (ec) throw ConfigError("cannot restrict " + dir.string() + " to its owner: " + ec.message());
+  }
+}
+
 std::string dsn_for(const Layout& layout, const EmbeddedOptions& options, const std::string& database) {
   return "host=" + layout.run.string() + " port=" + std::to_string(options.port) + " user=payq dbname=" + database;
 }
@@ -203,6 +218,7 @@ std::string EmbeddedServer::up() {
     conf << "\n# written by payq\n"
          << "listen_addresses = ''\n"
          << "unix_socket_directories = '" << layout.run.string() << "'\n"
+         << "unix_socket_permissions = 0700\n"
          << "port = " << options_.port << "\n"
          << "max_connections = 200\n"
          << "shared_buffers = 128MB\n"
@@ -210,6 +226,8 @@ std::string EmbeddedServer::up() {
     if (!options_.durable) conf << "fsync = off\nsynchronous_commit = off\nfull_page_writes = off\n";
     if (!conf) throw ConfigError("cannot write postgresql.conf in " + layout.data.string());
   }
+
+  private_dirs(layout);
 
   auto status = detail::command_run({(bin / "pg_ctl").string(), "status", "-D", layout.data.string()}, user);
   if (status.exit_code != 0) {

@@ -181,7 +181,11 @@ std::optional<std::int64_t> http_retry_after_ms(const HttpResponse& response, st
   if (when == -1) return std::nullopt;
   const std::time_t now = std::time(nullptr);
   if (when <= now) return 0;
-  return std::min<std::int64_t>(cap_ms, static_cast<std::int64_t>(when - now) * 1000);
+  // A date far enough ahead ("Sun, 06 Nov 2147483647 ...") would overflow
+  // int64 as milliseconds; any wait past the cap is the cap.
+  const std::int64_t wait_s = static_cast<std::int64_t>(when - now);
+  if (wait_s > cap_ms / 1000) return cap_ms;
+  return std::min<std::int64_t>(cap_ms, wait_s * 1000);
 }
 
 }  // namespace payq

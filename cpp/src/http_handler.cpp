@@ -26,6 +26,9 @@ constexpr std::size_t result_body_json_bytes_max = http_response_body_bytes_max_
 // JSON escaping grows a text at most this many times (a control byte
 // becomes \u00XX).
 constexpr std::size_t json_escape_growth_max = 6;
+// A response body nested deeper than this is stored as text: walking it
+// (and writing it out again) recurses once per level.
+constexpr std::size_t json_depth_max = 256;
 
 bool method_known(const std::string& method) {
   for (const char* known : {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE"}) {
@@ -73,18 +76,41 @@ HandlerResult outcome(OutcomeKind kind, std::string error) {
   return o;
 }
 
-// The body as stored: its JSON value when it is complete JSON that
-// PostgreSQL's jsonb takes (no \u0000), else the text as a JSON string,
-// cut further if escaping would grow it past the bound.
-Json body_value(const std::string& text, bool& truncated) {
+// Every string in `value`, keys included, redacted as decoded text, so no
+// escaped form of a secret (tok\/..., \u0074ok...) survives into what is
+// stored. False when the value nests deeper than json_depth_max: it is then
+// kept as text, never walked or dumped further.
+bool strings_redacted(Json& value, const HttpKind& kind, std::size_t depth = 0) {
+  if (depth > json_depth_max) return false;
+  if (value.is_string()) {
+    value = kind.redacted(value.get<std::string>());
+  } else if (value.is_array()) {
+    for (Json& item : value) {
+      if (!strings_redacted(item, kind, depth + 1)) return false;
+    }
+  } else if (value.is_object()) {
+    Json redacted_object = Json::object();
+    for (auto it = value.begin(); it != value.end(); ++it) {
+      if (!strings_redacted(it.value(), kind, depth + 1)) return false;
+      redacted_object[kind.redacted(it.key())] = std::move(it.value());
+    }
+    value = std::move(redacted_object);
+  }
+  return true;
+}
+
+// The body as stored, secrets redacted: its JSON value when it is complete
+// JSON that PostgreSQL's jsonb takes (no \u0000), else the text as a JSON
+// string, cut further if escaping would grow it past the bound.
+Json body_value(const std::string& text, bool& truncated, const HttpKind& kind) {
   if (!truncated) {
     Json parsed = Json::parse(text, nullptr, false);
-    if (!parsed.is_discarded()) {
+    if (!parsed.is_discarded() && strings_redacted(parsed, kind)) {
       const std::string dumped = parsed.dump();
       if (dumped.find("\\u0000") == std::string::npos && dumped.size() <= result_body_json_bytes_max) return parsed;
     }
   }
-  Json value = http_detail::utf8_sanitized(text);
+  Json value = http_detail::utf8_sanitized(kind.redacted(text));
   if (value.dump().size() > result_body_json_bytes_max) {
     value = std::string(
         http_detail::utf8_prefix(value.get_ref<const std::string&>(), result_body_json_bytes_max / json_escape_growth_max));
@@ -242,17 +268,19 @@ HttpRequest HttpKind::status_request(const Task& task) const {
 
 std::string HttpKind::result_json(const HttpResponse& response, const char* via) const {
   bool truncated = response.body_truncated;
-  Json body = body_value(redacted(response.body), truncated);
+  Json body = body_value(response.body, truncated, *this);
   Json out = {{"status", response.status}, {"body", std::move(body)}, {"truncated", truncated}};
   if (via != nullptr) out["via"] = via;
   return out.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 std::string HttpKind::error_text(const std::string& reason, const HttpResponse& response) const {
-  std::string text = reason;
+  std::string text = redacted(reason);
   if (response.failure == HttpFailure::none && !response.body.empty()) {
     const std::string_view excerpt = http_detail::utf8_prefix(response.body, error_body_excerpt_bytes_max);
-    text += "; body: " + std::string(excerpt);
+    // Redacted on its own, before "..." is added: an excerpt that ends
+    // inside a secret then loses the secret's start too.
+    text += "; body: " + redacted(std::string(excerpt));
     if (excerpt.size() < response.body.size() || response.body_truncated) text += "...";
   }
   return redacted(http_detail::utf8_sanitized(text));
@@ -310,7 +338,7 @@ std::optional<HandlerResult> HttpKind::status_result(const HttpStatusAnswer& ans
       return std::nullopt;
     case HttpStatusFinding::applied: {
       HandlerResult out = outcome(OutcomeKind::success, {});
-      out.outcome->result_json = redacted(answer.result_json);
+      out.outcome->result_json = result_json_redacted(answer.result_json);
       return out;
     }
     case HttpStatusFinding::failed:
@@ -319,6 +347,12 @@ std::optional<HandlerResult> HttpKind::status_result(const HttpStatusAnswer& ans
       break;
   }
   return outcome(OutcomeKind::unknown, redacted(http_detail::utf8_sanitized("status check inconclusive: " + answer.detail)));
+}
+
+std::string HttpKind::result_json_redacted(const std::string& result_json) const {
+  Json parsed = Json::parse(result_json, nullptr, false);
+  if (parsed.is_discarded() || !strings_redacted(parsed, *this)) return redacted(result_json);
+  return parsed.dump(-1, ' ', false, Json::error_handler_t::replace);
 }
 
 HandlerResult HttpKind::unbuildable(const std::string& why, bool status_query) const {

@@ -15,16 +15,17 @@ void id_validate(std::int64_t id, const char* what) {
   if (id <= 0) throw InvalidArgument(std::string(what) + " id must be positive, got " + std::to_string(id));
 }
 
+std::string posting_kind(const std::string& kind, const char* fallback) {
+  if (kind.empty()) return fallback;
+  detail::text_bounded(kind, posting_kind_bytes_max, "posting kind");
+  return kind;
+}
+
 std::string metadata_canonical(const std::string& json_text) {
   if (json_text.size() > metadata_bytes_max) {
     throw InvalidArgument("metadata is larger than " + std::to_string(metadata_bytes_max) + " bytes");
   }
-  nlohmann::json parsed;
-  try {
-    parsed = nlohmann::json::parse(json_text.empty() ? "{}" : json_text);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw InvalidArgument(std::string("metadata is not valid JSON: ") + e.what());
-  }
+  const nlohmann::json parsed = detail::json_input_parse(json_text.empty() ? "{}" : json_text, "metadata");
   if (!parsed.is_object()) throw InvalidArgument("metadata must be a JSON object");
   return parsed.dump();
 }

@@ -15,6 +15,10 @@ namespace payq::ledger_detail {
 
 void key_validate(const std::string& key);
 void id_validate(std::int64_t id, const char* what);
+// The kind a posting is journaled under: `kind`, checked like other stored
+// text (1..posting_kind_bytes_max bytes, no control character), or
+// `fallback` when it is empty.
+std::string posting_kind(const std::string& kind, const char* fallback);
 // Parses a JSON object and returns its canonical text (sorted keys);
 // InvalidArgument for anything else or beyond metadata_bytes_max.
 std::string metadata_canonical(const std::string& json_text);

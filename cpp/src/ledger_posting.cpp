@@ -22,14 +22,22 @@ struct AccountState {
   std::int64_t net_minor = 0;  // this posting's net effect
 };
 
+// Each account appears in one leg at most: two legs on one account move
+// nothing between accounts (a transfer to itself is refused the same way),
+// and one net leg says the same thing as several.
 void legs_validate(const std::vector<Leg>& legs) {
   if (legs.size() < 2) throw Unbalanced("a posting needs at least two legs");
   if (legs.size() > legs_count_max) {
     throw InvalidArgument("a posting has at most " + std::to_string(legs_count_max) + " legs");
   }
+  std::set<std::int64_t> accounts;
   for (const Leg& leg : legs) {
     id_validate(leg.account_id, "account");
     if (leg.amount_minor == 0) throw InvalidAmount("a leg's amount cannot be zero");
+    if (!accounts.insert(leg.account_id).second) {
+      throw InvalidArgument("account " + std::to_string(leg.account_id) +
+                            " appears in two legs of one posting; give it one net leg");
+    }
   }
 }
 
@@ -268,7 +276,7 @@ LedgerTransaction Ledger::post(const PostRequest& request) {
   PostingPlan plan;
   plan.key = request.key;
   plan.op_kind = "post";
-  plan.transaction_kind = request.kind.empty() ? "post" : request.kind;
+  plan.transaction_kind = posting_kind(request.kind, "post");
   plan.metadata_json = metadata_canonical(request.metadata_json);
   plan.legs = request.legs;
   std::string canonical = "post|" + plan.transaction_kind + "|" + plan.metadata_json;
@@ -307,7 +315,7 @@ LedgerTransaction Ledger::transfer(const TransferRequest& request) {
   PostingPlan plan;
   plan.key = request.key;
   plan.op_kind = "transfer";
-  plan.transaction_kind = request.kind.empty() ? "transfer" : request.kind;
+  plan.transaction_kind = posting_kind(request.kind, "transfer");
   plan.metadata_json = metadata_canonical(request.metadata_json);
   plan.single_currency = true;
   const bool source_pays = request.fee_payer == FeePayer::source;
@@ -333,7 +341,7 @@ LedgerTransaction Ledger::capture(const CaptureRequest& request) {
   id_validate(request.target_id, "target account");
   if (request.amount_minor && *request.amount_minor <= 0) throw InvalidAmount("a capture amount must be positive");
   const std::string metadata = metadata_canonical(request.metadata_json);
-  const std::string kind = request.kind.empty() ? "capture" : request.kind;
+  const std::string kind = posting_kind(request.kind, "capture");
   const std::string hash = request_hash(
       "capture|" + std::to_string(request.hold_id) + "|" + std::to_string(request.target_id) + "|" +
       (request.amount_minor ? std::to_string(*request.amount_minor) : "all") + "|" + kind + "|" + metadata);
@@ -389,7 +397,7 @@ LedgerTransaction Ledger::reverse(const ReverseRequest& request) {
   id_validate(request.transaction_id, "transaction");
   if (request.amount_minor && *request.amount_minor <= 0) throw InvalidAmount("a reversal amount must be positive");
   const std::string metadata = metadata_canonical(request.metadata_json);
-  const std::string kind = request.kind.empty() ? "reversal" : request.kind;
+  const std::string kind = posting_kind(request.kind, "reversal");
   const std::string hash = request_hash(
       "reverse|" + std::to_string(request.transaction_id) + "|" +
       (request.amount_minor ? std::to_string(*request.amount_minor) : "all") + "|" + kind + "|" + metadata);

@@ -331,7 +331,7 @@ std::vector<QueueOverview> Outbox::queues_overview() {
 }
 
 void Outbox::queue_configure(const QueueConfig& c) {
-  text_bounded(c.name, queue_bytes_max, "queue name");
+  queue_name_validate(c.name);
   auto positive = [](const auto& v, const char* what) {
     if (v && *v <= 0) throw InvalidArgument(std::string(what) + " must be positive");
   };
@@ -359,12 +359,12 @@ void Outbox::queue_configure(const QueueConfig& c) {
 }
 
 void Outbox::queue_pause(const std::string& queue, bool paused) {
-  text_bounded(queue, 100, "queue name");
+  queue_name_validate(queue);
   executor_.exec(outbox_sql::queue_pause, {queue, paused ? "t" : "f"});
 }
 
 void Outbox::queue_pause_until(const std::string& queue, std::int64_t pause_ms) {
-  text_bounded(queue, 100, "queue name");
+  queue_name_validate(queue);
   if (pause_ms <= 0 || pause_ms > task_delay_ms_max) throw InvalidArgument("a pause is 1 ms to 366 days");
   executor_.exec(outbox_sql::queue_pause_until, {queue, std::to_string(pause_ms)});
 }

@@ -62,10 +62,10 @@ std::string civil_text(const CivilMinute& m) {
 
 void Outbox::cron_set(const CronEntry& entry) {
   text_bounded(entry.name, 200, "cron entry name");
-  text_bounded(entry.kind, 200, "task kind");
-  text_bounded(entry.queue, 100, "queue name");
+  text_bounded(entry.kind, kind_bytes_max, "task kind");
+  queue_name_validate(entry.queue);
   CronSchedule::parse(entry.schedule);  // throws InvalidArgument
-  const std::string payload = json_canonical(entry.payload_json, "cron payload", task_payload_bytes_max);
+  const std::string payload = detail::json_input_canonical(entry.payload_json, "cron payload", task_payload_bytes_max);
   if (!executor_.exec(time_zone_known, {entry.time_zone}).boolean(0, "known")) {
     throw InvalidArgument("unknown time zone '" + entry.time_zone + "'");
   }

@@ -14,9 +14,7 @@ namespace payq {
 
 using namespace outbox_detail;
 
-namespace {
-
-void queue_name_validate(const std::string& queue) {
+void outbox_detail::queue_name_validate(const std::string& queue) {
   text_bounded(queue, queue_bytes_max, "queue name");
   for (char c : queue) {
     const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
@@ -24,6 +22,8 @@ void queue_name_validate(const std::string& queue) {
     if (!ok) throw InvalidArgument("queue name '" + queue + "' may use letters, digits and _ . : - only");
   }
 }
+
+namespace {
 
 nlohmann::json spec_json(const TaskSpec& spec, std::size_t n) {
   text_bounded(spec.kind, kind_bytes_max, "task kind");
@@ -57,16 +57,11 @@ nlohmann::json spec_json(const TaskSpec& spec, std::size_t n) {
     throw InvalidArgument("settlement transaction id must be positive");
   }
 
-  nlohmann::json payload;
-  try {
-    payload = nlohmann::json::parse(spec.payload_json);
-  } catch (const nlohmann::json::parse_error& e) {
-    throw InvalidArgument(std::string("task payload is not valid JSON: ") + e.what());
-  }
   if (spec.payload_json.size() > task_payload_bytes_max) {
     throw InvalidArgument("task payload is " + std::to_string(spec.payload_json.size()) + " bytes; at most " +
                           std::to_string(task_payload_bytes_max) + " are allowed");
   }
+  const nlohmann::json payload = detail::json_input_parse(spec.payload_json, "task payload");
   nlohmann::json j = {{"n", n},
                       {"queue", spec.queue},
                       {"kind", spec.kind},
@@ -88,12 +83,7 @@ nlohmann::json spec_json(const TaskSpec& spec, std::size_t n) {
   put("settle_capture_account_id", s.capture_account_id);
   put("settle_reverse_transaction_id", s.reverse_transaction_id);
   if (s.followup_json) {
-    nlohmann::json followup;
-    try {
-      followup = nlohmann::json::parse(*s.followup_json);
-    } catch (const nlohmann::json::parse_error& e) {
-      throw InvalidArgument(std::string("follow-up task is not valid JSON: ") + e.what());
-    }
+    const nlohmann::json followup = detail::json_input_parse(*s.followup_json, "follow-up task");
     if (!followup.is_object() || !followup.contains("kind") || !followup["kind"].is_string()) {
       throw InvalidArgument("a follow-up task is a JSON object with at least a string \"kind\"");
     }

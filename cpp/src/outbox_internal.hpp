@@ -19,6 +19,10 @@ inline constexpr std::size_t kind_bytes_max = 200;
 inline constexpr std::size_t queue_bytes_max = 100;
 inline constexpr std::size_t key_bytes_max = 255;
 
+// One rule for a queue's name wherever one is given (enqueue, configure,
+// pause, cron): 1..queue_bytes_max of letters, digits and _ . : - only.
+void queue_name_validate(const std::string& queue);
+
 Task task_from(const Rows& rows, std::size_t row);
 // PostgreSQL array literals, bound as one parameter (never spliced into
 // SQL): every text quoted, so JSON with quotes and backslashes survives.

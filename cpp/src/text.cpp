@@ -29,6 +29,71 @@ std::string text_truncated(const std::string& value, std::size_t bytes_max) {
   return std::string(utf8_prefix(value, bytes_max)) + "...";
 }
 
+namespace {
+
+// nlohmann's message without its "last read: '...'" tail, which repeats the
+// input, and without the exception's id prefix.
+std::string json_error_reason(const nlohmann::json::parse_error& e) {
+  std::string message = e.what();
+  const std::size_t tail = message.find("; last read");
+  if (tail != std::string::npos) message.resize(tail);
+  const std::size_t prefix_end = message.find("] ");
+  if (message.rfind("[json.exception", 0) == 0 && prefix_end != std::string::npos) message.erase(0, prefix_end + 2);
+  return message;
+}
+
+bool hex4_zero(std::string_view text, std::size_t at) {
+  return at + 4 <= text.size() && text.compare(at, 4, "0000") == 0;
+}
+
+// One pass over the text before it is parsed: the nesting depth and
+// escaped NULs (in JSON text a NUL can only arrive as the escape u0000).
+void json_text_scan(std::string_view text, const char* what) {
+  int depth = 0;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (in_string) {
+      if (c == '"') {
+        in_string = false;
+      } else if (c == '\\' && i + 1 < text.size()) {
+        ++i;
+        if (text[i] == 'u' && hex4_zero(text, i + 1)) {
+          throw InvalidArgument(std::string(what) +
+                                " contains a NUL character (\\u0000), which PostgreSQL cannot store");
+        }
+      }
+    } else if (c == '"') {
+      in_string = true;
+    } else if (c == '[' || c == '{') {
+      if (++depth > json_depth_max) {
+        throw InvalidArgument(std::string(what) + " is nested deeper than " + std::to_string(json_depth_max) +
+                              " levels");
+      }
+    } else if (c == ']' || c == '}') {
+      --depth;
+    }
+  }
+}
+
+}  // namespace
+
+nlohmann::json json_input_parse(const std::string& text, const char* what) {
+  json_text_scan(text, what);
+  try {
+    return nlohmann::json::parse(text);
+  } catch (const nlohmann::json::parse_error& e) {
+    throw InvalidArgument(std::string(what) + " is not valid JSON: " + json_error_reason(e));
+  }
+}
+
+std::string json_input_canonical(const std::string& text, const char* what, std::size_t bytes_max) {
+  if (text.size() > bytes_max) {
+    throw InvalidArgument(std::string(what) + " is larger than " + std::to_string(bytes_max) + " bytes");
+  }
+  return json_input_parse(text, what).dump();
+}
+
 std::vector<std::string> array_elements(std::string_view array_text) {
   if (array_text.size() < 2 || array_text.front() != '{' || array_text.back() != '}') {
     throw DatabaseError("not an array from the database: " + std::string(array_text));

@@ -221,9 +221,15 @@ void Worker::start() {
   log("info", "worker_started",
       {{"concurrency", options_.concurrency},
        {"queues", options_.queues},
-       {"listen", options_.listen},
+       {"listen", options_.listen && database_.listen_dsn().has_value()},
+       {"pooler", pooler_name(database_.pooler())},
        {"maintenance", options_.maintenance},
        {"schema", database_.schema()}});
+  if (options_.listen && !database_.listen_dsn()) {
+    log("info", "listen_unavailable",
+        {{"reason", "behind a transaction-mode pooler without listen_dsn"},
+         {"poll_interval_ms", options_.poll_interval.count()}});
+  }
   // Named threads, so `top -H`, gdb and perf tell a worker's parts apart
   // (Linux keeps 15 characters of a name). A thread is counted once it
   // exists; it cannot uncount itself before that, as its exit takes the
@@ -243,7 +249,7 @@ void Worker::start() {
     for (int i = 0; i < options_.concurrency; ++i) {
       spawn("payq-claim-" + std::to_string(i), [this, i] { claimer_run(i); });
     }
-    if (options_.listen) spawn("payq-listen", [this] { listener_run(); });
+    if (options_.listen && database_.listen_dsn()) spawn("payq-listen", [this] { listener_run(); });
     if (options_.maintenance) spawn("payq-maint", [this] { maintenance_run(); });
     return;
   } catch (const std::system_error& e) {

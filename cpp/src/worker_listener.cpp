@@ -96,7 +96,8 @@ void Worker::listener_run() noexcept {
 void Worker::listener_session(int& failure_count) {
   // A connection outside the pool: LISTEN is session state that must not
   // leak to other users of a pooled connection.
-  Connection connection(ConnectionOptions{database_.dsn(), database_.schema(), false, false});
+  // Its own DSN: behind a transaction-mode pooler, a direct connection.
+  Connection connection(ConnectionOptions{*database_.listen_dsn(), database_.schema(), false, false});
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
   // A silent reconnect would hide lost notifications; fail loudly instead.

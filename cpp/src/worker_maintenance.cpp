@@ -1,8 +1,8 @@
 // Maintenance: lease rescue, hold expiry, pruning (and the lead's extra
-// hook), run by one elected worker at a time. The election is a
-// session-level advisory lock held on a dedicated connection: whoever holds
-// it is the leader until its connection ends, so a dead leader's lock frees
-// itself and another worker takes over at its next tick.
+// hook), run by one elected worker at a time. The election is a lease row
+// (migration 010), renewed at every tick: it works the same through a
+// transaction-mode pooler, a worker that stops gives it up, and one that
+// dies loses it when the lease runs out.
 #include <algorithm>
 #include <functional>
 
@@ -12,6 +12,7 @@
 #include "payq/inbox.hpp"
 #include "payq/ledger.hpp"
 #include "payq/worker.hpp"
+#include "worker_statements.hpp"
 
 namespace payq {
 namespace {
@@ -23,31 +24,14 @@ constexpr int maintenance_reconnect_doubling_count_max = 9;
 // A step that handled a full batch suggests a backlog: the next tick runs at
 // once, but at most this many times in a row before waiting an interval.
 constexpr int maintenance_hurry_tick_count_max = 100;
-
-// The lock key is derived from the schema, so schemas elect independently.
-const Statement lock_try{"payq_worker_maintenance_lock_try", R"sql(
-SELECT pg_try_advisory_lock(hashtextextended('payq.maintenance:' || $1, 0)) AS acquired)sql"};
-
-// Asserts this session still holds the lock (a bigint advisory lock shows
-// in pg_locks as classid = high 32 bits, objid = low 32 bits, objsubid = 1).
-const Statement lock_held{"payq_worker_maintenance_lock_held", R"sql(
-SELECT EXISTS (
-  SELECT 1 FROM pg_locks, (SELECT hashtextextended('payq.maintenance:' || $1, 0) AS k) key
-  WHERE locktype = 'advisory' AND pid = pg_backend_pid() AND granted AND objsubid = 1
-    AND database = (SELECT oid FROM pg_database WHERE datname = current_database())
-    AND classid = ((key.k >> 32) & 4294967295)::oid AND objid = (key.k & 4294967295)::oid) AS held)sql"};
+// The lease outlives a few missed renewals (a slow tick, a short network
+// hiccup) before another worker may take over.
+constexpr int maintenance_lease_interval_count = 3;
+constexpr std::chrono::milliseconds maintenance_lease_margin{2'000};
 
 std::chrono::milliseconds reconnect_delay(int failure_count) {
   const int doublings = std::clamp(failure_count - 1, 0, maintenance_reconnect_doubling_count_max);
   return std::min(maintenance_reconnect_delay_max, maintenance_reconnect_delay_min * (1 << doublings));
-}
-
-bool query_flag(Connection& connection, const Statement& statement, const std::string& schema,
-                const char* column) {
-  Transaction tx(connection);
-  const bool value = tx.exec(statement, {schema}).boolean(0, column);
-  tx.commit();
-  return value;
 }
 
 }  // namespace
@@ -76,51 +60,56 @@ void Worker::maintenance_run() noexcept {
 }
 
 void Worker::maintenance_session(int& failure_count) {
-  // Outside the pool: the lock lives exactly as long as this session.
+  // Outside the pool, and not silently replaced when it breaks: a broken
+  // connection ends the session, and leadership with it, loudly.
   Connection connection(ConnectionOptions{database_.dsn(), database_.schema(), false, false});
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wdeprecated-declarations"
-  // A silent reconnect would drop the lock while we still acted as leader.
   connection.raw().inhibit_reactivation(true);
 #pragma GCC diagnostic pop
   int hurry_count = 0;
-  // Bounded by stop; every pass ends in an interval wait unless a step had
-  // a full batch (itself bounded by maintenance_hurry_tick_count_max).
+  // Bounded by stop; every pass ends in an interval wait unless a step had a
+  // full batch (itself bounded by maintenance_hurry_tick_count_max). An
+  // error ends the session; the caller says leadership is lost, and this
+  // worker renews its lease when it is back (or another takes it over).
   while (!stop_requested()) {
-    if (!counters_.maintenance_leader.load()) {
-      if (maintenance_lock_try(connection)) {
-        counters_.maintenance_leader = true;
-        log("info", "maintenance_leader_acquired", {{"schema", database_.schema()}});
-      } else if (log_debug_enabled()) {
-        log("debug", "maintenance_lock_busy", {{"schema", database_.schema()}});
-      }
-    } else if (!maintenance_lock_held(connection)) {
-      // Cannot happen while the session lives; if it does, step down loudly.
-      counters_.maintenance_leader = false;
-      log("error", "maintenance_leader_lost", {{"error", "advisory lock no longer held by this session"}});
-      continue;
+    const bool holding = maintenance_lease_take(connection);
+    if (holding && !counters_.maintenance_leader.exchange(true)) {
+      log("info", "maintenance_leader_acquired", {{"schema", database_.schema()}});
+    } else if (!holding && counters_.maintenance_leader.exchange(false)) {
+      log("warning", "maintenance_leader_lost", {{"error", "the lease ran out and another worker took it"}});
+    } else if (!holding && log_debug_enabled()) {
+      log("debug", "maintenance_lock_busy", {{"schema", database_.schema()}});
     }
     failure_count = 0;
     bool hurry = false;
-    if (counters_.maintenance_leader.load()) {
+    if (holding) {
       hurry = maintenance_tick(connection) && hurry_count < maintenance_hurry_tick_count_max;
       ++counters_.maintenance_ticks;
     }
     hurry_count = hurry ? hurry_count + 1 : 0;
     if (!hurry && stop_wait_for(options_.maintenance_interval)) break;
   }
-  if (counters_.maintenance_leader.exchange(false)) {
-    // Closing the session releases the lock; say so for the operator.
+  maintenance_lease_give_up(connection);
+}
+
+bool Worker::maintenance_lease_take(Connection& connection) {
+  const auto lease = options_.maintenance_interval * maintenance_lease_interval_count + maintenance_lease_margin;
+  return transact_on(connection, 0, [&](Transaction& tx) {
+    return !tx.exec(worker_sql::maintenance_lease_take, {options_.worker_id, std::to_string(lease.count())}).empty();
+  });
+}
+
+void Worker::maintenance_lease_give_up(Connection& connection) noexcept {
+  if (!counters_.maintenance_leader.exchange(false)) return;
+  try {
+    transact_on(connection, 0,
+                [&](Transaction& tx) { tx.exec(worker_sql::maintenance_lease_give_up, {options_.worker_id}); });
     log("info", "maintenance_leader_released", {{"schema", database_.schema()}});
+  } catch (const std::exception& e) {
+    // The lease runs out by itself.
+    log("warning", "maintenance_leader_released", {{"error", e.what()}});
   }
-}
-
-bool Worker::maintenance_lock_try(Connection& connection) {
-  return query_flag(connection, lock_try, database_.schema(), "acquired");
-}
-
-bool Worker::maintenance_lock_held(Connection& connection) {
-  return query_flag(connection, lock_held, database_.schema(), "held");
 }
 
 // Runs each step in a transaction of its own, so one failing step neither

@@ -18,6 +18,7 @@ from payq.outbox import Attempt, EnqueueResult, Settle, Task, TaskRequest
 from payq.worker import Fail, Retry, TaskRun, Unknown, Worker, handler, http_handler
 from payq import http
 from payq.http import SecretEnv, secret_env
+from payq._serving import ServingLimits
 from payq.money import (
     AmountLike,
     Currency,
@@ -58,6 +59,7 @@ __all__ = [
     "http",
     "secret_env",
     "SecretEnv",
+    "ServingLimits",
     "Worker",
     "TaskRun",
     "Retry",

@@ -17,6 +17,7 @@ from datetime import timedelta
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
 
 import payq
+from payq.database import dsn_masked
 from payq.embedded import EmbeddedServer
 
 __all__ = ["main"]
@@ -63,6 +64,32 @@ def _amount_limit(text: str) -> Tuple[payq.Money, timedelta]:
         raise argparse.ArgumentTypeError(str(exc)) from exc
 
 
+def _count(low: int, high: int) -> Callable[[str], int]:
+    """An argparse type: an int from ``low`` to ``high``."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+        if not low <= value <= high:
+            raise argparse.ArgumentTypeError(f"{value} is not between {low} and {high}")
+        return value
+
+    return parse
+
+
+def _queue_weights(text: str) -> List[Tuple[str, int]]:
+    """``payouts:3,sms``: queues, each with an optional weight."""
+    queues = []
+    for item in text.split(","):
+        name, _, weight = item.partition(":")
+        if weight and not weight.strip().isdigit():
+            raise argparse.ArgumentTypeError(f"{item!r} is not a queue like name or name:weight")
+        queues.append((name.strip(), int(weight) if weight else 1))
+    return queues
+
+
 def _json_out(value: Any) -> None:
     _say(json.dumps(value, indent=2, sort_keys=True, default=str))
 
@@ -79,7 +106,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     server = EmbeddedServer(args.home)
     _say(f"starting the embedded PostgreSQL server in {server.home} ...")
     dsn = server.up()
-    _say(f"running: {dsn}")
+    _say(f"running: {dsn_masked(dsn)}")
     return 0
 
 
@@ -98,7 +125,7 @@ def cmd_status(args: argparse.Namespace) -> int:
         state = "running" if status.running else ("stopped" if status.initialized else "not created")
         _say(f"embedded server: {state}")
         _say(f"  home:        {status.home}")
-        _say(f"  dsn:         {status.dsn}")
+        _say(f"  dsn:         {dsn_masked(status.dsn)}")
         _say(f"  server user: {status.server_user}")
     return 0 if status.running else EXIT_NOT_RUNNING
 
@@ -119,7 +146,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     steps = 6
     _say(f"[1/{steps}] connecting (embedded PostgreSQL unless --dsn or PAYQ_DSN is given) ...")
     db = _connect(args, migrate=False)
-    _say(f"      {db.dsn_source}: {db.dsn}")
+    _say(f"      {db.dsn_source}: {dsn_masked(db.dsn)}")
     _say(f"[2/{steps}] migrating schema {db.schema!r} ...")
     migrated = db.migrate()
     _say(f"      applied {migrated.applied or 'nothing (up to date)'}; version {migrated.version_current}")
@@ -277,7 +304,9 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
     try:
         payload = json.loads(args.payload)
     except ValueError as exc:
-        raise payq.InvalidArgument(f"--payload is not JSON: {exc}") from exc
+        raise payq.InvalidArgument(f"--payload is not JSON: {exc}") from None
+    except RecursionError:
+        raise payq.InvalidArgument("--payload is nested too deeply") from None
     result = db.enqueue(args.kind, payload, queue=args.queue, unique_key=args.unique_key,
                         max_attempts=args.max_attempts)
     _say(f"task {result.task_id} {'enqueued' if result.created else 'already existed (unique key)'}")
@@ -357,11 +386,11 @@ def cmd_worker(args: argparse.Namespace) -> int:
     from payq.worker import Worker, registry
 
     for module in args.app:
-        importlib.import_module(module)  # registers the module's handlers
-    queues = []
-    for item in args.queues.split(","):
-        name, _, weight = item.partition(":")
-        queues.append((name.strip(), int(weight) if weight else 1))
+        try:
+            importlib.import_module(module)  # registers the module's handlers
+        except ImportError as exc:
+            raise payq.ConfigError(f"--app {module}: cannot import it: {exc}") from None
+    queues = args.queues
     db = _connect(args)
     worker = Worker(db, queues=queues, registry=registry, concurrency=args.concurrency, batch=args.batch,
                     poll_interval=timedelta(milliseconds=args.poll_ms),
@@ -439,9 +468,11 @@ def _parser() -> argparse.ArgumentParser:
         if name == "status":
             command.add_argument("--json", action="store_true", help="print JSON")
         if name == "demo":
-            command.add_argument("--wallets", type=int, default=200, help="wallets to open (default 200)")
-            command.add_argument("--withdrawals", type=int, default=2000, help="withdrawals to run (default 2000)")
-            command.add_argument("--threads", type=int, default=8, help="concurrent threads (default 8)")
+            command.add_argument("--wallets", type=_count(1, 100_000), default=200,
+                                 help="wallets to open (default 200)")
+            command.add_argument("--withdrawals", type=_count(0, 1_000_000), default=2000,
+                                 help="withdrawals to run (default 2000)")
+            command.add_argument("--threads", type=_count(1, 64), default=8, help="concurrent threads (default 8)")
     tasks = sub.add_parser("tasks", help="inspect and act on outbox tasks")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
     listing = tasks_sub.add_parser("list", help="list tasks")
@@ -492,7 +523,8 @@ def _parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="run handlers for queued tasks (SIGTERM/SIGINT: graceful stop)")
     worker.add_argument("--app", action="append", default=[], required=True,
                         help="module that registers handlers with @payq.handler (repeatable)")
-    worker.add_argument("--queues", default="default", help="comma-separated queues, each optionally name:weight")
+    worker.add_argument("--queues", type=_queue_weights, default=[("default", 1)],
+                        help="comma-separated queues, each optionally name:weight")
     worker.add_argument("--concurrency", type=int, default=4, help="threads, one connection each")
     worker.add_argument("--batch", type=int, default=10, help="tasks claimed at a time per thread")
     worker.add_argument("--poll-ms", type=int, default=1000, help="poll interval when no NOTIFY arrives")
@@ -553,16 +585,23 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _refusal(exc: BaseException) -> str:
+    """One line for stderr: the error's class and message, its lines (a
+    server's DETAIL and HINT) joined."""
+    lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+    return f"payq: {type(exc).__name__}: {'; '.join(lines)}"
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return int(args.handler(args))
     except payq.DatabaseError as exc:
-        print(f"payq: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(_refusal(exc), file=sys.stderr)
         unreachable = (exc.sqlstate or "").startswith("08")
         return EXIT_UNAVAILABLE if unreachable else EXIT_REFUSED
     except payq.Error as exc:
-        print(f"payq: {type(exc).__name__}: {exc}", file=sys.stderr)
+        print(_refusal(exc), file=sys.stderr)
         return EXIT_REFUSED
     except KeyboardInterrupt:
         print("payq: interrupted", file=sys.stderr)

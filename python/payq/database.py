@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import decimal
+import os
+import re
 from contextlib import contextmanager
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Type, Union
 
+from payq import _args
 from payq._native import core
-from payq.errors import InvalidArgument
+from payq.errors import ConfigError, Error, InvalidArgument
 
 if TYPE_CHECKING:
     from payq.inbox import Inbox
@@ -22,7 +25,59 @@ SqlValue = Union[None, bool, int, str, decimal.Decimal]
 _LEDGER_SCHEMA_VERSION = 2
 Row = Tuple[Optional[str], ...]
 
-__all__ = ["connect", "Database", "Transaction", "MigrateReport"]
+__all__ = ["connect", "Database", "Transaction", "MigrateReport", "dsn_masked"]
+
+# Schemas that hold other things than payq's: payq's tables go there only
+# when the caller says so (connect(shared_schema=True)).
+_SCHEMAS_SHARED = ("public",)
+
+# Where a DSN carries a password: password=... (quoted or not) in the
+# key=value form; user:password@ and ?password= in the URI form.
+_DSN_URI = re.compile(r"^postgres(?:ql)?://", re.IGNORECASE)
+_DSN_PASSWORD_KEYWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']\S*)", re.IGNORECASE)
+_DSN_PASSWORD_USERINFO = re.compile(r"^([a-z]+://[^/@?#:]*:)([^/@?#]*)(@)", re.IGNORECASE)
+_DSN_PASSWORD_QUERY = re.compile(r"([?&]password=)([^&#]*)", re.IGNORECASE)
+_MASK = "****"
+_PASSWORD_REPLACED_CHARS_MIN = 4
+
+
+def dsn_masked(dsn: str) -> str:
+    """``dsn`` with its password replaced by ``****``: the form to print or
+    log. Both the ``key=value`` and the URI form are understood."""
+    if _DSN_URI.match(dsn):
+        masked = _DSN_PASSWORD_USERINFO.sub(lambda m: m.group(1) + _MASK + m.group(3), dsn)
+        return _DSN_PASSWORD_QUERY.sub(lambda m: m.group(1) + _MASK, masked)
+    return _DSN_PASSWORD_KEYWORD.sub(lambda m: m.group(1) + _MASK, dsn)
+
+
+def _dsn_passwords(dsn: str) -> List[str]:
+    """The password texts in ``dsn`` as they are written, quotes removed."""
+    if _DSN_URI.match(dsn):
+        found = [m.group(2) for m in _DSN_PASSWORD_USERINFO.finditer(dsn)]
+        found += [m.group(2) for m in _DSN_PASSWORD_QUERY.finditer(dsn)]
+    else:
+        found = [m.group(2).strip("'") for m in _DSN_PASSWORD_KEYWORD.finditer(dsn)]
+    return [p for p in found if p]
+
+
+def _password_masked(error: Error, dsn: Optional[str]) -> Error:
+    """``error``, or one of its class whose message no longer shows a
+    password of ``dsn`` (libpq's parse errors may quote the DSN)."""
+    message = str(error)
+    masked = message
+    for password in _dsn_passwords(dsn or ""):
+        # A very short password would mask unrelated letters; the
+        # password=... pattern below still hides it where it is quoted.
+        if len(password) >= _PASSWORD_REPLACED_CHARS_MIN:
+            masked = masked.replace(password, _MASK)
+    masked = dsn_masked(masked)
+    if masked == message:
+        return error
+    replacement = type(error)(masked)
+    for name in ("sqlstate",):
+        if hasattr(error, name):
+            setattr(replacement, name, getattr(error, name))
+    return replacement
 
 
 @dataclass(frozen=True)
@@ -86,7 +141,10 @@ class Transaction:
     def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> List[Row]:
         """Run one SQL statement with ``$1..$n`` parameters; ``@schema@``
         stands for payq's schema. Returns the rows, every value as text."""
-        _, rows = self._tx.execute(sql, [_to_text(p) for p in params])
+        if isinstance(params, (str, bytes)) or not isinstance(params, Sequence):
+            raise InvalidArgument(f"params must be a sequence, not {type(params).__name__}")
+        texts = [_args.text_or_none(_to_text(p), f"SQL parameter ${i}") for i, p in enumerate(params, 1)]
+        _, rows = self._tx.execute(_args.text(sql, "sql"), texts)
         return rows
 
     @contextmanager
@@ -107,10 +165,18 @@ class Transaction:
         """Commit now. Raises :class:`payq.CommitUnknown` if the outcome
         cannot be known (connection lost during COMMIT). After a commit that
         enqueued tasks, workers are woken (NOTIFY from outside the
-        transaction, so no global lock sits in the commit path)."""
+        transaction, so no global lock sits in the commit path); a wake-up
+        that fails is not raised, as workers also poll."""
         self._tx.commit()
         if self._queues_touched and self._on_commit is not None:
-            self._on_commit(self._queues_touched)
+            try:
+                self._on_commit(self._queues_touched)
+            except Error:
+                # The transaction is committed: an error here would tell the
+                # caller otherwise (the server may have gone just after the
+                # COMMIT, as in a failover). Workers find the tasks at their
+                # next poll.
+                pass
 
     def rollback(self) -> None:
         """Discard everything done in this transaction."""
@@ -136,8 +202,9 @@ class Transaction:
         from payq.outbox import _enqueue_many
 
         requests = list(requests)
+        results = _enqueue_many(self._tx, requests)  # checks each request first
         self._queues_touched.update(r.queue for r in requests)
-        return _enqueue_many(self._tx, requests)
+        return results
 
     @property
     def tasks(self) -> "Tasks":
@@ -185,6 +252,18 @@ class Database:
     def dsn(self) -> str:
         """The libpq connection string in use."""
         return str(self._core.dsn)
+
+    @property
+    def pooler(self) -> str:
+        """``"transaction"`` behind a transaction-mode pooler (see
+        :func:`connect`), else ``"none"``."""
+        return str(self._core.pooler)
+
+    @property
+    def listen_dsn(self) -> Optional[str]:
+        """Where workers LISTEN for new tasks; None when they poll."""
+        value = self._core.listen_dsn
+        return None if value is None else str(value)
 
     @property
     def dsn_source(self) -> str:
@@ -275,20 +354,57 @@ def connect(
     schema: str = "payq",
     migrate: Optional[bool] = None,
     prepare_statements: bool = True,
+    shared_schema: bool = False,
+    pooler: Optional[str] = None,
+    listen_dsn: Optional[str] = None,
 ) -> Database:
     """Open a payq database.
 
-    ``dsn`` is a libpq connection string. Without it, ``PAYQ_DSN`` is used,
-    and without that payq's embedded PostgreSQL server (started on demand
-    under ``PAYQ_HOME``). ``migrate`` applies missing migrations; by default
-    it does so only on the embedded server, which payq owns. Set
-    ``prepare_statements=False`` behind a transaction-mode pooler that does
-    not keep prepared statements.
+    ``dsn`` is a libpq connection string; a multi-host one
+    (``host=a,b target_session_attrs=read-write``) follows a failover.
+    Without it, ``PAYQ_DSN`` is used, and without that payq's embedded
+    PostgreSQL server (started on demand under ``PAYQ_HOME``). ``migrate``
+    applies missing migrations; by default it does so only on the embedded
+    server, which payq owns.
 
-    Raises :class:`payq.ConfigError` for a malformed DSN or schema name and
-    :class:`payq.DatabaseError` when the server cannot be reached.
+    Behind a transaction-mode pooler (pgbouncer's ``pool_mode =
+    transaction``) pass ``pooler="transaction"`` (or set
+    ``PAYQ_POOLER=transaction``): payq then keeps nothing in a server
+    session (no prepared statements), and workers LISTEN on ``listen_dsn``
+    (``PAYQ_LISTEN_DSN``), a direct connection to the server, or without
+    one poll every ``poll_interval``. Without the setting, the pooler's
+    symptom (a prepared statement that exists twice or vanished) raises
+    :class:`payq.ConfigError` naming it. See docs/deployment.md.
+    ``prepare_statements=False`` alone turns off prepared statements only.
+
+    payq's objects live in ``schema`` of their own. ``public``, where an
+    application's tables usually are, is refused unless
+    ``shared_schema=True`` says payq's tables may sit among them.
+
+    Raises :class:`payq.ConfigError` for a malformed DSN or schema name (a
+    control character in a DSN included) and :class:`payq.DatabaseError`
+    when the server cannot be reached. No message shows the DSN's password.
     """
-    database = Database(core.Database(dsn, schema, prepare_statements))
+    try:
+        arguments = (_args.text_or_none(dsn, "dsn"), _args.text(schema, "schema"),
+                     _args.flag(prepare_statements, "prepare_statements"), _args.text_or_none(pooler, "pooler"),
+                     _args.text_or_none(listen_dsn, "listen_dsn"))
+        _args.flag(shared_schema, "shared_schema")
+    except InvalidArgument as exc:
+        raise ConfigError(str(exc)) from None
+    if schema in _SCHEMAS_SHARED and not shared_schema:
+        raise ConfigError(f"schema {schema!r} holds the application's own tables; give payq a schema of its own "
+                          "(the default is 'payq'), or pass shared_schema=True to put payq's tables there")
+    try:
+        core_database = core.Database(*arguments)
+    except Error as exc:
+        masked = _password_masked(exc, dsn if dsn is not None else os.environ.get("PAYQ_DSN"))
+        if masked is exc and listen_dsn is not None:
+            masked = _password_masked(exc, listen_dsn)
+        if masked is exc:
+            raise
+        raise masked from None
+    database = Database(core_database)
     if migrate or (migrate is None and database.dsn_source == "embedded"):
         database.migrate()
     elif database.schema_version() >= _LEDGER_SCHEMA_VERSION:

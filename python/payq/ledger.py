@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
+from payq import _args
 from payq._native import core
 from payq.errors import InvalidAmount, InvalidArgument
 from payq.money import AmountLike, Fee, Money, currency_get, to_minor
@@ -64,16 +65,15 @@ def _metadata_text(metadata: Optional[Mapping[str, Any]]) -> str:
         return "{}"
     if not isinstance(metadata, Mapping):
         raise InvalidArgument("metadata must be a mapping (a JSON object)")
-    try:
-        return json.dumps(metadata, sort_keys=True, allow_nan=False)
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"metadata is not JSON-serialisable: {exc}") from exc
+    return _args.json_text(metadata, "metadata", sort_keys=True)
 
 
 def _key(key: str) -> str:
-    if not isinstance(key, str):
-        raise InvalidArgument(f"an idempotency key is a str, not {type(key).__name__}")
-    return key
+    return _args.text(key, "key (the idempotency key)")
+
+
+def _kind(kind: str) -> str:
+    return _args.text(kind, "kind (the posting kind)")
 
 
 @dataclass(frozen=True)
@@ -262,7 +262,16 @@ TransactionRef = Union[LedgerTransaction, int]
 def _id(ref: Union[Account, Hold, LedgerTransaction, int], what: str) -> int:
     if isinstance(ref, bool) or not isinstance(ref, (int, Account, Hold, LedgerTransaction)):
         raise InvalidArgument(f"{what} must be a payq {what} or its int id, not {type(ref).__name__}")
-    return ref if isinstance(ref, int) else ref.id
+    return _args.integer(ref, f"{what} id") if isinstance(ref, int) else ref.id
+
+
+def _legs(legs: Any) -> List[Tuple[Any, Any]]:
+    if isinstance(legs, (str, bytes, Mapping)) or not isinstance(legs, Sequence):
+        raise InvalidArgument(f"legs must be a list of (account, amount) pairs, not {type(legs).__name__}")
+    for leg in legs:
+        if isinstance(leg, (str, bytes)) or not isinstance(leg, Sequence) or len(leg) != 2:
+            raise InvalidArgument("each of legs is an (account, amount) pair")
+    return [(leg[0], leg[1]) for leg in legs]
 
 
 class Ledger:
@@ -296,7 +305,13 @@ class Ledger:
         overdraft_minor = to_minor(overdraft, currency)
         return Account._from_core(
             core.ledger_account_open(
-                self._target, owner, currency, namespace, allow_negative, overdraft_minor, deferred_credit
+                self._target,
+                _args.text(owner, "owner"),
+                _args.text(currency, "currency"),
+                _args.text(namespace, "namespace"),
+                _args.flag(allow_negative, "allow_negative"),
+                overdraft_minor,
+                _args.flag(deferred_credit, "deferred_credit"),
             )
         )
 
@@ -308,7 +323,9 @@ class Ledger:
 
     def find_account(self, owner: str, currency: str, namespace: str = "default") -> Optional[Account]:
         """The account (owner, namespace, currency), or None."""
-        found = core.ledger_account_find(self._target, owner, namespace, currency)
+        found = core.ledger_account_find(
+            self._target, _args.text(owner, "owner"), _args.text(namespace, "namespace"),
+            _args.text(currency, "currency"))
         return None if found is None else Account._from_core(found)
 
     def close_account(self, account: AccountRef) -> Account:
@@ -317,7 +334,8 @@ class Ledger:
 
     def define_currency(self, code: str, exponent: int) -> None:
         """Define a custom currency in this database (and this process)."""
-        core.ledger_currency_define(self._target, code, exponent)
+        core.ledger_currency_define(self._target, _args.text(code, "code"),
+                                    _args.integer(exponent, "exponent", _args.INT32_MIN, _args.INT32_MAX))
 
     def lock(self, *accounts: AccountRef) -> None:
         """Lock accounts in payq's canonical order. Call it first when one
@@ -362,6 +380,8 @@ class Ledger:
         amount_minor = self._minor(amount, source)
         core_fee = None
         if fee is not None:
+            if not isinstance(fee, Fee):
+                raise InvalidArgument(f"fee must be a payq.Fee, not {type(fee).__name__}")
             core_fee = fee.to_core(self._currency_of(source))
         return LedgerTransaction._from_core(
             core.ledger_transfer(
@@ -373,7 +393,7 @@ class Ledger:
                 core_fee,
                 None if fee_account is None else _id(fee_account, "account"),
                 fee_payer == "target",
-                kind,
+                _kind(kind),
                 _metadata_text(metadata),
             )
         )
@@ -388,9 +408,9 @@ class Ledger:
     ) -> LedgerTransaction:
         """Post any balanced set of legs ``[(account, signed amount), ...]``:
         per currency they must sum to zero (else :class:`payq.Unbalanced`)."""
-        core_legs = [(_id(a, "account"), self._minor(amount, a)) for a, amount in legs]
+        core_legs = [(_id(a, "account"), self._minor(amount, a)) for a, amount in _legs(legs)]
         return LedgerTransaction._from_core(
-            core.ledger_post(self._target, _key(key), core_legs, kind, _metadata_text(metadata))
+            core.ledger_post(self._target, _key(key), core_legs, _kind(kind), _metadata_text(metadata))
         )
 
     def hold(
@@ -409,7 +429,7 @@ class Ledger:
         if expires_in is not None:
             if not isinstance(expires_in, timedelta):
                 raise InvalidArgument("expires_in is a datetime.timedelta")
-            expires_in_ms = expires_in // timedelta(milliseconds=1)
+            expires_in_ms = _args.integer(expires_in // timedelta(milliseconds=1), "expires_in (ms)")
         return Hold._from_core(
             core.ledger_hold(
                 self._target,
@@ -443,7 +463,7 @@ class Ledger:
                 _id(hold, "hold"),
                 _id(target, "account"),
                 amount_minor,
-                kind,
+                _kind(kind),
                 _metadata_text(metadata),
             )
         )
@@ -481,7 +501,7 @@ class Ledger:
                 _key(key),
                 _id(transaction, "transaction"),
                 amount_minor,
-                kind,
+                _kind(kind),
                 _metadata_text(metadata),
             )
         )
@@ -504,6 +524,9 @@ class Ledger:
         installation's time zone (``installation.day_time_zone``, UTC by
         default); usage is counted from when a rule exists."""
         account_id = None if account is None else _id(account, "account")
+        kind = _args.text(kind, "kind (the limit kind)")
+        namespace = _args.text_or_none(namespace, "namespace")
+        currency = _args.text_or_none(currency, "currency")
         if kind == "daily_count":
             if isinstance(value, bool) or not isinstance(value, int):
                 raise InvalidArgument("a daily_count limit is an int count")
@@ -526,33 +549,37 @@ class Ledger:
     ) -> None:
         """Remove a limit set by :meth:`set_limit`."""
         account_id = None if account is None else _id(account, "account")
-        core.ledger_limit_remove(self._target, account_id, namespace, currency, kind)
+        core.ledger_limit_remove(self._target, account_id, _args.text_or_none(namespace, "namespace"),
+                                 _args.text_or_none(currency, "currency"), _args.text(kind, "kind (the limit kind)"))
 
     # ------------------------------------------------------------ maintenance
 
     def expire_holds(self, limit: int = 1000) -> int:
         """Expire at most ``limit`` holds past their ``expires_at``; returns
         how many. The worker's maintenance runs this periodically."""
-        return int(core.ledger_holds_expire(self._target, limit))
+        return int(core.ledger_holds_expire(self._target, _args.integer(limit, "limit")))
 
     def fold_pending(self, account: AccountRef, limit: int = 10_000) -> int:
         """Journal up to ``limit`` pending credits of a deferred-credit
         account; returns how many were folded."""
-        return int(core.ledger_pending_fold(self._target, _id(account, "account"), limit))
+        return int(core.ledger_pending_fold(self._target, _id(account, "account"), _args.integer(limit, "limit")))
 
     # ------------------------------------------------------------ queries
 
     def accounts(self, *, after_id: int = 0, limit: int = 100, owner: Optional[str] = None) -> List[Account]:
         """One page of accounts by id (``id > after_id``, at most ``limit``
         <= 1000), optionally of one owner."""
-        return [Account._from_core(a) for a in core.ledger_accounts_list(self._target, after_id, limit, owner)]
+        return [Account._from_core(a) for a in core.ledger_accounts_list(
+            self._target, _args.integer(after_id, "after_id"), _args.integer(limit, "limit"),
+            _args.text_or_none(owner, "owner"))]
 
     def history(self, account: AccountRef, *, after_seq: int = 0, limit: int = 100) -> List[Entry]:
         """One page of an account's journal, by sequence number: entries
         with ``seq > after_seq``, at most ``limit`` (<= 1000)."""
         return [
             Entry._from_core(e)
-            for e in core.ledger_history(self._target, _id(account, "account"), after_seq, limit)
+            for e in core.ledger_history(self._target, _id(account, "account"), _args.integer(after_seq, "after_seq"),
+                                         _args.integer(limit, "limit"))
         ]
 
     def iter_history(self, account: AccountRef, *, page_size: int = 500) -> Iterator[Entry]:
@@ -569,7 +596,8 @@ class Ledger:
 
     def transaction(self, transaction_id: int) -> LedgerTransaction:
         """A transaction with its entries, by id."""
-        return LedgerTransaction._from_core(core.ledger_transaction_get(self._target, transaction_id))
+        return LedgerTransaction._from_core(
+            core.ledger_transaction_get(self._target, _id(transaction_id, "transaction")))
 
     def find_transaction(self, key: str) -> Optional[LedgerTransaction]:
         """The transaction recorded under an idempotency key, or None."""
@@ -578,7 +606,7 @@ class Ledger:
 
     def get_hold(self, hold_id: int) -> Hold:
         """A hold as it is now."""
-        return Hold._from_core(core.ledger_hold_get(self._target, hold_id))
+        return Hold._from_core(core.ledger_hold_get(self._target, _id(hold_id, "hold")))
 
     def audit(self) -> AuditReport:
         """Check every invariant and report every violation: balance = sum of

@@ -13,11 +13,11 @@ read), so scraping every few seconds is cheap even with a long history.
 
 from __future__ import annotations
 
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from payq._native import core
-from payq._serving import ServingThread
+from payq._serving import BoundedThreadingMixIn, ServingLimits, ServingThread, bounded, listening
 from payq.errors import Error, InvalidArgument
 
 __all__ = ["render", "MetricsServer", "CONTENT_TYPE"]
@@ -155,21 +155,28 @@ def _add_duration_histogram(out: _Text, stats: Mapping[str, Any], base: Mapping[
     out.add(name, "histogram", "", running, base, suffix="_count")
 
 
+class _MetricsHTTPServer(BoundedThreadingMixIn, HTTPServer):
+    pass
+
+
 class MetricsServer:
     """Serves ``/metrics`` over HTTP from a daemon thread.
 
     ``render`` is called on every scrape; a :class:`payq.Error` while
     rendering answers 503 with the error's text, any other exception 500
-    (the scrape fails visibly, the worker runs on).
+    (the scrape fails visibly, the worker runs on). ``limits``: how long a
+    connection may last and how many are served at once
+    (:class:`payq.ServingLimits`; its defaults when None).
     Use as a context manager, or :meth:`start` / :meth:`stop`.
     """
 
-    def __init__(self, render_metrics: Callable[[], str], *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, render_metrics: Callable[[], str], *, host: str = "127.0.0.1", port: int = 0,
+                 limits: Optional[ServingLimits] = None) -> None:
         if not 0 <= port <= 65535:
             raise InvalidArgument(f"metrics port must be 0..65535, got {port}")
         self._render = render_metrics
-        self._server = ThreadingHTTPServer((host, port), self._handler_class())
-        self._server.daemon_threads = True
+        self._server = listening(lambda: _MetricsHTTPServer((host, port), self._handler_class()), host, port)
+        bounded(self._server, limits)
         self._serving = ServingThread(self._server, "payq-metrics")
 
     @property

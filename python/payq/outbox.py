@@ -20,6 +20,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from payq import _args
 from payq._native import core
 from payq.errors import InvalidArgument
 from payq.ledger import Account, Hold, LedgerTransaction, _id, _timestamp
@@ -54,10 +55,21 @@ def _ms(value: Optional[timedelta], what: str) -> Optional[int]:
 
 
 def _json_text(value: Json, what: str) -> str:
-    try:
-        return json.dumps(value, allow_nan=False, separators=(",", ":"))
-    except (TypeError, ValueError) as exc:
-        raise InvalidArgument(f"{what} is not JSON-serialisable: {exc}") from exc
+    return _args.json_text(value, what, separators=(",", ":"))
+
+
+def _kind(kind: Any, what: str = "kind") -> str:
+    """A task kind an application may enqueue: text, not one of payq's own."""
+    return _args.not_reserved(_args.text(kind, what), what)
+
+
+def _queue(queue: Any, what: str = "queue") -> str:
+    """A queue an application may enqueue into: text, not one of payq's own."""
+    return _args.not_reserved(_args.text(queue, what), what)
+
+
+def _int32(value: Any, what: str) -> int:
+    return _args.integer(value, what, _args.INT32_MIN, _args.INT32_MAX)
 
 
 @dataclass(frozen=True)
@@ -94,9 +106,15 @@ class Settle:
 
     def _to_core(self) -> "core.Settlement":
         s = core.Settlement()
-        s.hold_id = self.hold_id
-        s.capture_account_id = self.capture_account_id
-        s.reverse_transaction_id = self.reverse_transaction_id
+        s.hold_id = _args.integer_or_none(self.hold_id, "settle hold id")
+        s.capture_account_id = _args.integer_or_none(self.capture_account_id, "settle account id")
+        s.reverse_transaction_id = _args.integer_or_none(self.reverse_transaction_id, "settle transaction id")
+        if self.followup is not None:
+            if not isinstance(self.followup, Mapping):
+                raise InvalidArgument("a follow-up is a mapping with at least a str 'kind'")
+            _kind(self.followup.get("kind"), "follow-up kind")
+            if self.followup.get("queue") is not None:
+                _queue(self.followup["queue"], "follow-up queue")
         s.followup_json = None if self.followup is None else _json_text(self.followup, "followup")
         return s
 
@@ -120,28 +138,26 @@ class TaskRequest:
     settle: Optional[Settle] = None
 
     def _to_core(self) -> "core.TaskSpec":
-        if not isinstance(self.kind, str):
-            raise InvalidArgument("a task kind is a str")
-        if isinstance(self.max_attempts, bool) or not isinstance(self.max_attempts, int):
-            raise InvalidArgument("max_attempts is an int")
         spec = core.TaskSpec()
-        spec.kind = self.kind
+        spec.kind = _kind(self.kind)
         spec.payload_json = _json_text({} if self.payload is None else self.payload, "task payload")
-        spec.queue = self.queue
-        spec.priority = self.priority
+        spec.queue = _queue(self.queue)
+        spec.priority = _int32(self.priority, "priority")
         spec.delay_ms = _ms(self.delay, "delay") or 0
-        spec.attempt_max = self.max_attempts
+        spec.attempt_max = _int32(self.max_attempts, "max_attempts")
         spec.timeout_ms = _ms(self.timeout, "timeout") or 0
-        spec.unique_key = self.unique_key
-        spec.partition_key = self.partition_key
-        spec.idempotency_key = self.idempotency_key
+        spec.unique_key = _args.text_or_none(self.unique_key, "unique_key")
+        spec.partition_key = _args.text_or_none(self.partition_key, "partition_key")
+        spec.idempotency_key = _args.text_or_none(self.idempotency_key, "idempotency_key")
         if self.amount is not None:
             if not isinstance(self.amount, Money):
                 raise InvalidArgument("a task amount is a payq.Money")
             spec.amount_minor = self.amount.minor
             spec.currency = self.amount.currency
-        spec.held = bool(self.held)
+        spec.held = _args.flag(self.held, "held")
         if self.settle is not None:
+            if not isinstance(self.settle, Settle):
+                raise InvalidArgument(f"settle must be a payq.Settle, not {type(self.settle).__name__}")
             spec.settlement = self.settle._to_core()
         return spec
 
@@ -291,6 +307,9 @@ class Cron:
 
 
 def _enqueue_many(target: Any, requests: Sequence[TaskRequest]) -> List[EnqueueResult]:
+    for r in requests:
+        if not isinstance(r, TaskRequest):
+            raise InvalidArgument(f"enqueue_many takes payq.TaskRequest items, not {type(r).__name__}")
     specs = [r._to_core() for r in requests]
     return [EnqueueResult(r.task_id, r.created) for r in core.outbox_enqueue_batch(target, specs)]
 
@@ -302,6 +321,14 @@ def _request(kind: str, payload: Json, options: Mapping[str, Any]) -> TaskReques
         raise InvalidArgument(str(exc)) from exc
 
 
+def _task_id(task_id: Any) -> int:
+    return _args.integer(task_id, "task_id")
+
+
+def _action_args(task_id: Any, actor: Any, note: Any, action: str) -> Tuple[int, str, str, str]:
+    return _task_id(task_id), action, _args.text(actor, "actor"), _args.text(note, "note")
+
+
 class Tasks:
     """Reading and acting on tasks (``db.tasks``)."""
 
@@ -310,7 +337,7 @@ class Tasks:
 
     def get(self, task_id: int) -> Task:
         """One task (raises :class:`payq.UnknownTask`)."""
-        return Task._from_core(core.outbox_task_get(self._target, task_id))
+        return Task._from_core(core.outbox_task_get(self._target, _task_id(task_id)))
 
     def list(self, *, state: Optional[str] = None, queue: Optional[str] = None, kind: Optional[str] = None,
              key: Optional[str] = None, older_than: Optional[timedelta] = None, after_id: int = 0,
@@ -322,7 +349,9 @@ class Tasks:
         if state is not None and state not in TASK_STATES:
             raise InvalidArgument(f"unknown task state {state!r}; one of {', '.join(TASK_STATES)}")
         return [Task._from_core(t) for t in core.outbox_tasks_list(
-            self._target, state, queue, after_id, limit, kind, key, _ms(older_than, "older_than"))]
+            self._target, state, _args.text_or_none(queue, "queue"), _args.integer(after_id, "after_id"),
+            _args.integer(limit, "limit"), _args.text_or_none(kind, "kind"), _args.text_or_none(key, "key"),
+            _ms(older_than, "older_than"))]
 
     def stats(self) -> Dict[str, Dict[str, int]]:
         """Task counts: ``{queue: {state: count}}``."""
@@ -333,25 +362,25 @@ class Tasks:
 
     def attempts(self, task_id: int) -> List[Attempt]:
         """Every attempt of a task (kept when the task row is pruned)."""
-        return [Attempt._from_core(a) for a in core.outbox_attempts(self._target, task_id)]
+        return [Attempt._from_core(a) for a in core.outbox_attempts(self._target, _task_id(task_id))]
 
     def actions(self, task_id: int) -> List[Action]:
         """Every recorded action on a task (release, retry, cancel, resolve,
         callbacks), oldest first."""
-        return [Action._from_core(a) for a in core.outbox_actions(self._target, task_id)]
+        return [Action._from_core(a) for a in core.outbox_actions(self._target, _task_id(task_id))]
 
     def release(self, task_id: int, *, actor: str, note: str = "") -> None:
         """Approve a held task: it becomes claimable. Recorded with ``actor``."""
-        core.outbox_task_action(self._target, task_id, "release", actor, note)
+        core.outbox_task_action(self._target, *_action_args(task_id, actor, note, "release"))
 
     def retry(self, task_id: int, *, actor: str, note: str = "") -> None:
         """Send a dead or cancelled task again (not one whose failure side
         already ran: enqueue a new task for that)."""
-        core.outbox_task_action(self._target, task_id, "retry", actor, note)
+        core.outbox_task_action(self._target, *_action_args(task_id, actor, note, "retry"))
 
     def cancel(self, task_id: int, *, actor: str, note: str = "") -> None:
         """Cancel a task that never ran; its failure side runs (hold released)."""
-        core.outbox_task_action(self._target, task_id, "cancel", actor, note)
+        core.outbox_task_action(self._target, *_action_args(task_id, actor, note, "cancel"))
 
     def resolve(
         self,
@@ -375,7 +404,10 @@ class Tasks:
         and needs a ``note`` saying how. Each is recorded as its own action.
         Raises :class:`payq.InvalidArgument` for a combination that does not
         apply (nothing is written)."""
-        core.outbox_task_resolve(self._target, task_id, applied, actor, note, capture_into, settled_by_hand)
+        task_id, _, actor, note = _action_args(task_id, actor, note, "resolve")
+        core.outbox_task_resolve(self._target, task_id, _args.flag(applied, "applied"), actor, note,
+                                 _args.integer_or_none(capture_into, "capture_into"),
+                                 _args.flag(settled_by_hand, "settled_by_hand"))
 
 
 @dataclass(frozen=True)
@@ -439,6 +471,12 @@ class QueueInfo:
         )
 
 
+def _pair(value: Any, what: str, shape: str) -> Tuple[Any, Any]:
+    if isinstance(value, (str, bytes)) or not isinstance(value, Sequence) or len(value) != 2:
+        raise InvalidArgument(f"{what} is a pair {shape}")
+    return value[0], value[1]
+
+
 class Queues:
     """Queue settings (``db.queues``). Limits hold across every worker on
     every machine: the database coordinates them."""
@@ -473,23 +511,27 @@ class Queues:
         rate_count = rate_window_ms = amount_minor = amount_window_ms = None
         amount_currency = None
         if rate is not None:
-            rate_count, window = rate
+            rate_count, window = _pair(rate, "rate", "(count, timedelta)")
+            rate_count = _int32(rate_count, "rate count")
             rate_window_ms = _ms(window, "rate window")
         if amount is not None:
-            money, window = amount
+            money, window = _pair(amount, "amount", "(payq.Money, timedelta)")
             if not isinstance(money, Money):
                 raise InvalidArgument("an amount limit is (payq.Money, timedelta)")
             amount_minor, amount_currency = money.minor, money.currency
             amount_window_ms = _ms(window, "amount window")
-        core.outbox_queue_configure(self._target, name, concurrency, rate_count, rate_window_ms, amount_minor,
-                                    amount_currency, amount_window_ms, weight)
+        core.outbox_queue_configure(self._target, _args.text(name, "name"),
+                                    None if concurrency is None else _int32(concurrency, "concurrency"), rate_count,
+                                    rate_window_ms, amount_minor, amount_currency, amount_window_ms,
+                                    _int32(weight, "weight"))
 
     def cron(self, name: str, schedule: str, kind: str, payload: Json = None, *, queue: str = "default",
              time_zone: str = "UTC") -> None:
         """Add or replace a cron entry: ``schedule`` in 5-field cron syntax,
         read in ``time_zone``. Each slot enqueues exactly one task, however
         many workers run (the elected maintenance worker fires them)."""
-        core.outbox_cron_set(self._target, name, schedule, time_zone, queue, kind,
+        core.outbox_cron_set(self._target, _args.text(name, "name"), _args.text(schedule, "schedule"),
+                             _args.text(time_zone, "time_zone"), _queue(queue), _kind(kind),
                              _json_text({} if payload is None else payload, "cron payload"))
 
     def crons(self) -> List[Cron]:
@@ -498,21 +540,21 @@ class Queues:
 
     def cron_remove(self, name: str) -> None:
         """Remove a cron entry (no error if there is none)."""
-        core.outbox_cron_remove(self._target, name)
+        core.outbox_cron_remove(self._target, _args.text(name, "name"))
 
     def pause(self, name: str) -> None:
         """Stop workers from claiming this queue (running tasks finish)."""
-        core.outbox_queue_pause(self._target, name, True)
+        core.outbox_queue_pause(self._target, _args.text(name, "name"), True)
 
     def resume(self, name: str) -> None:
         """Let workers claim this queue again (also ends a back-pressure pause)."""
-        core.outbox_queue_pause(self._target, name, False)
+        core.outbox_queue_pause(self._target, _args.text(name, "name"), False)
 
     def pause_for(self, name: str, duration: timedelta) -> None:
         """Back-pressure: no claims until ``duration`` from now (extends, never shortens)."""
         ms = _ms(duration, "duration")
         assert ms is not None
-        core.outbox_queue_pause_until(self._target, name, ms)
+        core.outbox_queue_pause_until(self._target, _args.text(name, "name"), ms)
 
 
 def enqueue(connection: Any, kind: str, payload: Json = None, *, schema: str = "payq",

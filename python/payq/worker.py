@@ -41,6 +41,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from payq import _args
 from payq import http as _http
 from payq._native import core
 from payq.errors import InvalidArgument
@@ -374,6 +375,15 @@ def _default_worker_id() -> str:
     return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
 
 
+def _queue_weight(queue: Any) -> Tuple[str, int]:
+    """A queue of ``Worker(queues=...)``: a name, or (name, weight)."""
+    if isinstance(queue, str):
+        return _args.text(queue, "queue"), 1
+    if not isinstance(queue, (tuple, list)) or len(queue) != 2:
+        raise InvalidArgument("each of queues is a name or a (name, weight) pair")
+    return _args.text(queue[0], "queue"), _args.integer(queue[1], "queue weight", _args.INT32_MIN, _args.INT32_MAX)
+
+
 class Worker:
     """Runs handlers for tasks of some queues, on C++ threads, each with its
     own connection. Use :meth:`run` (blocks; stops gracefully on SIGTERM and
@@ -398,11 +408,14 @@ class Worker:
         prune_after: timedelta = timedelta(days=7),
         log: bool = True,
     ) -> None:
-        pairs = [(q, 1) if isinstance(q, str) else (q[0], int(q[1])) for q in queues]
-        self.worker_id = worker_id or _default_worker_id()
+        pairs = [_queue_weight(q) for q in ([queues] if isinstance(queues, str) else queues)]
+        self.worker_id = _args.text(worker_id, "worker_id") if worker_id is not None else _default_worker_id()
         self._core = core.Worker(
-            db._core, registry._to_core(), pairs, concurrency, batch, _ms(poll_interval), _ms(shutdown_grace),
-            self.worker_id, listen, maintenance, _ms(maintenance_interval), _ms(prune_after), log,
+            db._core, registry._to_core(), pairs,
+            _args.integer(concurrency, "concurrency", _args.INT32_MIN, _args.INT32_MAX),
+            _args.integer(batch, "batch", 0, _args.INT32_MAX), _ms(poll_interval), _ms(shutdown_grace),
+            self.worker_id, _args.flag(listen, "listen"), _args.flag(maintenance, "maintenance"),
+            _ms(maintenance_interval), _ms(prune_after), _args.flag(log, "log"),
         )
         self._stop_requested = threading.Event()
         self._shutdown_grace = shutdown_grace

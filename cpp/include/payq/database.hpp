@@ -29,10 +29,24 @@ struct ResolvedDsn {
 // variable, then the embedded server (started here if it is not running).
 ResolvedDsn dsn_resolve(const std::optional<std::string>& dsn_argument);
 
+// What sits between payq and PostgreSQL. Behind a transaction-mode pooler
+// (pgbouncer's pool_mode=transaction) a session is not payq's from one
+// transaction to the next: no prepared statements, no LISTEN, no session
+// advisory locks. A session-mode pooler needs nothing special.
+enum class Pooler { none, transaction };
+const char* pooler_name(Pooler pooler);
+// "none", "session" (the same as none) or "transaction"; ConfigError else.
+Pooler pooler_parse(const std::string& name);
+
 struct DatabaseOptions {
   std::optional<std::string> dsn;  // nullopt: PAYQ_DSN, else embedded
   std::string schema = "payq";
-  bool prepare_statements = true;
+  bool prepare_statements = true;  // forced off behind a transaction-mode pooler
+  std::optional<Pooler> pooler;    // nullopt: PAYQ_POOLER, else none
+  // A direct connection (not through the pooler) for the workers' LISTEN.
+  // nullopt: PAYQ_LISTEN_DSN, else `dsn` unless behind a transaction-mode
+  // pooler, where workers then poll instead.
+  std::optional<std::string> listen_dsn;
   std::size_t pool_idle_count_max = 32;
   // Bound on re-running a payq-owned transaction after a serialization
   // failure or deadlock.
@@ -49,6 +63,9 @@ class Database {
   DsnSource dsn_source() const noexcept { return dsn_.source; }
   const std::string& schema() const noexcept { return options_.schema; }
   const DatabaseOptions& options() const noexcept { return options_; }
+  Pooler pooler() const noexcept { return *options_.pooler; }
+  // Where workers LISTEN; nullopt when they must poll.
+  const std::optional<std::string>& listen_dsn() const noexcept { return options_.listen_dsn; }
 
   // A pooled connection, returned to the pool when the lease ends.
   class Lease {

@@ -149,6 +149,8 @@ class HttpKind {
 
   std::vector<HttpHeader> headers_for(const Task& task, const nlohmann::json& payload) const;
   std::string result_json(const HttpResponse& response, const char* via) const;
+  // A status check's result JSON with its decoded strings redacted.
+  std::string result_json_redacted(const std::string& result_json) const;
   std::string error_text(const std::string& reason, const HttpResponse& response) const;
   void back_pressure(const HttpResponse& response, HandlerResult& result) const;
 

@@ -23,9 +23,13 @@ class HttpSecrets {
   // http_secret_bytes_max, or contains a control character.
   std::string from_env(const std::string& variable);
 
-  // `text` with every secret replaced by http_redacted_text. A text that
-  // ends with the start of a secret (a body cut off mid-secret) loses that
-  // start too, from half of http_secret_bytes_min bytes on.
+  // `text` with every secret replaced by http_redacted_text, whether it
+  // stands there as itself or JSON-escaped, character by character in any
+  // mix (tok\/ABC, \u0074ok, \"; a surrogate pair for a character
+  // beyond U+FFFF): a provider's JSON encoder may echo a header either way.
+  // A text that ends with the start of a secret, in any such form (a body
+  // cut off mid-secret, even mid-escape), loses that start too, from half
+  // of http_secret_bytes_min bytes on.
   std::string redacted(std::string text) const;
 
   bool empty() const noexcept { return values_.empty(); }

@@ -180,6 +180,7 @@ struct AuditReport {
 
 // Bounds, named once.
 inline constexpr std::size_t idempotency_key_bytes_max = 255;
+inline constexpr std::size_t posting_kind_bytes_max = 200;  // as a task kind
 inline constexpr std::size_t legs_count_max = 64;
 inline constexpr std::size_t metadata_bytes_max = 16 * 1024;
 inline constexpr std::int64_t history_page_size_max = 1000;

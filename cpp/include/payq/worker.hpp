@@ -249,8 +249,9 @@ class Worker {
   // worker_maintenance.cpp
   void maintenance_run() noexcept;
   void maintenance_session(int& failure_count);
-  bool maintenance_lock_try(Connection& connection);
-  bool maintenance_lock_held(Connection& connection);
+  // Takes or renews the maintenance lease; whether this worker holds it.
+  bool maintenance_lease_take(Connection& connection);
+  void maintenance_lease_give_up(Connection& connection) noexcept;
   bool maintenance_tick(Connection& connection);
 
   // worker_log.cpp: one JSON object per line; `fields` is a JSON object.

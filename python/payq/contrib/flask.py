@@ -18,6 +18,9 @@ Configuration (all optional):
 ``PAYQ_DSN``
     libpq connection string of payq's database; ``None`` (the default)
     means the ``PAYQ_DSN`` environment variable, else payq's embedded server.
+``PAYQ_POOLER``, ``PAYQ_LISTEN_DSN``
+    ``"transaction"`` behind a transaction-mode pooler such as pgbouncer,
+    and a direct DSN for the workers' LISTEN (see :func:`payq.connect`).
 ``PAYQ_SCHEMA``
     the schema of payq's tables (default ``"payq"``).
 ``PAYQ_HANDLERS``
@@ -84,6 +87,8 @@ class _State:
     handlers: Tuple[str, ...]
     queues: Tuple[QueueSpec, ...]
     concurrency: int
+    pooler: Optional[str] = None
+    listen_dsn: Optional[str] = None
     _database: Optional[payq.Database] = None
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
@@ -93,7 +98,8 @@ class _State:
         # `flask routes` must work without a database.
         with self._lock:
             if self._database is None:
-                self._database = payq.connect(self.dsn, schema=self.schema)
+                self._database = payq.connect(self.dsn, schema=self.schema, pooler=self.pooler,
+                                              listen_dsn=self.listen_dsn)
             return self._database
 
 
@@ -107,7 +113,13 @@ def _state_from_config(config: Any) -> _State:
     concurrency = config.get("PAYQ_CONCURRENCY", 4)
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= CONCURRENCY_MAX:
         raise ConfigError(f"PAYQ_CONCURRENCY must be an int from 1 to {CONCURRENCY_MAX}, not {concurrency!r}")
-    return _State(dsn, schema, handlers, queues, concurrency)
+    pooler = config.get("PAYQ_POOLER")
+    if pooler is not None and pooler not in ("none", "session", "transaction"):
+        raise ConfigError(f"PAYQ_POOLER must be 'transaction', 'session', 'none' or None, not {pooler!r}")
+    listen_dsn = config.get("PAYQ_LISTEN_DSN")
+    if listen_dsn is not None and (not isinstance(listen_dsn, str) or not listen_dsn.strip()):
+        raise ConfigError(f"PAYQ_LISTEN_DSN must be a libpq connection string or None, not {listen_dsn!r}")
+    return _State(dsn, schema, handlers, queues, concurrency, pooler, listen_dsn)
 
 
 def _state(app: Optional[Flask] = None) -> _State:
@@ -319,7 +331,8 @@ def _cli_migrate() -> None:
     """Apply payq's missing schema migrations (idempotent)."""
     state = _state()
     try:
-        report = payq.connect(state.dsn, schema=state.schema, migrate=False).migrate()
+        report = payq.connect(state.dsn, schema=state.schema, migrate=False, pooler=state.pooler,
+                              listen_dsn=state.listen_dsn).migrate()
     except payq.Error as exc:
         raise click.ClickException(f"{type(exc).__name__}: {exc}") from exc
     if report.applied:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import re
 import secrets
 import string
@@ -30,6 +31,7 @@ from payq.dashboard.auth import (
     SESSION_TTL_S,
     Authenticate,
     Csrf,
+    LoginThrottle,
     Signer,
     TokenLogin,
     operator_name_check,
@@ -121,6 +123,7 @@ class DashboardApp:
             raise ValueError("give the dashboard either a login token or an authenticate callable")
         self.db = db
         self._login = TokenLogin(token) if token is not None else None
+        self._login_throttle = LoginThrottle()
         self._authenticate = authenticate
         if self._login is not None:
             signer = self._login.signer
@@ -284,6 +287,9 @@ class DashboardApp:
                 raise HttpError(405, "Log out with the button.")
             if session is not None:
                 self._check_post(request, nonce, session.actor)
+                # Revoked, not only cleared: a copy of the cookie (another
+                # tab's, a stolen one) no longer opens the dashboard.
+                self._login.session_revoke(request.cookies.get(SESSION_COOKIE))
             response = Response.redirect(request.url("/login"))
             response.delete_cookie(SESSION_COOKIE, path=self._cookie_path(request), secure=self._secure(request))
             return response
@@ -302,10 +308,21 @@ class DashboardApp:
         if operator is None:
             return self._login_form(request, nonce, next_path, status=400,
                                     error="An operator name is 1 to 64 letters, digits and . @ + - _")
+        address = str(request.environ.get("REMOTE_ADDR") or "?")
+        wait_s = self._login_throttle.retry_after_s(address)
+        if wait_s is not None:
+            # Refused unchecked: guessing goes no faster than the limit.
+            log.warning("payq dashboard: login for operator %r from %s refused: too many wrong tokens", operator,
+                        address)
+            refused = self._login_form(request, nonce, next_path, status=429,
+                                       error=f"Too many wrong tokens: try again in {math.ceil(wait_s)} seconds.")
+            refused.headers.append(("Retry-After", str(math.ceil(wait_s))))
+            return refused
         if not self._login.token_matches(form.get("token", "")):
-            log.warning("payq dashboard: failed login for operator %r from %s", operator,
-                        request.environ.get("REMOTE_ADDR", "?"))
+            self._login_throttle.failed(address)
+            log.warning("payq dashboard: failed login for operator %r from %s", operator, address)
             return self._login_form(request, nonce, next_path, status=401, error="Wrong token.")
+        self._login_throttle.succeeded(address)
         log.info("payq dashboard: operator %r logged in", operator)
         response = Response.redirect(request.script_name + next_path)
         path, secure = self._cookie_path(request), self._secure(request)

@@ -17,6 +17,10 @@ and the form carries a CSRF token: an HMAC of a random per-browser nonce
 can neither read the nonce nor compute the HMAC, and a token minted for one
 operator is worthless to another. Every comparison of a secret is
 constant-time.
+
+Failed token logins are limited per client address (:class:`LoginThrottle`),
+and logging out revokes the session cookie (:meth:`TokenLogin.session_revoke`),
+so a copy of it no longer opens the dashboard.
 """
 
 from __future__ import annotations
@@ -26,9 +30,11 @@ import hashlib
 import hmac
 import re
 import secrets
+import threading
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
-from typing import Callable, Collection, Optional
+from typing import Callable, Collection, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from payq.dashboard.wsgi import Environ, Request
@@ -38,6 +44,7 @@ __all__ = [
     "Signer",
     "Session",
     "TokenLogin",
+    "LoginThrottle",
     "Csrf",
     "generate_token",
     "operator_name_check",
@@ -56,6 +63,16 @@ SESSION_TTL_S = 12 * 3600
 TOKEN_CHARS_MIN = 16
 """A shorter ``PAYQ_DASHBOARD_TOKEN`` is refused: it could be guessed."""
 OPERATOR_NAME_CHARS_MAX = 64
+REVOKED_SESSIONS_MAX = 10_000
+"""Logged-out sessions remembered until they expire. One more ends every
+session issued so far (everyone logs in again), so the memory stays bounded
+and no revoked cookie ever works again."""
+LOGIN_FAILURES_MAX = 5
+"""Wrong tokens one client address may try per LOGIN_FAILURE_WINDOW_S."""
+LOGIN_FAILURE_WINDOW_S = 60.0
+LOGIN_ADDRESSES_MAX = 10_000
+"""Client addresses with recent failures remembered (the least recent is
+forgotten first)."""
 _OPERATOR_NAME = re.compile(r"^[\w.@+-]+$")
 
 
@@ -124,6 +141,12 @@ class TokenLogin:
             raise ValueError(f"the dashboard token has at least {TOKEN_CHARS_MIN} characters")
         self._token_digest = hashlib.sha256(token.encode()).digest()
         self.signer = Signer(hmac.new(token.encode(), b"payq dashboard v1", hashlib.sha256).digest())
+        # Revoked sessions (the digest of their signature) -> when they
+        # expire anyway; and a time before which every session counts as
+        # revoked (set when the list is full). Guarded by _revoked_lock.
+        self._revoked: Dict[bytes, int] = {}
+        self._issued_not_before = 0
+        self._revoked_lock = threading.Lock()
 
     def token_matches(self, candidate: str) -> bool:
         """True if ``candidate`` is the login token (constant-time)."""
@@ -135,7 +158,9 @@ class TokenLogin:
         ``SESSION_TTL_S`` seconds (12 hours) from ``now`` (Unix time in
         seconds; default the current time)."""
         expires_at = int(now if now is not None else time.time()) + SESSION_TTL_S
-        payload = f"{expires_at}.{_b64(operator.encode())}"
+        # A random session id: two logins of one operator in one second are
+        # still two sessions, and logging out of one leaves the other.
+        payload = f"{expires_at}.{_b64(operator.encode())}.{_b64(secrets.token_bytes(12))}"
         return f"{payload}.{self.signer.sign('session', payload)}"
 
     def session(self, cookie: Optional[str], now: Optional[float] = None) -> Optional[Session]:
@@ -145,7 +170,10 @@ class TokenLogin:
         payload, _, signature = cookie.rpartition(".")
         if not payload or not self.signer.verify(signature, "session", payload):
             return None
-        expires_text, _, name_b64 = payload.partition(".")
+        parts = payload.split(".")
+        if len(parts) != 3:
+            return None
+        expires_text, name_b64, _ = parts
         try:
             expires_at = int(expires_text)
             operator = _unb64(name_b64).decode()
@@ -153,7 +181,79 @@ class TokenLogin:
             return None
         if expires_at <= (now if now is not None else time.time()) or operator_name_check(operator) != operator:
             return None
+        with self._revoked_lock:
+            if hashlib.sha256(signature.encode()).digest() in self._revoked:
+                return None
+            if expires_at - SESSION_TTL_S <= self._issued_not_before:
+                return None
         return Session(operator, expires_at)
+
+    def session_revoke(self, cookie: Optional[str], now: Optional[float] = None) -> None:
+        """Ends the session ``cookie`` proves (logout): from now on
+        :meth:`session` refuses it, in this process. A no-op for a cookie
+        that proves none."""
+        session = self.session(cookie, now)
+        if session is None or cookie is None:
+            return
+        now_s = int(now if now is not None else time.time())
+        signature = cookie.rpartition(".")[2]
+        with self._revoked_lock:
+            if len(self._revoked) >= REVOKED_SESSIONS_MAX:  # expired ones need no revoking any more
+                self._revoked = {digest: expires for digest, expires in self._revoked.items() if expires > now_s}
+            if len(self._revoked) >= REVOKED_SESSIONS_MAX:
+                # Full of sessions still valid: end every session issued so
+                # far instead of forgetting one of them.
+                self._revoked.clear()
+                self._issued_not_before = now_s
+                return
+            self._revoked[hashlib.sha256(signature.encode()).digest()] = session.expires_at
+
+
+class LoginThrottle:
+    """Failed token logins per client address: after ``failures_max``
+    failures within ``window_s`` seconds, the address's next logins are
+    refused without being checked until the window ends. At most
+    ``addresses_max`` addresses are remembered; the one whose last failure
+    is oldest is forgotten first. Thread-safe."""
+
+    def __init__(self, failures_max: int = LOGIN_FAILURES_MAX, window_s: float = LOGIN_FAILURE_WINDOW_S,
+                 addresses_max: int = LOGIN_ADDRESSES_MAX, clock: Callable[[], float] = time.monotonic) -> None:
+        self._failures_max = failures_max
+        self._window_s = window_s
+        self._addresses_max = addresses_max
+        self._clock = clock
+        # address -> (start of its window, failures in it), least recently failed first.
+        self._failures: "OrderedDict[str, Tuple[float, int]]" = OrderedDict()
+        self._lock = threading.Lock()
+
+    def retry_after_s(self, address: str) -> Optional[float]:
+        """Seconds until ``address`` may try a token again; None: now."""
+        with self._lock:
+            entry = self._failures.get(address)
+            if entry is None:
+                return None
+            started, count = entry
+            left = started + self._window_s - self._clock()
+            if left <= 0:
+                del self._failures[address]
+                return None
+            return left if count >= self._failures_max else None
+
+    def failed(self, address: str) -> None:
+        """Counts a wrong token from ``address``."""
+        with self._lock:
+            now = self._clock()
+            started, count = self._failures.pop(address, (now, 0))
+            if started + self._window_s <= now:
+                started, count = now, 0
+            self._failures[address] = (started, count + 1)
+            while len(self._failures) > self._addresses_max:
+                self._failures.popitem(last=False)
+
+    def succeeded(self, address: str) -> None:
+        """Forgets ``address``'s failures (a correct token)."""
+        with self._lock:
+            self._failures.pop(address, None)
 
 
 class Csrf:

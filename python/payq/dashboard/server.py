@@ -12,13 +12,12 @@ import socket
 import sys
 import threading
 from datetime import timedelta
-from socketserver import ThreadingMixIn
 from types import FrameType, TracebackType
 from typing import Any, Callable, Dict, Iterable, Optional, TextIO, Type
 from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 import payq
-from payq._serving import ServingThread
+from payq._serving import BoundedThreadingMixIn, ServingLimits, ServingThread, bounded, listening
 from payq.dashboard.app import make_app
 from payq.dashboard.auth import TOKEN_CHARS_MIN, generate_token
 from payq.dashboard.wsgi import WsgiApp
@@ -32,8 +31,9 @@ POLL_INTERVAL_S = 0.2
 """How often the serving loop looks for a shutdown request."""
 
 
-class _ThreadingWSGIServer(ThreadingMixIn, WSGIServer):
-    daemon_threads = True  # a hung browser connection must not block shutdown
+class _ThreadingWSGIServer(BoundedThreadingMixIn, WSGIServer):
+    # Daemon threads (BoundedThreadingMixIn): a hung browser connection must
+    # not block shutdown.
     allow_reuse_address = True
 
 
@@ -61,11 +61,16 @@ def _is_ipv6(host: str) -> bool:
 
 class DashboardServer:
     """A WSGI application served on ``host:port`` (port 0: any free port)
-    from a background thread, until :meth:`stop` or the end of a ``with``."""
+    from a background thread, until :meth:`stop` or the end of a ``with``.
+    ``limits``: how long a connection may last and how many are served at
+    once (:class:`payq.ServingLimits`; its defaults when None)."""
 
-    def __init__(self, app: WsgiApp, *, host: str = "127.0.0.1", port: int = 0) -> None:
+    def __init__(self, app: WsgiApp, *, host: str = "127.0.0.1", port: int = 0,
+                 limits: Optional[ServingLimits] = None) -> None:
         server_class = _ThreadingWSGIServer6 if _is_ipv6(host) else _ThreadingWSGIServer
-        self._server = make_server(host, port, app, server_class=server_class, handler_class=_Handler)
+        self._server = listening(lambda: make_server(host, port, app, server_class=server_class,
+                                                     handler_class=_Handler), host, port)
+        bounded(self._server, limits)
         self._serving = ServingThread(self._server, "payq-dashboard-server", POLL_INTERVAL_S)
 
     @property

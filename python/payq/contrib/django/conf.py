@@ -6,6 +6,8 @@
         "SCHEMA": "payq",              # where payq's tables live
         "DATABASE": "default",         # the DATABASES alias payq works on
         "DSN": None,                   # payq's own connections (migrate, worker); default: from DATABASES
+        "POOLER": None,                # "transaction" behind pgbouncer's transaction mode (PAYQ_POOLER)
+        "LISTEN_DSN": None,            # with POOLER: a direct connection for the workers' LISTEN
         "QUEUES": ["default"],         # payq_worker: "name", "name:weight" or (name, weight)
         "APP": "myapp.tasks",          # payq_worker: module(s) registering @payq.handler
         "CONCURRENCY": 4,              # payq_worker: threads, one connection each
@@ -44,6 +46,8 @@ class PayqSettings:
     schema: str = "payq"
     database: str = "default"
     dsn: Optional[str] = None
+    pooler: Optional[str] = None
+    listen_dsn: Optional[str] = None
     queues: Tuple[QueueSpec, ...] = (("default", 1),)
     app: Tuple[str, ...] = ()
     concurrency: int = 4
@@ -56,6 +60,8 @@ _KEYS = {
     "SCHEMA": "schema",
     "DATABASE": "database",
     "DSN": "dsn",
+    "POOLER": "pooler",
+    "LISTEN_DSN": "listen_dsn",
     "QUEUES": "queues",
     "APP": "app",
     "CONCURRENCY": "concurrency",
@@ -100,6 +106,14 @@ def settings_parse(raw: Any, databases: Mapping[str, Any]) -> PayqSettings:
         if not isinstance(raw["DSN"], str) or not raw["DSN"].strip():
             raise _bad("DSN", f"must be a libpq connection string or None, not {raw['DSN']!r}")
         values["dsn"] = raw["DSN"]
+    if raw.get("POOLER") is not None:
+        if raw["POOLER"] not in ("none", "session", "transaction"):
+            raise _bad("POOLER", f"must be 'transaction', 'session', 'none' or None, not {raw['POOLER']!r}")
+        values["pooler"] = raw["POOLER"]
+    if raw.get("LISTEN_DSN") is not None:
+        if not isinstance(raw["LISTEN_DSN"], str) or not raw["LISTEN_DSN"].strip():
+            raise _bad("LISTEN_DSN", f"must be a libpq connection string or None, not {raw['LISTEN_DSN']!r}")
+        values["listen_dsn"] = raw["LISTEN_DSN"]
     try:
         if "SCHEMA" in raw:
             values["schema"] = schema_check(raw["SCHEMA"], "settings.PAYQ['SCHEMA']")

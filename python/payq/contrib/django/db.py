@@ -91,7 +91,9 @@ def database(using: Optional[str] = None) -> payq.Database:
     with _databases_lock:
         found = _databases.get(key)
         if found is None:
-            found = _databases[key] = payq.connect(key[0], schema=key[1], migrate=False)
+            settings = payq_settings()
+            found = _databases[key] = payq.connect(key[0], schema=key[1], migrate=False, pooler=settings.pooler,
+                                                   listen_dsn=settings.listen_dsn)
         return found
 
 
