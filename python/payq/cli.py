@@ -99,7 +99,17 @@ def _say(text: str) -> None:
 
 
 def _connect(args: argparse.Namespace, migrate: Optional[bool] = None) -> payq.Database:
-    return payq.connect(args.dsn, schema=args.schema, migrate=migrate)
+    return payq.connect(args.dsn, schema=args.schema, migrate=migrate, read_dsn=getattr(args, "read_dsn", None))
+
+
+def _reader(db: payq.Database) -> payq.Database:
+    """Where a read-only command reads: the standby of --read-dsn, if any,
+    said on stderr with its lag (stdout stays the answer)."""
+    if db.reader is not db:
+        lag = db.replication_lag()
+        print(f"reading from a standby ({'not in recovery' if lag is None else f'lag {lag.total_seconds():.1f} s'})",
+              file=sys.stderr)
+    return db.reader
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -206,7 +216,7 @@ def _account_json(a: "payq.Account") -> Dict[str, Any]:
 
 
 def cmd_ledger_history(args: argparse.Namespace) -> int:
-    db = _connect(args)
+    db = _reader(_connect(args))
     entries = db.ledger.history(args.account_id, after_seq=args.after_seq, limit=args.limit)
     if args.json:
         def decimal_text(money: Optional["payq.Money"]) -> Optional[str]:
@@ -225,7 +235,7 @@ def cmd_ledger_history(args: argparse.Namespace) -> int:
 
 
 def cmd_ledger_audit(args: argparse.Namespace) -> int:
-    db = _connect(args)
+    db = _reader(_connect(args))
     report = db.ledger.audit()
     if args.json:
         _json_out({"ok": report.ok, "accounts_checked": report.accounts_checked,
@@ -442,6 +452,9 @@ def _parser() -> argparse.ArgumentParser:
                      epilog="exit status: 0 done, 1 problem found, 2 refused (payq error), 3 server not running, "
                             "64 usage, 69 database unreachable, 70 worker failed")
     parser.add_argument("--dsn", default=None, help="libpq DSN (default: PAYQ_DSN, else the embedded server)")
+    parser.add_argument("--read-dsn", default=None,
+                        help="a standby for `ledger history`, `ledger audit` and the dashboard's pages "
+                             "(default: PAYQ_READ_DSN, else the DSN itself)")
     parser.add_argument("--schema", default="payq", help="schema holding payq's tables (default: payq)")
     parser.add_argument("--home", default=None, help="embedded server home (default: PAYQ_HOME)")
     sub = parser.add_subparsers(dest="command", required=True)

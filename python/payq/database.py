@@ -7,6 +7,7 @@ import os
 import re
 from contextlib import contextmanager
 from dataclasses import dataclass
+from datetime import timedelta
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optional, Sequence, Set, Tuple, Type, Union
 
@@ -245,8 +246,27 @@ class Database:
     Obtain one with :func:`payq.connect`.
     """
 
-    def __init__(self, core_database: "core.Database") -> None:
+    def __init__(self, core_database: "core.Database", reader: Optional["Database"] = None) -> None:
         self._core = core_database
+        self._reader = reader
+
+    @property
+    def reader(self) -> "Database":
+        """Where reads that may lag a little go (the dashboard, ``payq
+        ledger history``, the audit): the standby of ``read_dsn`` (see
+        :func:`connect`), else this database. Never write through it."""
+        return self._reader if self._reader is not None else self
+
+    def replication_lag(self) -> Optional[timedelta]:
+        """How far :attr:`reader` trails the primary: None when it is the
+        primary itself, zero when the standby has replayed all it received,
+        else the age of the last transaction it replayed."""
+        with self.reader.transaction() as t:
+            [(lag,)] = t.execute(
+                "SELECT CASE WHEN NOT pg_is_in_recovery() THEN NULL "
+                "WHEN pg_last_wal_receive_lsn() = pg_last_wal_replay_lsn() THEN 0 "
+                "ELSE extract(epoch FROM now() - pg_last_xact_replay_timestamp()) END")
+        return None if lag is None else timedelta(seconds=float(lag))
 
     @property
     def dsn(self) -> str:
@@ -357,6 +377,7 @@ def connect(
     shared_schema: bool = False,
     pooler: Optional[str] = None,
     listen_dsn: Optional[str] = None,
+    read_dsn: Optional[str] = None,
 ) -> Database:
     """Open a payq database.
 
@@ -377,6 +398,11 @@ def connect(
     :class:`payq.ConfigError` naming it. See docs/deployment.md.
     ``prepare_statements=False`` alone turns off prepared statements only.
 
+    ``read_dsn`` (``PAYQ_READ_DSN``) names a standby for reads that may lag
+    a little: :attr:`Database.reader` serves the dashboard, ``payq ledger
+    history`` and the audit from it, and :meth:`Database.replication_lag`
+    says by how much it trails.
+
     payq's objects live in ``schema`` of their own. ``public``, where an
     application's tables usually are, is refused unless
     ``shared_schema=True`` says payq's tables may sit among them.
@@ -389,6 +415,8 @@ def connect(
         arguments = (_args.text_or_none(dsn, "dsn"), _args.text(schema, "schema"),
                      _args.flag(prepare_statements, "prepare_statements"), _args.text_or_none(pooler, "pooler"),
                      _args.text_or_none(listen_dsn, "listen_dsn"))
+        read_dsn = _args.text_or_none(read_dsn if read_dsn is not None else os.environ.get("PAYQ_READ_DSN") or None,
+                                      "read_dsn")
         _args.flag(shared_schema, "shared_schema")
     except InvalidArgument as exc:
         raise ConfigError(str(exc)) from None
@@ -404,7 +432,16 @@ def connect(
         if masked is exc:
             raise
         raise masked from None
-    database = Database(core_database)
+    reader = None
+    if read_dsn is not None:
+        try:
+            reader = Database(core.Database(read_dsn, schema, arguments[2], pooler, None))
+        except Error as exc:
+            masked = _password_masked(exc, read_dsn)
+            if masked is exc:
+                raise
+            raise masked from None
+    database = Database(core_database, reader)
     if migrate or (migrate is None and database.dsn_source == "embedded"):
         database.migrate()
     elif database.schema_version() >= _LEDGER_SCHEMA_VERSION:

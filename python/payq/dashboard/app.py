@@ -135,8 +135,8 @@ class DashboardApp:
         self._csrf = Csrf(signer)
         self._allowed_origins = frozenset(_origin(o) for o in allowed_origins)
         self._secure_cookies = secure_cookies
-        self.throughput = Throughput(db, interval=sample_interval)
-        self.audits = AuditCache(db)
+        self.throughput = Throughput(db.reader, interval=sample_interval)
+        self.audits = AuditCache(db.reader)
         self._static = _static_files()
         if sample_in_background:
             self.throughput.start()

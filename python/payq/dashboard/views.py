@@ -45,6 +45,7 @@ class Context:
     """What a view needs: the database, the request and the acting operator."""
 
     db: "payq.Database"
+    """Where actions are written: the primary."""
     request: Request
     actor: str
     csrf: str
@@ -53,6 +54,12 @@ class Context:
     audits: AuditCache
     logout: bool
     """True when the dashboard's own login is in use (a logout button)."""
+
+    @property
+    def read(self) -> "payq.Database":
+        """Where pages read from: the standby of ``read_dsn`` when there is
+        one (see :func:`payq.connect`), else the primary."""
+        return self.db.reader
 
     def url(self, path: str, **query: object) -> str:
         """A URL inside the dashboard (see :meth:`Request.url`)."""
@@ -155,9 +162,18 @@ def _audit_summary(ctx: Context) -> Html:
                 href=ctx.url("/audit"))
 
 
+def _replication_lag(ctx: Context) -> Html:
+    """Where the pages read from, when that is a standby, and how far it trails."""
+    if ctx.read is ctx.db:
+        return Html("")
+    lag = ctx.db.replication_lag()
+    text = "not in recovery (the standby was promoted?)" if lag is None else f"lag {lag.total_seconds():.1f} s"
+    return html('<p class="replica">Pages read from a standby: {text}.</p>', text=text)
+
+
 def overview(ctx: Context) -> Response:
     """Queues with depth, lag and limits; the throughput chart; the audit."""
-    queues = ctx.db.queues.list()
+    queues = ctx.read.queues.list()
     review = sum(q.needs_review for q in queues)
     dead = sum(q.dead for q in queues)
     alerts = []
@@ -171,11 +187,11 @@ def overview(ctx: Context) -> Response:
     rows = [_queue_row(ctx, q) for q in queues]
     content = html(
         '<ul class="alerts">{alerts}</ul>{chart}<section><h2>Queues</h2>{table}</section>'
-        "<section><h2>Ledger</h2>{audit}</section>",
+        "<section><h2>Ledger</h2>{audit}{lag}</section>",
         alerts=join(alerts), chart=_chart(ctx),
         table=table(["queue", "state", "pending", "due", "running", "held", "dead", "review", "lag", "/min",
                      "limits"], rows, empty="no queues yet", numeric=range(2, 10)),
-        audit=_audit_summary(ctx))
+        audit=_audit_summary(ctx), lag=_replication_lag(ctx))
     return ctx.render("Overview", content)
 
 
@@ -221,10 +237,10 @@ def tasks_list(ctx: Context) -> Response:
         raise HttpError(400, f"state is one of {', '.join(TASK_STATES)}")
     after_id = _int(request, "after_id", 0)
     limit = _int(request, "limit", PAGE_SIZE, low=1, high=PAGE_SIZE_MAX)
-    tasks = ctx.db.tasks.list(state=chosen["state"], queue=chosen["queue"], kind=chosen["kind"], key=chosen["key"],
+    tasks = ctx.read.tasks.list(state=chosen["state"], queue=chosen["queue"], kind=chosen["kind"], key=chosen["key"],
                               after_id=after_id, limit=limit)
     counts: Dict[str, int] = {}
-    for q in ctx.db.queues.list():
+    for q in ctx.read.queues.list():
         if chosen["queue"] is None or q.name == chosen["queue"]:
             for state in LIVE_STATES:
                 counts[state] = counts.get(state, 0) + int(getattr(q, state))
@@ -312,9 +328,9 @@ def task_page(ctx: Context, task_id: int, *, status: int = 200, error: Optional[
               note: str = "") -> Response:
     """One task: its fields, payload and result, the timeline of attempts
     and actions, and the actions its state allows."""
-    task = ctx.db.tasks.get(task_id)
-    attempts = ctx.db.tasks.attempts(task_id)
-    actions = ctx.db.tasks.actions(task_id)
+    task = ctx.read.tasks.get(task_id)
+    attempts = ctx.read.tasks.attempts(task_id)
+    actions = ctx.read.tasks.actions(task_id)
     fields = [
         ("state", _state_badge(task.state)), ("queue", task.queue), ("kind", task.kind),
         ("attempts", f"{task.attempt} of {task.max_attempts}"), ("idempotency key", task.idempotency_key),
@@ -378,7 +394,7 @@ def accounts_list(ctx: Context) -> Response:
     """Accounts with balances, by id, optionally of one owner."""
     owner = _text(ctx.request, "owner")
     after_id = _int(ctx.request, "after_id", 0)
-    accounts = ctx.db.ledger.accounts(after_id=after_id, limit=PAGE_SIZE, owner=owner)
+    accounts = ctx.read.ledger.accounts(after_id=after_id, limit=PAGE_SIZE, owner=owner)
     rows = []
     for a in accounts:
         flags = [name for name, on in (("system: may go negative", a.allow_negative),
@@ -403,12 +419,12 @@ def accounts_list(ctx: Context) -> Response:
 def account_detail(ctx: Context, account_id_text: str) -> Response:
     """An account's balances and its journal, newest page first: before,
     amount and after of every entry."""
-    account = ctx.db.ledger.get_account(int(account_id_text))
+    account = ctx.read.ledger.get_account(int(account_id_text))
     # Sequences run 1..seq without gaps (the audit checks it), so the newest
     # page starts right after seq - PAGE_SIZE.
     newest_after = max(0, account.seq - PAGE_SIZE)
     after_seq = _int(ctx.request, "after_seq", newest_after, high=max(account.seq, 0))
-    entries = ctx.db.ledger.history(account, after_seq=after_seq, limit=PAGE_SIZE)
+    entries = ctx.read.ledger.history(account, after_seq=after_seq, limit=PAGE_SIZE)
     rows = [[e.seq, when(e.created_at),
              html('<a href="{href}">{id}</a>', href=ctx.url(f"/transactions/{e.transaction_id}"),
                   id=e.transaction_id),
@@ -440,7 +456,7 @@ def account_detail(ctx: Context, account_id_text: str) -> Response:
 
 def transaction_detail(ctx: Context, transaction_id_text: str) -> Response:
     """One ledger transaction: header, metadata and its legs."""
-    tx = ctx.db.ledger.transaction(int(transaction_id_text))
+    tx = ctx.read.ledger.transaction(int(transaction_id_text))
     rows = [[html('<a href="{href}">{id}</a>', href=ctx.url(f"/accounts/{e.account_id}"), id=e.account_id),
              "-" if e.seq is None else e.seq, str(e.amount),
              "pending" if e.balance_after is None else str(e.balance_after)] for e in tx.entries]
