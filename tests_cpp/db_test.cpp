@@ -312,6 +312,24 @@ TEST_F(Transactions, ConnectionThatDiedWhileIdleIsReplacedBeforeUse) {
   EXPECT_THROW(driven.transaction().exec_sql("SELECT 2"), ConnectionLost);
 }
 
+// A DSN that reaches a standby (or a read-only session): the first write
+// says so, with a typed error, and nothing is written.
+TEST_F(Transactions, WriteOnAReadOnlyServerIsAConfigErrorThatSaysSo) {
+  try {
+    db->transact([](Transaction& tx) {
+      tx.exec_sql("SET TRANSACTION READ ONLY");
+      tx.exec_sql("CREATE TABLE @schema@.never (x int)");
+    });
+    FAIL() << "expected ConfigError";
+  } catch (const ConfigError& e) {
+    EXPECT_NE(std::string(e.what()).find("read-only"), std::string::npos) << e.what();
+  }
+  EXPECT_EQ(db->transact([](Transaction& tx) {
+              return tx.exec_sql("SELECT count(*) AS n FROM pg_tables WHERE tablename = 'never'").i64(0, "n");
+            }),
+            0);
+}
+
 // Prepared statements met in a session that did not prepare them are the
 // mark of a transaction-mode pooler: the error names the setting.
 TEST_F(Transactions, ForeignPreparedStatementNamesThePoolerSetting) {

@@ -375,8 +375,9 @@ CONNECT_CASES: List[Tuple[str, Callable[[str], Any], type]] = [
     ("dsn-bad-uri", lambda dsn: payq.connect(f"postgresql://u:{PASSWORD}@/db?bogus=1"), payq.ConfigError),
     # libpq's own message repeats this URI, password and all: payq masks it.
     ("dsn-uri-unclosed-ipv6", lambda dsn: payq.connect(f"postgresql://u:{PASSWORD}@[::1/db"), payq.ConfigError),
+    # Nothing sent, nothing applied: the DatabaseError that may be retried.
     ("dsn-unreachable", lambda dsn: payq.connect(f"host=/nonexistent dbname=x password={PASSWORD}"),
-     payq.DatabaseError),
+     payq.ConnectionLost),
     ("schema-public", lambda dsn: payq.connect(dsn, schema="public"), payq.ConfigError),
     ("schema-upper-case", lambda dsn: payq.connect(dsn, schema="Payq"), payq.ConfigError),
     ("schema-pg-prefix", lambda dsn: payq.connect(dsn, schema="pg_payq"), payq.ConfigError),

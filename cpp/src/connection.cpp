@@ -107,6 +107,12 @@ void rethrow_as_payq_error() {
   } catch (const pqxx::transaction_rollback& e) {
     throw TransientError(e.what(), "40000");
   } catch (const pqxx::sql_error& e) {
+    // A write on a standby (or a read-only session): the DSN is wrong.
+    if (e.sqlstate() == "25006") {
+      throw ConfigError(std::string("the server is read-only (a standby?); nothing was written: point the DSN at "
+                                    "the primary, e.g. host=a,b target_session_attrs=read-write: ") +
+                        e.what());
+    }
     // payq never deallocates its prepared statements: one that exists
     // twice, or vanished, means sessions are shared behind our back.
     if (e.sqlstate() == "42P05" || e.sqlstate() == "26000") {
@@ -139,18 +145,23 @@ Connection::Connection(ConnectionOptions options) : options_(std::move(options))
 
 void Connection::open() {
   try {
-    raw_ = std::make_unique<pqxx::connection>(options_.dsn);
+    // Replaced only once the new session is up: a failed reconnect leaves
+    // the dead one in place (never none), which reports itself closed.
+    auto fresh = std::make_unique<pqxx::connection>(options_.dsn);
     if (options_.prepare_statements) {
       // payq's statements are short and index-driven; re-planning them on
       // every call (PostgreSQL's default for array parameters) costs more
       // than running them. Session state, like the prepared statements.
-      pqxx::nontransaction setup(*raw_);
+      pqxx::nontransaction setup(*fresh);
       setup.exec("SET plan_cache_mode = force_generic_plan");
     }
+    raw_ = std::move(fresh);
   } catch (const pqxx::broken_connection& e) {
     std::string text = e.what();
     while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
-    throw DatabaseError("cannot connect to PostgreSQL: " + text, "08001");
+    // Nothing was sent: like a connection lost before COMMIT, nothing of
+    // the caller's work was applied, and it may be run again.
+    throw ConnectionLost("cannot connect to PostgreSQL: " + text, "08001");
   } catch (...) {
     rethrow_as_payq_error();
   }
@@ -173,9 +184,8 @@ void Connection::ensure_alive() {
 }
 
 void Connection::reconnect() {
-  raw_.reset();
-  statement_sql_by_name_.clear();
   open();
+  statement_sql_by_name_.clear();
 }
 
 const std::string& Connection::statement_sql(const Statement& statement) {
@@ -267,6 +277,7 @@ Rows Transaction::exec_now(const Statement& statement, const Params& params) {
       begin_now();
       return statement_run(connection_, current(), statement, params);
     }
+    current();  // a connection that died while idle is replaced first
     // The first statement: EXECUTE the prepared statement by SQL, so that
     // BEGIN travels in the same round trip. Parameters become quoted
     // literals, which the server converts to the statement's parameter

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optio
 
 from payq import _args
 from payq._native import core
-from payq.errors import ConfigError, Error, InvalidArgument
+from payq.errors import ConfigError, ConnectionLost, Error, InvalidArgument
 
 if TYPE_CHECKING:
     from payq.inbox import Inbox
@@ -136,8 +136,13 @@ class Transaction:
             return
         if exc_type is None:
             self.commit()
-        else:
+            return
+        try:
             self._tx.rollback()
+        except ConnectionLost:
+            # The connection died with the block's own error: the server
+            # rolled back already, and that error is the one to see.
+            pass
 
     def execute(self, sql: str, params: Sequence[SqlValue] = ()) -> List[Row]:
         """Run one SQL statement with ``$1..$n`` parameters; ``@schema@``

@@ -66,7 +66,7 @@ import payq
 from payq import cli
 from payq.appconn import AppExecutor, app_executor
 from payq.contrib._common import QueueSpec, handlers_wrap, modules_check, queues_parse, schema_check, worker_argv
-from payq.errors import ConfigError, InvalidArgument
+from payq.errors import ConfigError, Error, InvalidArgument
 from payq.ledger import Ledger
 from payq.outbox import EnqueueResult, Tasks, TaskRequest
 
@@ -195,8 +195,14 @@ class AppConnection:
             def committed(committed_session: Any) -> None:
                 """Wake the workers of the queues enqueued to before this commit."""
                 queues_now = committed_session.info.pop(_SESSION_NOTIFY, set())
-                if queues_now:
+                if not queues_now:
+                    return
+                try:
                     database.notify(queues_now)
+                except Error:
+                    # The commit stands; workers find the tasks at their next
+                    # poll. A failed wake-up must not look like a failed commit.
+                    pass
 
             event.listen(session, "after_commit", committed, once=True)
         pending.update(queues)
