@@ -50,6 +50,28 @@ TEST_F(Settlement_, CancelOfAPendingTaskReleasesAndRetryOfASettledTaskIsRefused)
                InvalidState);
 }
 
+// A withdrawal whose payout is captured into `payouts`, which is closed
+// after the enqueue: the settlement will fail.
+class SettlementFailure_ : public Settlement_ {
+ protected:
+  std::pair<Hold, EnqueueResult> withdraw_then_close(const Account& payouts, const std::string& key,
+                                                     std::int64_t amount) {
+    auto made = db->transact([&](Transaction& tx) {
+      HoldRequest h;
+      h.key = key;
+      h.account_id = wallet.id;
+      h.amount_minor = amount;
+      Hold hold = Ledger(tx).hold(h);
+      TaskSpec s = spec("payout", "provider-a");
+      s.settlement.hold_id = hold.id;
+      s.settlement.capture_account_id = payouts.id;
+      return std::make_pair(hold, Outbox(tx).enqueue(s));
+    });
+    with_ledger([&](Ledger& l) { return l.account_close(payouts.id); });
+    return made;
+  }
+};
+
 // The story of issue 18: a withdrawal's hold expires while its payout is
 // still queued. The hold must stay held (the wallet cannot spend it twice),
 // nobody else may release or capture it, and the payout settles it once.
@@ -247,21 +269,10 @@ TEST_F(Settlement_, UniqueKeyReusedForADifferentRequestIsAConflict) {
 
 // A settlement that cannot run (here: the account the payout is captured
 // into was closed meanwhile) never throws the provider's outcome away.
-TEST_F(Settlement_, SettlementFailureKeepsTheOutcomeAndWaitsForAnOperator) {
+TEST_F(SettlementFailure_, KeepsTheOutcomeAndWaitsForAnOperator) {
   const Account payouts = open("payouts", "CNY", false);
   const Account suspense = open("suspense", "CNY", true);
-  auto [hold, task] = db->transact([&](Transaction& tx) {
-    HoldRequest h;
-    h.key = "wd-14";
-    h.account_id = wallet.id;
-    h.amount_minor = 2500;
-    Hold made = Ledger(tx).hold(h);
-    TaskSpec s = spec("payout", "provider-a");
-    s.settlement.hold_id = made.id;
-    s.settlement.capture_account_id = payouts.id;
-    return std::make_pair(made, Outbox(tx).enqueue(s));
-  });
-  with_ledger([&](Ledger& l) { return l.account_close(payouts.id); });
+  auto [hold, task] = withdraw_then_close(payouts, "wd-14", 2500);
 
   const Completion done = complete(claim("provider-a").at(0), OutcomeKind::success);
   EXPECT_EQ(done.state, TaskState::needs_review);
@@ -309,20 +320,9 @@ TEST_F(Settlement_, SettlementFailureKeepsTheOutcomeAndWaitsForAnOperator) {
   expect_audit_clean();
 }
 
-TEST_F(Settlement_, SettlementFailureResolvedByHandReleasesTheHoldWithTheNote) {
+TEST_F(SettlementFailure_, ResolvedByHandReleasesTheHoldWithTheNote) {
   const Account payouts = open("payouts", "CNY", false);
-  auto [hold, task] = db->transact([&](Transaction& tx) {
-    HoldRequest h;
-    h.key = "wd-15";
-    h.account_id = wallet.id;
-    h.amount_minor = 1000;
-    Hold made = Ledger(tx).hold(h);
-    TaskSpec s = spec("payout", "provider-a");
-    s.settlement.hold_id = made.id;
-    s.settlement.capture_account_id = payouts.id;
-    return std::make_pair(made, Outbox(tx).enqueue(s));
-  });
-  with_ledger([&](Ledger& l) { return l.account_close(payouts.id); });
+  auto [hold, task] = withdraw_then_close(payouts, "wd-15", 1000);
   EXPECT_EQ(complete(claim("provider-a").at(0), OutcomeKind::success).state, TaskState::needs_review);
   ResolveRequest by_hand;
   by_hand.task_id = task.task_id;

@@ -17,22 +17,13 @@ import payq
 from payq import Settle
 from payq.demo import run_demo
 from payq.inbox import CallbackReceiver
-from payq.testing import FakeProvider, fresh_schema
+from payq.testing import FakeProvider, fresh_schema, wait_until
 from payq.testing.pgbouncer import PgBouncer, pgbouncer_binary
 from payq.worker import Registry, Worker
 
 pytestmark = pytest.mark.skipif(pgbouncer_binary() is None, reason="pgbouncer is not installed")
 
-WAIT_S = 30.0
 
-
-def _wait(predicate, timeout_s: float = WAIT_S) -> bool:
-    pause = threading.Event()
-    for _ in range(int(timeout_s / 0.05)):
-        if predicate():
-            return True
-        pause.wait(0.05)
-    return False
 
 
 @pytest.fixture(scope="module")
@@ -128,8 +119,8 @@ def test_worker_settles_withdrawals_and_leads_maintenance_through_the_pooler(
                         log=False)
         worker.start()
         try:
-            assert _wait(lambda: all(ledger.get_hold(h.id).status == "captured" for h in holds))
-            assert _wait(lambda: bool(worker.stats()["maintenance_leader"]))
+            assert wait_until(lambda: all(ledger.get_hold(h.id).status == "captured" for h in holds))
+            assert wait_until(lambda: bool(worker.stats()["maintenance_leader"]))
         finally:
             worker.stop()
         assert ledger.get_account(clearing).balance == payq.Money("20.00", "CNY")

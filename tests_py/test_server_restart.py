@@ -17,6 +17,7 @@ import pytest
 
 import payq
 from payq.embedded import EmbeddedServer
+from payq.testing import wait_until
 from payq.worker import Registry, Worker
 
 WAIT_S = 60.0
@@ -35,14 +36,6 @@ def server() -> Iterator[EmbeddedServer]:
         embedded.down()
         shutil.rmtree(base, ignore_errors=True)
 
-
-def _wait(predicate, timeout_s: float = WAIT_S) -> bool:
-    pause = threading.Event()
-    for _ in range(int(timeout_s / 0.05)):
-        if predicate():
-            return True
-        pause.wait(0.05)
-    return False
 
 
 def test_restart_under_a_busy_application_and_worker_loses_nothing(server: EmbeddedServer,
@@ -93,12 +86,12 @@ def test_restart_under_a_busy_application_and_worker_loses_nothing(server: Embed
     worker.start()
     try:
         application(1, 25)
-        assert _wait(lambda: len(done) == len(enqueued))
+        assert wait_until(lambda: len(done) == len(enqueued), WAIT_S)
         # Every pooled connection is idle now: restart the server.
         server.down()
         server.up()
         application(2, 25)
-        assert _wait(lambda: len(done) >= len(enqueued))
+        assert wait_until(lambda: len(done) >= len(enqueued), WAIT_S)
     finally:
         worker.stop()
 

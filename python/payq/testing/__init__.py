@@ -8,13 +8,14 @@ import os
 import shutil
 import tempfile
 from contextlib import contextmanager
-from typing import Iterator
+import threading
+from typing import Callable, Iterator
 
 import payq
 from payq.embedded import EmbeddedServer
 from payq.testing.fake_provider import FakeProvider
 
-__all__ = ["throwaway_cluster", "fresh_schema", "FakeProvider"]
+__all__ = ["throwaway_cluster", "fresh_schema", "wait_until", "FakeProvider"]
 
 _schema_counter = itertools.count()
 
@@ -49,3 +50,15 @@ def fresh_schema(dsn: str, *, prefix: str = "t", migrate: bool = True) -> Iterat
     finally:
         with db.transaction() as t:
             t.execute("DROP SCHEMA IF EXISTS @schema@ CASCADE")
+
+
+def wait_until(predicate: Callable[[], object], timeout_s: float = 30.0, *, interval_s: float = 0.05) -> bool:
+    """Check ``predicate`` every ``interval_s`` until it holds (True) or
+    ``timeout_s`` has passed (False): for tests that wait on a state another
+    thread or process brings about, with a bound."""
+    pause = threading.Event()
+    for _ in range(max(1, int(timeout_s / interval_s))):
+        if predicate():
+            return True
+        pause.wait(interval_s)
+    return bool(predicate())
