@@ -426,6 +426,38 @@ def test_resolve_needs_an_outcome_then_settles_the_hold(operator: Client, payq_d
     assert payq_db.ledger.audit().ok
 
 
+def test_a_failed_settlement_is_resolved_by_capturing_into_another_account(operator: Client,
+                                                                            payq_db: payq.Database) -> None:
+    # The payout succeeded, but the account it is captured into was closed
+    # meanwhile: the result is kept and the task waits; the page offers the
+    # ways the hold can actually be settled.
+    ledger = payq_db.ledger
+    world = ledger.account("world", "CNY", "system", allow_negative=True)
+    payouts = ledger.account("payouts", "CNY", "system")
+    suspense = ledger.account("suspense", "CNY", "system", allow_negative=True)
+    wallet = ledger.account("user:43", "CNY")
+    ledger.transfer(world, wallet, "100.00", key="fund-43")
+    with payq_db.transaction() as t:
+        hold = t.ledger.hold(wallet, "25.00", key="wd-43/hold")
+        created = t.enqueue("payout", {"to": "alipay:43"}, queue="payouts", idempotency_key="wd-43",
+                            settle=Settle.capture(hold, into=payouts))
+    ledger.close_account(payouts)
+    assert _claim_complete(payq_db, "payouts", "success", result='{"paid": "P-43"}').state == "needs_review"
+    page = operator.get(f"/tasks/{created.task_id}")
+    assert "its settlement failed" in page.text and 'name="capture_into"' in page.text
+    wrong = operator.act(created.task_id, "resolve", "paid per statement", outcome="applied", settle="capture_into",
+                         capture_into="x")
+    assert wrong.status == 400 and payq_db.tasks.get(created.task_id).state == "needs_review"
+    done = operator.act(created.task_id, "resolve", "payouts account closed; parked in suspense", outcome="applied",
+                        settle="capture_into", capture_into=str(suspense.id))
+    assert done.status == 303
+    assert payq_db.ledger.get_hold(hold.id).status == "captured"
+    assert ledger.get_account(suspense).balance == Money("25.00", "CNY")
+    assert [a.action for a in payq_db.tasks.actions(created.task_id)] == [
+        "settlement_failed", "resolve_applied_captured_into"]
+    assert ledger.audit().ok
+
+
 def test_a_refused_action_is_shown_not_hidden(operator: Client, payq_db: payq.Database) -> None:
     ledger = payq_db.ledger
     world = ledger.account("world", "CNY", "system", allow_negative=True)

@@ -37,6 +37,8 @@ _DONE = {
     "release": "Released: workers may claim the task now.",
     "resolve_applied": "Resolved as applied: its success side ran.",
     "resolve_not_applied": "Resolved as not applied: its failure side ran.",
+    "resolve_applied_captured_into": "Resolved as applied: its hold was captured into the account you named.",
+    "resolve_applied_settled_by_hand": "Resolved as applied and settled by hand: its hold was released.",
 }
 
 
@@ -317,8 +319,19 @@ def _action_forms(ctx: Context, task: "payq.Task", note: str) -> Html:
             "(capture the hold)</label>"
             '<label><input type="radio" name="outcome" value="not_applied" required> not applied: run the failure '
             "side (release the hold)</label></fieldset>")
-        forms.append(_action_form(ctx, task, "resolve", "Resolve",
-                                  "Its outcome is unknown. Check with the provider first.", outcome, note=note))
+        explain = "Its outcome is unknown. Check with the provider first."
+        if (task.error or "").startswith("settlement_failed") and task.settlement.hold_id is not None:
+            explain = ("The provider's outcome is recorded, but its settlement failed (see the error). If it was "
+                       "applied, choose how its hold is settled now.")
+            outcome = Html(str(outcome) +
+                           "<fieldset><legend>If applied, settle the hold</legend>"
+                           '<label><input type="radio" name="settle" value="as_enqueued" checked> as enqueued '
+                           "(capture into the account named at enqueue)</label>"
+                           '<label><input type="radio" name="settle" value="capture_into"> capture into account '
+                           '<input name="capture_into" inputmode="numeric" pattern="[0-9]+" size="10"></label>'
+                           '<label><input type="radio" name="settle" value="by_hand"> settled by hand: release '
+                           "the hold (your reason says how you adjusted the ledger)</label></fieldset>")
+        forms.append(_action_form(ctx, task, "resolve", "Resolve", explain, outcome, note=note))
     if not forms:
         return Html('<p class="hint">No operator action applies to a task in this state.</p>')
     return join(forms)
@@ -374,13 +387,26 @@ def task_action(ctx: Context, task_id_text: str, action: str) -> Response:
             if outcome not in ("applied", "not_applied"):
                 return task_page(ctx, task_id, status=400, note=note,
                                  error="Say whether the provider applied it: choose applied or not applied.")
-            tasks.resolve(task_id, applied=outcome == "applied", actor=ctx.actor, note=note)
-            done = f"resolve_{outcome}"
+            settle = form.get("settle", "as_enqueued")
+            capture_into: Optional[int] = None
+            if outcome == "applied" and settle == "capture_into":
+                account_text = form.get("capture_into", "").strip()
+                if not account_text.isdigit() or len(account_text) > 18:
+                    return task_page(ctx, task_id, status=400, note=note,
+                                     error="Give the id of the account to capture the hold into.")
+                capture_into = int(account_text)
+            by_hand = outcome == "applied" and settle == "by_hand"
+            tasks.resolve(task_id, applied=outcome == "applied", actor=ctx.actor, note=note,
+                          capture_into=capture_into, settled_by_hand=by_hand)
+            done = ("resolve_applied_captured_into" if capture_into is not None else
+                    "resolve_applied_settled_by_hand" if by_hand else f"resolve_{outcome}")
         else:
             run: Callable[..., None] = {"retry": tasks.retry, "cancel": tasks.cancel,
                                         "release": tasks.release}[action]
             run(task_id, actor=ctx.actor, note=note)
-    except (payq.InvalidState, payq.InvalidArgument) as exc:
+    except (payq.InvalidState, payq.InvalidArgument, payq.UnknownAccount, payq.AccountClosed,
+            payq.CurrencyMismatch) as exc:
+        # A settlement that cannot run as asked is refused with nothing changed.
         return task_page(ctx, task_id, status=409, error=f"Refused: {exc}", note=note)
     log.info("%s", json.dumps({"event": "dashboard_action", "actor": ctx.actor, "task_id": task_id,
                                "action": done}))
