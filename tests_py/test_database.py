@@ -110,3 +110,15 @@ def test_database_calls_release_the_gil(payq_db):
         stop.set()
         thread.join()
     assert len(ticks) >= 10
+
+
+def test_an_unreachable_host_of_a_multi_host_dsn_is_skipped(payq_dsn: str) -> None:
+    # Issue 14: a multi-host DSN (as after a failover) skips a host that
+    # does not answer, within connect_timeout, and finds the primary.
+    fields = dict(part.split("=", 1) for part in payq_dsn.split())
+    dsn = (f"host=/nonexistent/payq,{fields['host']} port=5432,{fields.get('port', '5432')} "
+           f"user={fields['user']} dbname={fields['dbname']} connect_timeout=2 target_session_attrs=read-write")
+    db = payq.connect(dsn, schema="multi_host", migrate=True)
+    with db.transaction() as t:
+        assert t.execute("SELECT 1")[0][0] == "1"
+        t.execute("DROP SCHEMA @schema@ CASCADE")
