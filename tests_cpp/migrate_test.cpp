@@ -172,37 +172,39 @@ INSERT INTO @schema@.task_action (task_id, action, actor, note)
                DatabaseError);
 }
 
+// Upgrades a schema made at `from_version` and holding `rows_sql` to the
+// newest version, expecting a refusal; returns its message ("" if none).
+std::string upgrade_refusal(Database& db, int from_version, const std::string& rows_sql) {
+  db.transact([](Transaction& tx) { tx.exec_sql("DROP SCHEMA @schema@ CASCADE"); });
+  EXPECT_EQ(migrate(db, from_version).version_current, from_version);
+  db.transact([&](Transaction& tx) { tx.exec_script(rows_sql); });
+  try {
+    migrate(db);
+  } catch (const MigrationError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "the upgrade went through";
+  return "";
+}
+
 // Before 008 two live tasks could settle one hold; such a database is not
 // migrated but shown to an operator, and left as it was.
 TEST_F(Migrate, TwoLiveTasksOnOneHoldStopTheUpgradeAndChangeNothing) {
-  db->transact([](Transaction& tx) { tx.exec_sql("DROP SCHEMA @schema@ CASCADE"); });
-  EXPECT_EQ(migrate(*db, 7).version_current, 7);
-  db->transact([](Transaction& tx) {
-    tx.exec_script(R"sql(
+  const std::string message = upgrade_refusal(*db, 7, R"sql(
 INSERT INTO @schema@.task (queue, kind, payload, state, attempt_max, timeout_ms, idempotency_key, settle_hold_id,
                            settle_capture_account_id)
   VALUES ('payouts', 'payout', '{}', 'pending', 5, 30000, 'wd-8', 41, 2),
          ('payouts', 'payout', '{}', 'pending', 5, 30000, 'wd-8', 41, 2);
 )sql");
-  });
-  try {
-    migrate(*db);
-    ADD_FAILURE() << "the upgrade went through";
-  } catch (const MigrationError& e) {
-    const std::string message = e.what();
-    EXPECT_NE(message.find("hold 41"), std::string::npos) << message;
-    EXPECT_NE(message.find("SELECT id, state"), std::string::npos) << message;
-  }
+  EXPECT_NE(message.find("hold 41"), std::string::npos) << message;
+  EXPECT_NE(message.find("SELECT id, state"), std::string::npos) << message;
   EXPECT_EQ(schema_version(*db), 7);
 }
 
 // Before 009 one chosen idempotency key could name two settling tasks (two
 // payouts for one withdrawal): refused the same way.
 TEST_F(Migrate, TwoSettlingTasksUnderOneIdempotencyKeyStopTheUpgrade) {
-  db->transact([](Transaction& tx) { tx.exec_sql("DROP SCHEMA @schema@ CASCADE"); });
-  EXPECT_EQ(migrate(*db, 8).version_current, 8);
-  db->transact([](Transaction& tx) {
-    tx.exec_script(R"sql(
+  const std::string message = upgrade_refusal(*db, 8, R"sql(
 INSERT INTO @schema@.task (queue, kind, payload, state, attempt_max, timeout_ms, idempotency_key,
                            settle_reverse_transaction_id)
   VALUES ('payouts', 'payout', '{}', 'succeeded', 5, 30000, 'wd-8', 41),
@@ -210,15 +212,8 @@ INSERT INTO @schema@.task (queue, kind, payload, state, attempt_max, timeout_ms,
          ('payouts', 'sms', '{}', 'pending', 5, 30000, 'wd-8', NULL),
          ('payouts', 'sms', '{}', 'pending', 5, 30000, 'wd-8', NULL);
 )sql");
-  });
-  try {
-    migrate(*db);
-    ADD_FAILURE() << "the upgrade went through";
-  } catch (const MigrationError& e) {
-    const std::string message = e.what();
-    EXPECT_NE(message.find("payout 'wd-8'"), std::string::npos) << message;
-    EXPECT_EQ(message.find("sms"), std::string::npos) << message;  // no settlement: not bound
-  }
+  EXPECT_NE(message.find("payout 'wd-8'"), std::string::npos) << message;
+  EXPECT_EQ(message.find("sms"), std::string::npos) << message;  // no settlement: not bound
   EXPECT_EQ(schema_version(*db), 8);
   // Once the extra task has a key of its own, the upgrade goes through.
   db->transact([](Transaction& tx) {
