@@ -1,5 +1,5 @@
 # Script mode: writes a C++ file holding every migration as a raw string.
-set(body "// Generated from cpp/sql/*.sql by cmake/embed_sql_run.cmake. Do not edit.\n#include \"migrations_data.hpp\"\n\nnamespace payq::detail {\n\nconst std::vector<EmbeddedMigration>& embedded_migrations() {\n  static const std::vector<EmbeddedMigration> migrations = {\n")
+set(body "// Generated from cpp/sql/*.sql by cmake/embed_sql_run.cmake. Do not edit.\n#include \"db/migrations_data.hpp\"\n\nnamespace payq::detail {\n\nconst std::vector<EmbeddedMigration>& embedded_migrations() {\n  static const std::vector<EmbeddedMigration> migrations = {\n")
 foreach(path IN LISTS INPUTS)
   get_filename_component(name ${path} NAME)
   if(NOT name MATCHES "^([0-9]+)_.*\\.sql$")

@@ -26,7 +26,7 @@
 #include <nlohmann/json.hpp>
 
 #include "fuzz_check.hpp"
-#include "http_text_internal.hpp"
+#include "http/http_text_internal.hpp"
 #include "payq/error.hpp"
 #include "payq/http_template.hpp"
 #include "payq/outbox.hpp"

@@ -22,7 +22,7 @@
 
 #include "fuzz_check.hpp"
 #include "payq/error.hpp"
-#include "text_internal.hpp"
+#include "common/text_internal.hpp"
 
 namespace {
 
