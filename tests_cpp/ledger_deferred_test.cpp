@@ -67,6 +67,55 @@ TEST_F(DeferredCredit, DebitingAHotAccountFoldsItFirst) {
   expect_audit_clean();
 }
 
+// A fold is written only with the operation that needs it: a replay, or a
+// refusal inside the caller's transaction, leaves the hot account as it was.
+TEST_F(DeferredCredit, ReplaysAndRefusalsDoNotFold) {
+  Account a = open("a"), b = open("b"), fees = open_hot("fees"), payout = open("payout");
+  fund(a, 1000);
+  transfer_fee(a, b, fees, "t1");
+  transfer(fees.id, payout.id, 2, "pay");  // folds 3, journals -2
+  transfer_fee(a, b, fees, "t2");          // 3 pending again
+  const Account before = account(fees.id);
+  ASSERT_EQ(before.pending_minor, 3);
+
+  EXPECT_TRUE(transfer(fees.id, payout.id, 2, "pay").replayed);
+  Account after = account(fees.id);
+  EXPECT_EQ(after.pending_minor, 3);
+  EXPECT_EQ(after.seq, before.seq);
+
+  HoldRequest hold;
+  hold.key = "h";
+  hold.account_id = fees.id;
+  hold.amount_minor = 1;
+  with_ledger([&](Ledger& l) { return l.hold(hold); });  // folds 3
+  transfer_fee(a, b, fees, "t3");                         // 3 pending again
+  const Account held = account(fees.id);
+  with_ledger([&](Ledger& l) { return l.hold(hold); });  // replay
+  after = account(fees.id);
+  EXPECT_EQ(after.pending_minor, held.pending_minor);
+  EXPECT_EQ(after.seq, held.seq);
+
+  // Refused in a transaction that commits: nothing of the fold stays.
+  db->transact([&](Transaction& tx) {
+    Ledger l(tx);
+    TransferRequest r;
+    r.key = "too-much";
+    r.source_id = fees.id;
+    r.target_id = payout.id;
+    r.amount_minor = 1'000'000;
+    EXPECT_THROW(l.transfer(r), InsufficientFunds);
+    HoldRequest big = hold;
+    big.key = "too-much-hold";
+    big.amount_minor = 1'000'000;
+    EXPECT_THROW(l.hold(big), InsufficientFunds);
+    return 0;
+  });
+  after = account(fees.id);
+  EXPECT_EQ(after.pending_minor, held.pending_minor);
+  EXPECT_EQ(after.seq, held.seq);
+  expect_audit_clean();
+}
+
 TEST_F(DeferredCredit, ReversalTakesBackAPendingFee) {
   Account a = open("a"), b = open("b"), fees = open_hot("fees");
   fund(a, 1000);

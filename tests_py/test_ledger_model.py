@@ -47,9 +47,9 @@ the shortest sequence of steps found and a ``@reproduce_failure`` blob;
 shrinking runs the sequences again against the database and may take
 minutes.
 
-What it found is at the end of this file: a replay (and, in the caller's
-transaction, a refused posting) folds a hot account's pending credits. The
-model follows payq there while REPLAY_FOLDS_PENDING is True.
+What it found, now fixed, is pinned at the end of this file: a replay (and,
+in the caller's transaction, a refused posting) folded a hot account's
+pending credits.
 
 Limit usage is per day in the installation's time zone (UTC): an example
 that runs across midnight would see its usage reset, which the model does
@@ -114,15 +114,13 @@ ROUNDINGS = {
     "half_even": ROUND_HALF_EVEN,
 }
 HOLD_EXPIRES_IN_VALID = (None, timedelta(hours=1))
-# payq bug, found by this test: a replayed transfer, post or hold runs the
-# posting again up to its write and, on the way, folds the pending credits of
-# a debited deferred-credit account (ledger_posting.cpp posting_compute,
-# ledger_hold.cpp hold); the fold is committed with the replay, so the
-# replay changes the account's available, pending and seq although
-# docs/ledger.md says "nothing changes". The model follows payq's current
-# behaviour while this is True. Once payq is fixed, the xfail tests at the
-# end of this file pass (and, strict, fail the run): set this to False then.
-REPLAY_FOLDS_PENDING = True
+# A payq bug this test found, fixed since: a replayed transfer, post or hold
+# ran the posting again up to its write and, on the way, folded the pending
+# credits of a debited deferred-credit account, so the replay changed the
+# account's available, pending and seq. Operations now decide on the folded
+# balance and fold only when they write (ledger_posting.cpp posting_execute,
+# ledger_hold.cpp). True makes the model follow the old behaviour.
+REPLAY_FOLDS_PENDING = False
 HOLD_EXPIRES_IN_INVALID = (timedelta(days=400), timedelta(0), timedelta(microseconds=500))
 
 # What the run did, for the summary and the coverage check.
@@ -1382,17 +1380,13 @@ def _state(ledger: payq.Ledger, account: int) -> Tuple[int, int, int, int]:
     return (a.balance.minor, a.available.minor, a.pending.minor, a.seq)
 
 
-@pytest.mark.xfail(
-    strict=True, reason="payq bug: a replay folds a hot account's pending credits (REPLAY_FOLDS_PENDING)"
-)
 def test_replay_leaves_a_hot_account_alone(hot: Tuple[payq.Ledger, int, int, int]) -> None:
     ledger, _, fees, alice = hot
     before = _state(ledger, fees)  # (95, 90, 5, 2)
     assert ledger.transfer(fees, alice, 10, key="pay").replayed
-    assert _state(ledger, fees) == before  # today (95, 95, 0, 3): folded by the replay
+    assert _state(ledger, fees) == before  # was (95, 95, 0, 3): folded by the replay
 
 
-@pytest.mark.xfail(strict=True, reason="payq bug: a refused posting folds a hot account's pending credits")
 def test_refused_posting_writes_nothing_in_the_callers_transaction(
     hot: Tuple[payq.Ledger, int, int, int], payq_db: payq.Database
 ) -> None:
@@ -1401,4 +1395,4 @@ def test_refused_posting_writes_nothing_in_the_callers_transaction(
     with payq_db.transaction() as t:
         with pytest.raises(payq.InsufficientFunds):
             t.ledger.transfer(fees, alice, 10**6, key="too-much")
-    assert _state(ledger, fees) == before  # today the commit keeps the fold
+    assert _state(ledger, fees) == before  # the commit used to keep the fold

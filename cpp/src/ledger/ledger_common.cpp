@@ -104,4 +104,30 @@ std::pair<std::int64_t, std::int64_t> pending_fold_locked(Executor& executor, st
   return {amount_add(balance, folded.i64(0, "total")), seq + folded.i64(0, "folded")};
 }
 
+PendingFold pending_fold_peek(Executor& executor, std::int64_t account_id, std::int64_t balance, std::int64_t seq,
+                              std::int64_t count_max) {
+  Rows peeked = executor.exec(ledger_sql::pending_peek, {std::to_string(account_id), std::to_string(count_max)});
+  PendingFold fold;
+  fold.account_id = account_id;
+  fold.ids = peeked.text(0, "ids");
+  fold.count = peeked.i64(0, "folded");
+  fold.total_minor = peeked.i64(0, "total");
+  fold.balance_before_minor = balance;
+  fold.seq_before = seq;
+  return fold;
+}
+
+void pending_fold_write(Executor& executor, const PendingFold& fold) {
+  if (fold.count == 0) return;
+  Rows folded = executor.exec(ledger_sql::pending_fold_ids,
+                              {std::to_string(fold.account_id), fold.ids, std::to_string(fold.seq_before),
+                               std::to_string(fold.balance_before_minor)});
+  // Only a fold under the account's lock deletes pending credits, and the
+  // caller holds it: the credits peeked are the credits folded.
+  if (folded.i64(0, "folded") != fold.count || folded.i64(0, "total") != fold.total_minor) {
+    throw DatabaseError("pending credits of account " + std::to_string(fold.account_id) +
+                        " changed under its lock while folding");
+  }
+}
+
 }  // namespace payq::ledger_detail

@@ -4,6 +4,7 @@
 
 #include "ledger/ledger_internal.hpp"
 #include "ledger/ledger_statements.hpp"
+#include "payq/currency.hpp"
 #include "payq/error.hpp"
 
 namespace payq {
@@ -62,19 +63,20 @@ Hold Ledger::hold(const HoldRequest& request) {
 
   Rows rows = executor_.exec(ledger_sql::posting_lock, {"{" + account_text + "}", "{}", account_text});
   Account account;
+  std::optional<PendingFold> fold;  // written only if the hold is
   try {
     if (rows.empty()) throw UnknownAccount("no account with id " + account_text);
     account = account_from(rows, 0);
     if (account.closed) throw AccountClosed("account " + account_text + " is closed");
     if (account.deferred_credit && rows.boolean(0, "pending_any")) {
       constexpr std::int64_t fold_count_max = 1'000'000;
-      account.balance_minor =
-          pending_fold_locked(executor_, account.id, account.balance_minor, account.seq, fold_count_max).first;
+      fold = pending_fold_peek(executor_, account.id, account.balance_minor, account.seq, fold_count_max);
+      account.balance_minor = fold->balance_after_minor();
     }
     const std::int64_t available = account.available_minor();
     if (!account.allow_negative && amount_sub(available, request.amount_minor) < -account.overdraft_minor) {
-      throw InsufficientFunds("account " + account_text + " has " + std::to_string(available) +
-                              " available (minor units), " + std::to_string(request.amount_minor) + " needed");
+      throw InsufficientFunds("account " + account_text + " has " + money_text(available, account.currency) +
+                              " available, " + money_text(request.amount_minor, account.currency) + " needed");
     }
     limits_check(executor_, rows, 0, request.amount_minor, account.id);
   } catch (const DatabaseError&) {
@@ -86,6 +88,11 @@ Hold Ledger::hold(const HoldRequest& request) {
     throw;
   }
 
+  if (fold) {
+    // A replay must not fold: it leaves the account exactly as it was.
+    if (operation_recorded(executor_, request.key, hash)) return hold_replay(*this, executor_, request.key);
+    pending_fold_write(executor_, *fold);
+  }
   Rows written = executor_.exec(
       ledger_sql::hold_write, {request.key, hash, account_text, std::to_string(request.amount_minor),
                                optional_text(request.expires_in_ms), metadata, limits_present(rows, 0) ? "t" : "f"});

@@ -64,6 +64,24 @@ std::pair<std::int64_t, std::int64_t> pending_fold_locked(Executor& executor, st
                                                           std::int64_t balance, std::int64_t seq,
                                                           std::int64_t count_max);
 
+// A fold decided but not yet written: the pending credits of a locked
+// deferred-credit account, and the (balance, seq) they lead to. Operations
+// decide on the folded balance and call pending_fold_write only once they
+// write, so a refused or replayed request leaves the account as it was.
+struct PendingFold {
+  std::int64_t account_id = 0;
+  std::string ids;  // PostgreSQL array text
+  std::int64_t count = 0;
+  std::int64_t total_minor = 0;
+  std::int64_t balance_before_minor = 0;
+  std::int64_t seq_before = 0;
+  std::int64_t balance_after_minor() const { return amount_add(balance_before_minor, total_minor); }
+  std::int64_t seq_after() const { return seq_before + count; }
+};
+PendingFold pending_fold_peek(Executor& executor, std::int64_t account_id, std::int64_t balance, std::int64_t seq,
+                              std::int64_t count_max);
+void pending_fold_write(Executor& executor, const PendingFold& fold);
+
 // Everything a journal-writing operation decides before the engine runs.
 struct PostingPlan {
   std::string key;

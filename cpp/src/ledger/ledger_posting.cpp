@@ -7,6 +7,7 @@
 
 #include "ledger/ledger_internal.hpp"
 #include "ledger/ledger_statements.hpp"
+#include "payq/currency.hpp"
 #include "payq/error.hpp"
 
 namespace payq {
@@ -92,8 +93,8 @@ void funds_check(const AccountState& state) {
   const std::int64_t available = amount_sub(account.balance_minor, account.held_minor);
   if (available < -account.overdraft_minor) {
     throw InsufficientFunds("account " + std::to_string(account.id) + " has " +
-                            std::to_string(amount_sub(available, state.net_minor)) + " available (minor units), " +
-                            std::to_string(-state.net_minor) + " needed");
+                            money_text(amount_sub(available, state.net_minor), account.currency) + " available, " +
+                            money_text(-state.net_minor, account.currency) + " needed");
   }
 }
 
@@ -115,6 +116,7 @@ struct PostingRows {
   std::vector<std::int64_t> pending_account, pending_amount, pending_leg;
   std::vector<std::int64_t> update_id, update_balance, update_seq, update_held_release;
   bool track_limits = false;
+  std::vector<PendingFold> folds;  // written just before the posting
   LedgerTransaction result;
 };
 
@@ -124,19 +126,21 @@ PostingRows posting_compute(Executor& executor, const PostingPlan& plan, std::ma
                             const Rows& rows) {
   accounts_check(plan, accounts);
 
-  // A debited deferred-credit account is locked; fold its pending credits
-  // first so the journal stays in order and the balance is complete.
+  // A debited deferred-credit account is locked; its pending credits are
+  // folded in first so the journal stays in order and the balance is
+  // complete. Decided here, written by posting_execute only if it writes.
   constexpr std::int64_t fold_count_max = 1'000'000;
+  PostingRows out;
   for (auto& [id, state] : accounts) {
     if (state.locked && state.account.deferred_credit && state.pending_any) {
-      auto [balance, seq] = pending_fold_locked(executor, id, state.account.balance_minor, state.account.seq,
-                                                fold_count_max);
-      state.account.balance_minor = balance;
-      state.account.seq = seq;
+      PendingFold fold = pending_fold_peek(executor, id, state.account.balance_minor, state.account.seq,
+                                           fold_count_max);
+      state.account.balance_minor = fold.balance_after_minor();
+      state.account.seq = fold.seq_after();
+      out.folds.push_back(std::move(fold));
     }
   }
 
-  PostingRows out;
   for (std::size_t leg_index = 0; leg_index < plan.legs.size(); ++leg_index) {
     const Leg& leg = plan.legs[leg_index];
     AccountState& state = accounts.at(leg.account_id);
@@ -236,6 +240,11 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
     throw;
   }
   const PostingRows& w = *computed;
+  if (!w.folds.empty()) {
+    // A replay must not fold: it leaves the accounts exactly as they were.
+    if (operation_recorded(executor, plan.key, plan.request_hash)) return transaction_replay(executor, plan.key);
+    for (const PendingFold& fold : w.folds) pending_fold_write(executor, fold);
+  }
   const ledger_sql::PostingWrite& write =
       ledger_sql::posting_write({!w.pending_account.empty(), plan.captured_minor.has_value(), w.track_limits});
   Params params;
