@@ -57,6 +57,9 @@ class Connection {
   void open();
 
   ConnectionOptions options_;
+  // options_.dsn with payq's network defaults (timeouts, keepalives) for
+  // what it leaves unset: cpp/src/db/dsn_defaults.hpp.
+  std::string dsn_with_defaults_;
   std::unique_ptr<pqxx::connection> raw_;
   std::unordered_map<std::string, std::string> statement_sql_by_name_;
 };

@@ -10,6 +10,7 @@
 #include <pqxx/prepared_statement>
 #include <pqxx/result>
 
+#include "db/dsn_defaults.hpp"
 #include "payq/error.hpp"
 
 namespace payq {
@@ -140,6 +141,7 @@ void rethrow_as_payq_error() {
 Connection::Connection(ConnectionOptions options) : options_(std::move(options)) {
   schema_name_validate(options_.schema);
   dsn_validate(options_.dsn);
+  dsn_with_defaults_ = db_detail::dsn_with_defaults(options_.dsn);
   open();
 }
 
@@ -147,7 +149,7 @@ void Connection::open() {
   try {
     // Replaced only once the new session is up: a failed reconnect leaves
     // the dead one in place (never none), which reports itself closed.
-    auto fresh = std::make_unique<pqxx::connection>(options_.dsn);
+    auto fresh = std::make_unique<pqxx::connection>(dsn_with_defaults_);
     if (options_.prepare_statements) {
       // payq's statements are short and index-driven; re-planning them on
       // every call (PostgreSQL's default for array parameters) costs more
