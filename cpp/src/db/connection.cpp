@@ -126,7 +126,14 @@ void rethrow_as_payq_error() {
     }
     throw DatabaseError(e.what(), e.sqlstate());
   } catch (const pqxx::broken_connection& e) {
-    throw ConnectionLost(std::string("connection to the database lost: ") + e.what(), "08006");
+    std::string text = e.what();
+    while (!text.empty() && (text.back() == '\n' || text.back() == ' ')) text.pop_back();
+    // libpqxx's words when a transaction starts on a session that is
+    // already gone: libpq has no encoding for a dead connection.
+    if (text.find("Could not obtain client encoding") != std::string::npos) {
+      text = "the session was already closed (the server ended it, or the network dropped it)";
+    }
+    throw ConnectionLost("connection to the database lost: " + text, "08006");
   } catch (const pqxx::failure& e) {
     throw DatabaseError(e.what());
   } catch (const pqxx::usage_error& e) {
