@@ -11,13 +11,16 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import re
 import sys
 from datetime import timedelta
-from typing import Any, Callable, Dict, List, NoReturn, Optional, Tuple
+from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import payq
+from payq import _worker_cli
 from payq.database import dsn_masked
+from payq.doctor import cmd_doctor
 from payq.embedded import EmbeddedServer
 
 __all__ = ["main"]
@@ -79,23 +82,58 @@ def _count(low: int, high: int) -> Callable[[str], int]:
     return parse
 
 
-def _queue_weights(text: str) -> List[Tuple[str, int]]:
-    """``payouts:3,sms``: queues, each with an optional weight."""
-    queues = []
-    for item in text.split(","):
-        name, _, weight = item.partition(":")
-        if weight and not weight.strip().isdigit():
-            raise argparse.ArgumentTypeError(f"{item!r} is not a queue like name or name:weight")
-        queues.append((name.strip(), int(weight) if weight else 1))
-    return queues
-
-
 def _json_out(value: Any) -> None:
     _say(json.dumps(value, indent=2, sort_keys=True, default=str))
 
 
 def _say(text: str) -> None:
     print(text, flush=True)
+
+
+def _done(args: argparse.Namespace, sentence: str, answer: Dict[str, Any]) -> None:
+    """What an action did: ``answer`` as JSON with --json, else ``sentence``."""
+    if args.json:
+        _json_out(answer)
+    else:
+        _say(sentence)
+
+
+# Table columns of names (queues, kinds, owners) and errors are as wide as
+# their longest value up to a cap; a longer value is cut and ends in this,
+# unless --wide shows it whole.
+_ELLIPSIS = "..."
+_NAME_WIDTH_MAX = 32
+_ERROR_WIDTH_MAX = 60
+
+Column = Tuple[str, str, Optional[int]]  # title, "<" or ">", width cap (None: never cut)
+
+
+def _fit(text: str, width: int) -> str:
+    """``text`` in at most ``width`` characters, ending in an ellipsis when cut."""
+    if len(text) <= width:
+        return text
+    return text[: max(0, width - len(_ELLIPSIS))] + _ELLIPSIS
+
+
+def _table(columns: Sequence[Column], rows: Sequence[Sequence[Any]], wide: bool) -> None:
+    """Print ``rows`` under ``columns``, each column as wide as its widest
+    cell (up to its cap unless ``wide``); the last column is not padded."""
+    cells = [[str(value).replace("\r", " ").replace("\n", " ") for value in row] for row in rows]
+    widths = []
+    for i, (title, _, cap) in enumerate(columns):
+        width = max([len(title)] + [len(row[i]) for row in cells])
+        widths.append(width if wide or cap is None else min(width, max(cap, len(title))))
+
+    def line(values: Sequence[str]) -> str:
+        parts = []
+        for i, ((_, align, _cap), value) in enumerate(zip(columns, values)):
+            text = _fit(value, widths[i])
+            parts.append(text if i == len(columns) - 1 else f"{text:{align}{widths[i]}}")
+        return "  ".join(parts).rstrip()
+
+    _say(line([title for title, _, _ in columns]))
+    for row in cells:
+        _say(line(row))
 
 
 def _connect(args: argparse.Namespace, migrate: Optional[bool] = None) -> payq.Database:
@@ -114,16 +152,21 @@ def _reader(db: payq.Database) -> payq.Database:
 
 def cmd_up(args: argparse.Namespace) -> int:
     server = EmbeddedServer(args.home)
-    _say(f"starting the embedded PostgreSQL server in {server.home} ...")
+    if not args.json:
+        _say(f"starting the embedded PostgreSQL server in {server.home} ...")
     dsn = server.up()
-    _say(f"running: {dsn_masked(dsn)}")
+    if args.json:
+        _json_out({"home": str(server.home), "dsn": dsn_masked(dsn), "running": True})
+        return 0
+    status = server.status()
+    _say(f"running: {dsn_masked(dsn)} (PostgreSQL from {status.binaries_source}: {status.binaries})")
     return 0
 
 
 def cmd_down(args: argparse.Namespace) -> int:
     server = EmbeddedServer(args.home)
     server.down()
-    _say(f"stopped the embedded server in {server.home}")
+    _done(args, f"stopped the embedded server in {server.home}", {"home": str(server.home), "running": False})
     return 0
 
 
@@ -137,31 +180,49 @@ def cmd_status(args: argparse.Namespace) -> int:
         _say(f"  home:        {status.home}")
         _say(f"  dsn:         {dsn_masked(status.dsn)}")
         _say(f"  server user: {status.server_user}")
+        _say(f"  postgres:    {status.binaries or 'none found'}"
+             + (f" ({status.binaries_source})" if status.binaries_source else ""))
+        if os.environ.get("PAYQ_DSN"):
+            _say("  in use:      no: PAYQ_DSN is set, so payq connects there (payq doctor)")
     return 0 if status.running else EXIT_NOT_RUNNING
 
 
 def cmd_migrate(args: argparse.Namespace) -> int:
     db = _connect(args, migrate=False)
     report = db.migrate()
-    if report.applied:
+    if args.json:
+        _json_out({"schema": db.schema, "applied": list(report.applied), "version": report.version_current})
+    elif report.applied:
         _say(f"applied migrations {report.applied} to schema {db.schema!r}; now at version {report.version_current}")
     else:
         _say(f"schema {db.schema!r} is up to date at version {report.version_current}")
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from payq.demo import run_demo
+def _note(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
 
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from payq.demo import DEMO_SCHEMA, run_demo
+
+    # The demo leaves wallets, dead tasks, alerts and queues behind: in a
+    # schema of its own unless --schema names one.
+    schema = args.schema if args.schema_given else DEMO_SCHEMA
+    # With --json, stdout is the report alone; the steps go to stderr.
+    say = _note if args.json else _say
     steps = 6
-    _say(f"[1/{steps}] connecting (embedded PostgreSQL unless --dsn or PAYQ_DSN is given) ...")
-    db = _connect(args, migrate=False)
-    _say(f"      {db.dsn_source}: {dsn_masked(db.dsn)}")
-    _say(f"[2/{steps}] migrating schema {db.schema!r} ...")
+    say(f"[1/{steps}] connecting (embedded PostgreSQL unless --dsn or PAYQ_DSN is given) ...")
+    db = payq.connect(args.dsn, schema=schema, migrate=False)
+    say(f"      {db.dsn_source}: {dsn_masked(db.dsn)}")
+    say(f"[2/{steps}] migrating schema {db.schema!r} ...")
     migrated = db.migrate()
-    _say(f"      applied {migrated.applied or 'nothing (up to date)'}; version {migrated.version_current}")
+    say(f"      applied {migrated.applied or 'nothing (up to date)'}; version {migrated.version_current}")
     r = run_demo(db, wallet_count=args.wallets, withdrawal_count=args.withdrawals, thread_count=args.threads,
-                 say=_say)
+                 say=say, progress=sys.stderr if args.json else sys.stdout)
+    if args.json:
+        _json_out({"schema": db.schema, **r.as_json()})
+        return 0 if r.ok else EXIT_PROBLEM_FOUND
     _say("")
     _say("payq demo report")
     _say(f"  withdrawals:              {r.withdrawals} ({r.expiring_holds} with a hold expiring after 1 s)")
@@ -174,6 +235,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"  provider keys paid twice: {r.provider_keys_paid_twice}")
     _say(f"  ledger vs provider:       {r.ledger_provider_mismatches} key(s) disagree")
     _say(f"  callbacks:                " + (", ".join(f"{k} {v}" for k, v in sorted(r.callbacks.items())) or "none"))
+    _say(f"  alerts:                   {r.alerts} raised, {r.alerts_open} still open (payq.alerts, default handler)")
     _say(f"  money in:                 {r.money_in}")
     _say(f"  paid out (ledger):        {r.paid_out}")
     _say(f"  paid by provider:         {r.provider_paid}")
@@ -185,7 +247,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
     _say(f"  elapsed:                  {r.elapsed_s:.1f} s")
     _say(f"  peak memory (RSS):        {r.peak_rss_mib:.0f} MiB")
     _say(f"  result:                   {'OK: no money lost or paid twice' if r.ok else 'PROBLEM'}")
-    return 0 if r.ok else 1
+    where = "" if db.schema == "payq" else f" --schema {db.schema}"
+    same_dsn = " (with the same --dsn)" if args.dsn else ""
+    _say(f"  look around:              payq{where} tasks list --state dead{same_dsn}")
+    return 0 if r.ok else EXIT_PROBLEM_FOUND
 
 
 def cmd_ledger_accounts(args: argparse.Namespace) -> int:
@@ -194,10 +259,22 @@ def cmd_ledger_accounts(args: argparse.Namespace) -> int:
     if args.json:
         _say(json.dumps([_account_json(a) for a in accounts], indent=2))
         return 0
-    _say(f"{'id':>8}  {'owner':<24} {'namespace':<16} {'balance':>18} {'held':>14} {'available':>18}")
-    for a in accounts:
-        _say(f"{a.id:>8}  {a.owner[:24]:<24} {a.namespace[:16]:<16} {str(a.balance):>18} "
-             f"{str(a.held):>14} {str(a.available):>18}")
+    _table([("id", ">", None), ("owner", "<", _NAME_WIDTH_MAX), ("namespace", "<", _NAME_WIDTH_MAX),
+            ("balance", ">", None), ("held", ">", None), ("available", ">", None)],
+           [[a.id, a.owner, a.namespace, a.balance, a.held, a.available] for a in accounts], args.wide)
+    return 0
+
+
+def cmd_ledger_account(args: argparse.Namespace) -> int:
+    # A read: get_account never opens the account it looks for.
+    account = _reader(_connect(args)).ledger.get_account(args.owner, args.currency, args.namespace)
+    if args.json:
+        _json_out(_account_json(account))
+        return 0
+    _table([("id", ">", None), ("owner", "<", None), ("namespace", "<", None), ("balance", ">", None),
+            ("held", ">", None), ("available", ">", None), ("closed", "<", None)],
+           [[account.id, account.owner, account.namespace, account.balance, account.held, account.available,
+             "yes" if account.closed else "no"]], True)
     return 0
 
 
@@ -227,10 +304,10 @@ def cmd_ledger_history(args: argparse.Namespace) -> int:
                     "balance_after": decimal_text(e.balance_after), "created_at": e.created_at.isoformat()}
                    for e in entries])
         return 0
-    _say(f"{'seq':>6}  {'transaction':>11}  {'before':>18} {'amount':>18} {'after':>18}  at")
-    for e in entries:
-        _say(f"{e.seq:>6}  {e.transaction_id:>11}  {str(e.balance_before):>18} {str(e.amount):>18} "
-             f"{str(e.balance_after):>18}  {e.created_at.isoformat()}")
+    _table([("seq", ">", None), ("transaction", ">", None), ("before", ">", None), ("amount", ">", None),
+            ("after", ">", None), ("at", "<", None)],
+           [[e.seq, e.transaction_id, e.balance_before, e.amount, e.balance_after, e.created_at.isoformat()]
+            for e in entries], args.wide)
     return 0
 
 
@@ -246,11 +323,6 @@ def cmd_ledger_audit(args: argparse.Namespace) -> int:
         _say(f"  VIOLATION {violation}")
     _say("ledger audit: clean" if report.ok else f"ledger audit: {len(report.violations)} violation(s)")
     return 0 if report.ok else EXIT_PROBLEM_FOUND
-
-
-def _task_line(t: "payq.Task") -> str:
-    return (f"{t.id:>8}  {t.state:<12} {t.queue[:16]:<16} {t.kind[:24]:<24} "
-            f"{t.attempt:>3}/{t.max_attempts:<3} {(t.error or '')[:40]}")
 
 
 def _task_json(t: "payq.Task") -> Dict[str, Any]:
@@ -271,9 +343,10 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
     if args.json:
         _json_out([_task_json(t) for t in tasks])
         return 0
-    _say(f"{'id':>8}  {'state':<12} {'queue':<16} {'kind':<24} {'try':>7}  error")
-    for t in tasks:
-        _say(_task_line(t))
+    _table([("id", ">", None), ("state", "<", None), ("queue", "<", _NAME_WIDTH_MAX), ("kind", "<", _NAME_WIDTH_MAX),
+            ("try", ">", None), ("error", "<", _ERROR_WIDTH_MAX)],
+           [[t.id, t.state, t.queue, t.kind, f"{t.attempt}/{t.max_attempts}", t.error or ""] for t in tasks],
+           args.wide)
     if len(tasks) == args.limit:
         _say(f"(more: --after-id {tasks[-1].id})")
     return 0
@@ -283,16 +356,25 @@ def cmd_tasks_show(args: argparse.Namespace) -> int:
     db = _connect(args)
     t = db.tasks.get(args.task_id)
     attempts = db.tasks.attempts(args.task_id)
+    # Operators' actions (and provider callbacks), as on the dashboard's timeline.
+    actions = db.tasks.actions(args.task_id)
     if args.json:
         _json_out({**_task_json(t), "attempts": [
             {"attempt": a.attempt, "outcome": a.outcome, "duration_ms": a.duration_ms, "worker_id": a.worker_id,
-             "started_at": a.started_at.isoformat(), "error": a.error} for a in attempts]})
+             "started_at": a.started_at.isoformat(), "error": a.error} for a in attempts],
+            "actions": [{"action": a.action, "actor": a.actor, "note": a.note, "created_at": a.created_at.isoformat()}
+                        for a in actions]})
         return 0
     _say(json.dumps(_task_json(t), indent=2))
-    _say("attempts:")
+    _say("attempts:" if attempts else "attempts: none")
     for a in attempts:
         _say(f"  #{a.attempt} {a.outcome:<8} {a.duration_ms:>6} ms  {a.worker_id}  {a.started_at.isoformat()}"
              f"  {a.error or ''}")
+    _say("actions:" if actions else "actions: none")
+    action_width = max((len(action.action) for action in actions), default=0)
+    for action in actions:
+        _say(f"  {action.created_at.isoformat()}  {action.action:<{action_width}}  by {action.actor}"
+             + (f"  {json.dumps(action.note, ensure_ascii=False)}" if action.note else ""))
     return 0
 
 
@@ -305,7 +387,9 @@ def cmd_tasks_action(args: argparse.Namespace) -> int:
                       capture_into=args.capture_into, settled_by_hand=args.settled_by_hand)
     else:
         getattr(tasks, args.action)(args.task_id, actor=actor, note=args.note)
-    _say(f"task {args.task_id}: {args.action} done; now {tasks.get(args.task_id).state}")
+    state = tasks.get(args.task_id).state
+    _done(args, f"task {args.task_id}: {args.action} done; now {state}",
+          {"task_id": args.task_id, "action": args.action, "state": state})
     return 0
 
 
@@ -319,7 +403,8 @@ def cmd_enqueue(args: argparse.Namespace) -> int:
         raise payq.InvalidArgument("--payload is nested too deeply") from None
     result = db.enqueue(args.kind, payload, queue=args.queue, unique_key=args.unique_key,
                         max_attempts=args.max_attempts)
-    _say(f"task {result.task_id} {'enqueued' if result.created else 'already existed (unique key)'}")
+    _done(args, f"task {result.task_id} {'enqueued' if result.created else 'already existed (unique key)'}",
+          {"task_id": result.task_id, "created": result.created})
     return 0
 
 
@@ -343,31 +428,35 @@ def cmd_queues_list(args: argparse.Namespace) -> int:
     if args.json:
         _json_out([_queue_json(q) for q in queues])
         return 0
-    _say(f"{'queue':<20} {'state':<8} {'pending':>8} {'due':>7} {'running':>8} {'held':>6} {'dead':>6} "
-         f"{'review':>7} {'lag':>9} {'/min':>6}  limits")
+    rows = []
     for q in queues:
         lag = "-" if q.oldest_runnable_age is None else f"{q.oldest_runnable_age.total_seconds():.1f}s"
-        limits = q.limits_text()
-        _say(f"{q.name[:20]:<20} {q.status:<8} {q.pending:>8} {q.runnable:>7} {q.running:>8} {q.held:>6} "
-             f"{q.dead:>6} {q.needs_review:>7} {lag:>9} {q.started_last_minute:>6}  {', '.join(limits) or '-'}")
+        rows.append([q.name, q.status, q.pending, q.runnable, q.running, q.held, q.dead, q.needs_review, lag,
+                     q.started_last_minute, ", ".join(q.limits_text()) or "-"])
+    _table([("queue", "<", _NAME_WIDTH_MAX), ("state", "<", None), ("pending", ">", None), ("due", ">", None),
+            ("running", ">", None), ("held", ">", None), ("dead", ">", None), ("review", ">", None),
+            ("lag", ">", None), ("/min", ">", None), ("limits", "<", None)], rows, args.wide)
     return 0
 
 
 def cmd_queues_pause(args: argparse.Namespace) -> int:
     db = _connect(args)
+    # A name without settings or tasks (a typo) is refused by the library
+    # with UnknownQueue, so nothing is created: exit 2.
     if args.pause_action == "pause":
-        db.queues.pause(args.name)
+        db.queues.pause(args.name, actor=args.actor, note=args.note)
     else:
-        db.queues.resume(args.name)
-    _say(f"queue {args.name}: {'paused' if args.pause_action == 'pause' else 'resumed'}")
+        db.queues.resume(args.name, actor=args.actor, note=args.note)
+    _done(args, f"queue {args.name}: {'paused' if args.pause_action == 'pause' else 'resumed'}",
+          _queue_json(db.queues.get(args.name)))
     return 0
 
 
 def cmd_queues_set(args: argparse.Namespace) -> int:
     db = _connect(args)
     db.queues.configure(args.name, concurrency=args.concurrency, rate=args.rate, amount=args.amount,
-                        weight=args.weight)
-    _say(f"queue {args.name}: limits set")
+                        weight=args.weight, actor=args.actor, note=args.note)
+    _done(args, f"queue {args.name}: limits set", _queue_json(db.queues.get(args.name)))
     return 0
 
 
@@ -382,50 +471,21 @@ def cmd_stats(args: argparse.Namespace) -> int:
     if args.json:
         _say(json.dumps(stats, indent=2, sort_keys=True))
         return 0
-    states = ["held", "pending", "running", "succeeded", "dead", "needs_review", "cancelled"]
-    _say(f"{'queue':<20}" + "".join(f"{s:>13}" for s in states))
-    for queue in sorted(stats):
-        _say(f"{queue[:20]:<20}" + "".join(f"{stats[queue].get(s, 0):>13}" for s in states))
+    states = payq.outbox.TASK_STATES
+    columns: List[Column] = [("queue", "<", _NAME_WIDTH_MAX)] + [(s, ">", None) for s in states]
+    _table(columns, [[queue] + [stats[queue].get(s, 0) for s in states] for queue in sorted(stats)], args.wide)
     return 0
 
 
 def cmd_worker(args: argparse.Namespace) -> int:
-    import importlib
-    from datetime import timedelta
-
-    from payq.worker import Worker, registry
-
-    for module in args.app:
-        try:
-            importlib.import_module(module)  # registers the module's handlers
-        except ImportError as exc:
-            raise payq.ConfigError(f"--app {module}: cannot import it: {exc}") from None
-    queues = args.queues
-    db = _connect(args)
-    worker = Worker(db, queues=queues, registry=registry, concurrency=args.concurrency, batch=args.batch,
-                    poll_interval=timedelta(milliseconds=args.poll_ms),
-                    shutdown_grace=timedelta(seconds=args.grace_s), maintenance=not args.no_maintenance)
-    metrics = None
-    if args.metrics_port is not None:
-        from payq.metrics import MetricsServer, render
-
-        metrics = MetricsServer(lambda: render(db, worker_stats=worker.stats(), worker_id=worker.worker_id),
-                                host=args.metrics_host, port=args.metrics_port).start()
-    print(json.dumps({"event": "worker_ready", "worker": worker.worker_id, "queues": queues,
-                      "kinds": registry.kinds(), "concurrency": args.concurrency,
-                      "metrics": None if metrics is None else metrics.url}), file=sys.stderr, flush=True)
-    try:
-        worker.run()
-    except Exception as exc:  # noqa: BLE001 - the error of the worker thread that failed
-        # One JSON line like the worker's own log, not a traceback, and a
-        # status a supervisor can tell from a clean stop.
-        print(json.dumps({"event": "worker_failed", "worker": worker.worker_id,
-                          "error": f"{type(exc).__name__}: {exc}"}), file=sys.stderr, flush=True)
-        return EXIT_WORKER_FAILED
-    finally:
-        if metrics is not None:
-            metrics.stop()
-    return 0
+    # The options and the run loop are shared with `manage.py payq_worker`
+    # and `flask payq worker` (payq/_worker_cli.py).
+    options = _worker_cli.worker_options(vars(args))
+    missing = _worker_cli.app_import(options.modules)
+    if missing is not None:
+        print(f"payq: error: {missing}", file=sys.stderr)
+        return EXIT_USAGE
+    return _worker_cli.worker_run(_connect(args), options)
 
 
 def cmd_dashboard(args: argparse.Namespace) -> int:
@@ -435,8 +495,21 @@ def cmd_dashboard(args: argparse.Namespace) -> int:
 
 
 def cmd_version(args: argparse.Namespace) -> int:
-    _say(f"payq {payq.__version__}")
+    _done(args, f"payq {payq.__version__}", {"version": payq.__version__})
     return 0
+
+
+class _HelpFormatter(argparse.RawDescriptionHelpFormatter):
+    """Keeps the examples of an epilog as written, and shows an option's
+    default unless its help already says it (or there is none to show)."""
+
+    def _get_help_string(self, action: argparse.Action) -> Optional[str]:
+        text = action.help or ""
+        default = action.default
+        if (not action.option_strings or "default" in text or isinstance(default, bool)
+                or not isinstance(default, (str, int, float)) or default in ("", argparse.SUPPRESS)):
+            return text
+        return f"{text} (default: %(default)s)"
 
 
 class _Parser(argparse.ArgumentParser):
@@ -447,17 +520,89 @@ class _Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message}\n")
 
 
+class _SchemaOption(argparse.Action):
+    """``--schema``, remembering that it was given: ``payq demo`` uses a
+    schema of its own otherwise."""
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: Optional[str] = None) -> None:
+        setattr(namespace, self.dest, values)
+        namespace.schema_given = True
+
+
+def _global_options(parser: argparse.ArgumentParser, *, main: bool) -> None:
+    """The options every command takes, before or after its name. Only the
+    main parser holds their defaults: a command's parser sets only what was
+    given after it, so `payq --json queues` and `payq queues --json` agree."""
+
+    def default(value: Any) -> Any:
+        return value if main else argparse.SUPPRESS
+
+    group = parser.add_argument_group("global options (before or after the command)")
+    group.add_argument("--dsn", default=default(None), help="libpq DSN (default: PAYQ_DSN, else the embedded server)")
+    group.add_argument("--read-dsn", default=default(None),
+                       help="a standby for `ledger history`, `ledger audit`, `ledger account` and the dashboard's "
+                            "pages (default: PAYQ_READ_DSN, else the DSN itself)")
+    group.add_argument("--schema", action=_SchemaOption, default=default("payq"),
+                       help="schema holding payq's tables (default: payq; `payq demo`: payq_demo)")
+    group.add_argument("--home", default=default(None),
+                       help="embedded server home (default: PAYQ_HOME, else ~/.local/share/payq; "
+                            "/var/lib/payq as root)")
+    group.add_argument("--json", action="store_true", default=default(False),
+                       help="print JSON: every listing, and what an action did")
+    group.add_argument("--wide", action="store_true", default=default(False),
+                       help="tables show long names and errors whole instead of cutting them with '...'")
+
+
+class _CommandParser(_Parser):
+    """A command's parser: its help keeps examples as written, and it takes
+    the global options after the command's name too."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
+        _global_options(self, main=False)
+
+
+def _queue_actor_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument("--actor", default=None, help="who does this: recorded in the queue's action log "
+                                                        "(default: not recorded)")
+    command.add_argument("--note", default="", help="why (recorded with --actor)")
+
+
+_EXAMPLES = """\
+examples:
+  payq up                                      start the embedded PostgreSQL server
+  payq demo                                    withdrawals against a faulty provider (schema payq_demo)
+  payq tasks list --state dead --queue payouts
+  payq tasks show 42 --json                    a task, its attempts and the operators' actions
+  payq tasks retry 42 --actor ops:lin --note "provider fixed"
+  payq tasks resolve 43 --applied --actor ops:lin --note "provider shows it paid"
+  payq queues                                  depth, lag and limits of every queue
+  payq queues pause payouts --actor ops:lin --note "provider maintenance"
+  payq queues set payouts --concurrency 8 --rate 10/1s --amount 50000.00CNY/1h
+  payq ledger account user:42 CNY              one account, never created by looking
+  payq ledger audit                            exit 1 on a violation (for cron)
+  payq stats --json --dsn "host=db dbname=app"
+  payq worker --app myapp.tasks --queues payouts:3,sms
+
+Global options go before or after the command. Every listing and every
+action takes --json.
+
+exit status: 0 done, 1 problem found, 2 refused (payq error), 3 server not running,
+64 usage, 69 database unreachable, 70 worker failed
+"""
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="payq", description="payq: safe money-moving side effects on PostgreSQL",
-                     epilog="exit status: 0 done, 1 problem found, 2 refused (payq error), 3 server not running, "
-                            "64 usage, 69 database unreachable, 70 worker failed")
-    parser.add_argument("--dsn", default=None, help="libpq DSN (default: PAYQ_DSN, else the embedded server)")
-    parser.add_argument("--read-dsn", default=None,
-                        help="a standby for `ledger history`, `ledger audit` and the dashboard's pages "
-                             "(default: PAYQ_READ_DSN, else the DSN itself)")
-    parser.add_argument("--schema", default="payq", help="schema holding payq's tables (default: payq)")
-    parser.add_argument("--home", default=None, help="embedded server home (default: PAYQ_HOME)")
-    sub = parser.add_subparsers(dest="command", required=True)
+                     epilog=_EXAMPLES, formatter_class=_HelpFormatter)
+    parser.add_argument("--version", action="version", version=f"payq {payq.__version__}",
+                        help="print payq's version and exit")
+    _global_options(parser, main=True)
+    parser.set_defaults(schema_given=False)
+    # No command: the help, on stdout with status 0 (see main).
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_CommandParser)
     commands: Dict[str, Callable[[argparse.Namespace], int]] = {
         "up": cmd_up,
         "down": cmd_down,
@@ -467,19 +612,17 @@ def _parser() -> argparse.ArgumentParser:
         "version": cmd_version,
     }
     helps = {
-        "ledger": "inspect the ledger: accounts, history, audit",
+        "ledger": "inspect the ledger: accounts, one account, history, audit",
         "up": "start the embedded PostgreSQL server (create it if needed)",
         "down": "stop the embedded server (data is kept)",
         "status": "show the embedded server's state (exit 3 when not running)",
         "migrate": "apply missing schema migrations",
-        "demo": "run the end-to-end demo on the embedded default",
+        "demo": "run the end-to-end demo (embedded server unless --dsn; schema payq_demo unless --schema)",
         "version": "print payq's version",
     }
     for name, handler in commands.items():
         command = sub.add_parser(name, help=helps[name])
         command.set_defaults(handler=handler)
-        if name == "status":
-            command.add_argument("--json", action="store_true", help="print JSON")
         if name == "demo":
             command.add_argument("--wallets", type=_count(1, 100_000), default=200,
                                  help="wallets to open (default 200)")
@@ -489,27 +632,24 @@ def _parser() -> argparse.ArgumentParser:
     tasks = sub.add_parser("tasks", help="inspect and act on outbox tasks")
     tasks_sub = tasks.add_subparsers(dest="tasks_command", required=True)
     listing = tasks_sub.add_parser("list", help="list tasks")
-    listing.add_argument("--state", choices=["held", "pending", "running", "succeeded", "dead", "needs_review",
-                                             "cancelled"])
+    listing.add_argument("--state", choices=payq.outbox.TASK_STATES, help="only tasks in this state")
     listing.add_argument("--queue", help="only this queue")
     listing.add_argument("--kind", help="only this task kind")
     listing.add_argument("--key", help="the task with this unique or idempotency key")
     listing.add_argument("--older-than", type=_duration, default=None,
                          help="created at least this long ago, e.g. 30m or 2d (stuck work)")
     listing.add_argument("--after-id", type=int, default=0, help="page: tasks with a larger id")
-    listing.add_argument("--limit", type=int, default=100, help="page size (<= 1000)")
-    listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--limit", type=int, default=100, help="page size, at most 1000")
     listing.set_defaults(handler=cmd_tasks_list)
-    show = tasks_sub.add_parser("show", help="one task and its attempt history")
-    show.add_argument("task_id", type=int)
-    show.add_argument("--json", action="store_true", help="print JSON (the task with its attempts)")
+    show = tasks_sub.add_parser("show", help="one task, its attempts and the actions taken on it")
+    show.add_argument("task_id", type=int, help="the task's id")
     show.set_defaults(handler=cmd_tasks_show)
     for action, text in (("retry", "send a dead or cancelled task again"),
                          ("cancel", "cancel a task that never ran (its hold is released)"),
                          ("release", "approve a held task"),
                          ("resolve", "settle a needs_review task after checking with the provider")):
         command = tasks_sub.add_parser(action, help=text)
-        command.add_argument("task_id", type=int)
+        command.add_argument("task_id", type=int, help="the task's id")
         command.add_argument("--actor", required=True, help="who does this (recorded)")
         command.add_argument("--note", default="", help="why (recorded)")
         if action == "resolve":
@@ -527,25 +667,16 @@ def _parser() -> argparse.ArgumentParser:
                                   "you recorded the money's movement in the ledger yourself (--note says how)")
         command.set_defaults(handler=cmd_tasks_action, action=action)
     enqueue = sub.add_parser("enqueue", help="enqueue one task")
-    enqueue.add_argument("kind")
-    enqueue.add_argument("--payload", default="{}", help="JSON payload")
-    enqueue.add_argument("--queue", default="default")
-    enqueue.add_argument("--unique-key", default=None)
-    enqueue.add_argument("--max-attempts", type=int, default=10)
+    enqueue.add_argument("kind", help="the task kind, e.g. sms.send (a handler registered for it runs it)")
+    enqueue.add_argument("--payload", default="{}", help="the task's JSON payload")
+    enqueue.add_argument("--queue", default="default", help="the queue to put it on")
+    enqueue.add_argument("--unique-key", default=None,
+                         help="a key naming this request: enqueuing it again returns the existing task "
+                              "(another payload under it is refused)")
+    enqueue.add_argument("--max-attempts", type=int, default=10, help="attempts before the task goes dead")
     enqueue.set_defaults(handler=cmd_enqueue)
     worker = sub.add_parser("worker", help="run handlers for queued tasks (SIGTERM/SIGINT: graceful stop)")
-    worker.add_argument("--app", action="append", default=[], required=True,
-                        help="module that registers handlers with @payq.handler (repeatable)")
-    worker.add_argument("--queues", type=_queue_weights, default=[("default", 1)],
-                        help="comma-separated queues, each optionally name:weight")
-    worker.add_argument("--concurrency", type=int, default=4, help="threads, one connection each")
-    worker.add_argument("--batch", type=int, default=10, help="tasks claimed at a time per thread")
-    worker.add_argument("--poll-ms", type=int, default=1000, help="poll interval when no NOTIFY arrives")
-    worker.add_argument("--grace-s", type=int, default=30, help="shutdown grace for in-flight tasks")
-    worker.add_argument("--no-maintenance", action="store_true", help="do not take part in maintenance")
-    worker.add_argument("--metrics-port", type=int, default=None,
-                        help="serve Prometheus metrics on http://HOST:PORT/metrics")
-    worker.add_argument("--metrics-host", default="127.0.0.1", help="address for --metrics-port (default 127.0.0.1)")
+    _worker_cli.argparse_add(worker)
     worker.set_defaults(handler=cmd_worker)
     dashboard = sub.add_parser("dashboard", help="serve the web dashboard until SIGINT/SIGTERM (token login: "
                                                   "PAYQ_DASHBOARD_TOKEN, else one is generated and printed)")
@@ -554,46 +685,52 @@ def _parser() -> argparse.ArgumentParser:
     dashboard.add_argument("--origin", action="append", default=[],
                            help="public origin when behind a TLS proxy, e.g. https://ops.example.com (repeatable)")
     dashboard.set_defaults(handler=cmd_dashboard)
+    doctor = sub.add_parser("doctor", help="diagnose the set-up: versions, DSN, server, schema, durability, "
+                                           "pooler, clock skew, workers, paused queues (exit 1 on a problem)")
+    doctor.set_defaults(handler=cmd_doctor)
     stats = sub.add_parser("stats", help="task counts per queue and state")
-    output = stats.add_mutually_exclusive_group()
-    output.add_argument("--json", action="store_true", help="print JSON")
-    output.add_argument("--prometheus", action="store_true", help="print the metrics in Prometheus text format")
+    stats.add_argument("--prometheus", action="store_true",
+                       help="print the metrics in Prometheus text format (not with --json)")
     stats.set_defaults(handler=cmd_stats)
     queues = sub.add_parser("queues", help="queues: depth, lag, limits; pause, resume, set limits")
-    queues.set_defaults(handler=cmd_queues_list, json=False)
-    queues_sub = queues.add_subparsers(dest="queues_command")
+    queues.set_defaults(handler=cmd_queues_list)
+    queues_sub = queues.add_subparsers(dest="queues_command", metavar="ACTION")
     queues_list = queues_sub.add_parser("list", help="every queue with depth, lag and limits (the default)")
-    queues_list.add_argument("--json", action="store_true", help="print JSON")
     queues_list.set_defaults(handler=cmd_queues_list)
-    for action, text in (("pause", "stop claims from a queue (running tasks finish)"),
-                         ("resume", "let workers claim from a queue again")):
+    for action, text in (("pause", "stop claims from a queue (running tasks finish); exit 2 if there is no such queue"),
+                         ("resume", "let workers claim from a queue again; exit 2 if there is no such queue")):
         command = queues_sub.add_parser(action, help=text)
-        command.add_argument("name")
+        command.add_argument("name", help="the queue's name, as `payq queues` lists it")
+        _queue_actor_options(command)
         command.set_defaults(handler=cmd_queues_pause, pause_action=action)
     limits = queues_sub.add_parser("set", help="set a queue's limits (unset options mean unlimited)")
-    limits.add_argument("name")
-    limits.add_argument("--concurrency", type=int, default=None, help="running tasks at most")
-    limits.add_argument("--rate", type=_rate, default=None, help="starts per window, e.g. 10/1s")
+    limits.add_argument("name", help="the queue's name (set creates it if needed)")
+    limits.add_argument("--concurrency", type=int, default=None, help="running tasks at most (default: unlimited)")
+    limits.add_argument("--rate", type=_rate, default=None, help="starts per window, e.g. 10/1s (default: unlimited)")
     limits.add_argument("--amount", type=_amount_limit, default=None,
-                        help="money started per window, e.g. 50000.00CNY/1h")
+                        help="money started per window, e.g. 50000.00CNY/1h (default: unlimited)")
     limits.add_argument("--weight", type=int, default=1, help="share for workers serving several queues")
+    _queue_actor_options(limits)
     limits.set_defaults(handler=cmd_queues_set)
     ledger = sub.add_parser("ledger", help=helps["ledger"])
     ledger_sub = ledger.add_subparsers(dest="ledger_command", required=True)
     accounts = ledger_sub.add_parser("accounts", help="list accounts with balances")
     accounts.add_argument("--owner", default=None, help="only this owner's accounts")
     accounts.add_argument("--after-id", type=int, default=0, help="page: accounts with a larger id")
-    accounts.add_argument("--limit", type=int, default=100, help="page size (<= 1000)")
-    accounts.add_argument("--json", action="store_true", help="print JSON")
+    accounts.add_argument("--limit", type=int, default=100, help="page size, at most 1000")
     accounts.set_defaults(handler=cmd_ledger_accounts)
+    account = ledger_sub.add_parser("account", help="one account by owner and currency (read only: exit 2 if "
+                                                    "there is none, nothing is created)")
+    account.add_argument("owner", help="the account's owner, e.g. user:42")
+    account.add_argument("currency", help="its currency code, e.g. CNY")
+    account.add_argument("--namespace", default="default", help="its namespace")
+    account.set_defaults(handler=cmd_ledger_account)
     history = ledger_sub.add_parser("history", help="an account's journal: before, amount, after")
-    history.add_argument("account_id", type=int)
+    history.add_argument("account_id", type=int, help="the account's id (`payq ledger account` shows it)")
     history.add_argument("--after-seq", type=int, default=0, help="page: entries with a larger seq")
-    history.add_argument("--limit", type=int, default=100, help="page size (<= 1000)")
-    history.add_argument("--json", action="store_true", help="print JSON")
+    history.add_argument("--limit", type=int, default=100, help="page size, at most 1000")
     history.set_defaults(handler=cmd_ledger_history)
     audit = ledger_sub.add_parser("audit", help="check every ledger invariant (exit 1 on a violation)")
-    audit.add_argument("--json", action="store_true", help="print JSON")
     audit.set_defaults(handler=cmd_ledger_audit)
     return parser
 
@@ -606,7 +743,14 @@ def _refusal(exc: BaseException) -> str:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = _parser().parse_args(argv)
+    parser = _parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        # A bare `payq` asks what it can do: the help, as for --help.
+        parser.print_help()
+        return 0
+    if getattr(args, "prometheus", False) and args.json:
+        parser.error("stats: --json and --prometheus cannot be combined")
     try:
         return int(args.handler(args))
     except payq.DatabaseError as exc:

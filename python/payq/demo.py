@@ -13,7 +13,11 @@ resolved by a status query before paying again, or by the callback.
 The report compares the ledger with the provider key by key: every payout
 the provider applied is captured in the ledger, every refused one released,
 none paid twice. Every run uses its own namespace, queue and keys, so the
-demo can be re-run against the same database.
+demo can be re-run against the same database. ``payq demo`` runs in a schema
+of its own, ``payq_demo`` (``--schema`` names another), so its wallets, dead
+tasks, alerts and queues never mix with an application's. Its worker also
+serves ``payq.alerts`` with payq's default alert handler (quiet here), so no
+alert is left pending.
 """
 
 from __future__ import annotations
@@ -24,17 +28,20 @@ import secrets
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from datetime import timedelta
-from typing import Callable, Dict, List
+from typing import Any, Callable, Dict, List, Optional, TextIO
 
 import payq
 from payq import Money, Settle
 from payq.inbox import CallbackReceiver
 from payq.testing import FakeProvider
-from payq.worker import Registry, Worker
+from payq.worker import ALERT_KIND, ALERT_QUEUE, Registry, Worker
 
-__all__ = ["DemoReport", "run_demo"]
+__all__ = ["DEMO_SCHEMA", "DemoReport", "run_demo"]
+
+DEMO_SCHEMA = "payq_demo"
+"""Where ``payq demo`` writes unless ``--schema`` says otherwise."""
 
 # The provider's faults, per payout request (see payq.testing.FakeProvider).
 FAULT_RATES = {
@@ -51,6 +58,9 @@ BAD_ACCOUNT_SHARE = 0.02           # payouts to accounts the provider refuses
 EXPIRING_HOLD_SHARE = 0.25
 EXPIRING_HOLD_AFTER = timedelta(seconds=1)
 HTTP_TIMEOUT_MS = 300              # the handler gives up; the fake answers a timeout fault after 600 ms
+# Without a terminal, progress is a line at most this often instead of a
+# line rewritten in place (a carriage return garbles logs and pipes).
+PROGRESS_LINE_INTERVAL_S = 5.0
 
 
 @dataclass
@@ -74,6 +84,10 @@ class DemoReport:
     # not captured, or captured but not applied); needs_review excluded.
     ledger_provider_mismatches: int = 0
     callbacks: Dict[str, int] = field(default_factory=dict)
+    # payq.alert tasks this run raised (a payout about to die, dead, a
+    # contradicting callback), all handled by the demo's worker.
+    alerts: int = 0
+    alerts_open: int = 0
     money_in: Money = Money(0, "CNY")
     paid_out: Money = Money(0, "CNY")
     provider_paid: Money = Money(0, "CNY")
@@ -99,6 +113,47 @@ class DemoReport:
                 and self.ledger_provider_mismatches == 0 and self.needs_review == 0
                 and self.paid_out == self.provider_paid and self.unfinished == 0)
 
+    def as_json(self) -> Dict[str, Any]:
+        """The report as JSON-ready values (amounts as text such as ``"12.34 CNY"``)."""
+        out: Dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Money) else value
+        out["conserved"] = self.conserved
+        out["ok"] = self.ok
+        return out
+
+
+class _Progress:
+    """One progress line: rewritten in place on a terminal, else printed
+    at most every PROGRESS_LINE_INTERVAL_S and once at the end."""
+
+    def __init__(self, out: TextIO) -> None:
+        self._out = out
+        isatty = getattr(out, "isatty", None)
+        self._terminal = bool(isatty and isatty())
+        self._last_line_at: Optional[float] = None
+        self._text = ""
+
+    def show(self, text: str) -> None:
+        self._text = text
+        if self._terminal:
+            self._out.write(f"\r{text}")
+            self._out.flush()
+            return
+        now = time.monotonic()
+        if self._last_line_at is None or now - self._last_line_at >= PROGRESS_LINE_INTERVAL_S:
+            self._last_line_at = now
+            self._out.write(text + "\n")
+            self._out.flush()
+
+    def end(self) -> None:
+        if self._terminal:
+            self._out.write("\n")
+        elif self._text:
+            self._out.write(self._text + "\n")
+        self._out.flush()
+
 
 def _peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
@@ -111,8 +166,11 @@ def run_demo(
     withdrawal_count: int = 2000,
     thread_count: int = 8,
     say: Callable[[str], None] = print,
+    progress: Optional[TextIO] = None,
 ) -> DemoReport:
-    """Run the demo on ``db`` (migrated) and return its report."""
+    """Run the demo on ``db`` (migrated) and return its report. Steps go
+    to ``say``, the running count of settled payouts to ``progress``
+    (default stdout; rewritten in place only on a terminal)."""
     started = time.monotonic()
     run_id = time.strftime("%Y%m%d%H%M%S") + f"-{random.randrange(10**6):06d}"
     ns = f"demo-{run_id}"
@@ -182,23 +240,29 @@ def run_demo(
             base_delay=timedelta(milliseconds=5),
             max_delay=timedelta(milliseconds=200),
         )
+        # The worker also serves payq.alerts (its default handler, quiet
+        # with log=False), so the alerts of this run's dead payouts are
+        # handled rather than left pending.
         worker = Worker(db, queues=[queue], registry=registry, concurrency=max(2, thread_count // 2), batch=16,
                         poll_interval=timedelta(milliseconds=50), maintenance=True,
                         maintenance_interval=timedelta(milliseconds=200), log=False)
+        shown = _Progress(sys.stdout if progress is None else progress)
         worker.start()
         try:
             deadline = time.monotonic() + 300
             while time.monotonic() < deadline:
-                counts = db.tasks.stats().get(queue, {})
+                stats = db.tasks.stats()
+                counts = stats.get(queue, {})
                 open_count = counts.get("pending", 0) + counts.get("running", 0)
+                alerts = stats.get(ALERT_QUEUE, {})
+                alerts_open = alerts.get("pending", 0) + alerts.get("running", 0)
                 done = withdrawal_count - open_count
-                sys.stdout.write(f"\r      {done}/{withdrawal_count} settled ({100 * done // max(1, withdrawal_count)}%),"
-                                 f" provider requests {provider.requests_total}")
-                sys.stdout.flush()
-                if open_count == 0:
+                shown.show(f"      {done}/{withdrawal_count} settled ({100 * done // max(1, withdrawal_count)}%),"
+                           f" provider requests {provider.requests_total}")
+                if open_count == 0 and alerts_open == 0:
                     break
                 time.sleep(0.25)
-            sys.stdout.write("\n")
+            shown.end()
         finally:
             worker.stop()
         provider.callbacks_drain(timeout_s=30)
@@ -226,6 +290,12 @@ def run_demo(
                 "SELECT count(*) FROM @schema@.hold h JOIN @schema@.task k ON k.id = h.task_id "
                 "WHERE k.queue = $1 AND h.status = 'expired'", [queue]):
             report.holds_expired_under_payout = int(count or 0)
+        for state, count in t.execute(
+                "SELECT state, count(*) FROM @schema@.task WHERE kind = $1 AND payload->>'queue' = $2 "
+                "GROUP BY state", [ALERT_KIND, queue]):
+            report.alerts += int(count or 0)
+            if state in ("pending", "running"):
+                report.alerts_open += int(count or 0)
         states: Dict[str, str] = {
             str(key): str(state)
             for key, state in t.execute("SELECT idempotency_key, state FROM @schema@.task WHERE queue = $1", [queue])}

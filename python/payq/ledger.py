@@ -25,7 +25,7 @@ from typing import Any, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple
 
 from payq import _args
 from payq._native import core
-from payq.errors import InvalidAmount, InvalidArgument
+from payq.errors import InvalidAmount, InvalidArgument, UnknownAccount
 from payq.money import AmountLike, Fee, Money, currency_get, to_minor
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "release",
     "reverse",
     "account",
+    "get_account",
     "audit",
 ]
 
@@ -294,7 +295,9 @@ class Ledger:
         deferred_credit: bool = False,
     ) -> Account:
         """Open the account (owner, namespace, currency), or get it if it
-        exists (then the flags of the first open stay).
+        exists (then the flags of the first open stay). This writes: to
+        look an account up without creating it, use :meth:`get_account`
+        or :meth:`find_account`.
 
         ``allow_negative`` is for system accounts (the outside world,
         provider clearing). ``overdraft`` lets a normal account go down to
@@ -315,8 +318,27 @@ class Ledger:
             )
         )
 
-    def get_account(self, account: AccountRef) -> Account:
-        """The account as it is now (raises :class:`payq.UnknownAccount`)."""
+    def get_account(self, account: Union[AccountRef, str], currency: Optional[str] = None,
+                    namespace: str = "default") -> Account:
+        """The account as it is now, read only: by id (or an :class:`Account`),
+        or by owner and currency (and namespace)::
+
+            ledger.get_account(42)
+            ledger.get_account("user:42", "CNY")
+
+        Never creates an account (unlike :meth:`account`): one that does not
+        exist raises :class:`payq.UnknownAccount`; :meth:`find_account`
+        returns None instead."""
+        if isinstance(account, str):
+            if currency is None:
+                raise InvalidArgument("get_account(owner, currency): the currency is missing")
+            found = self.find_account(account, currency, namespace)
+            if found is None:
+                raise UnknownAccount(f"no account of owner {account!r} in {currency} (namespace {namespace!r})")
+            return found
+        if currency is not None or namespace != "default":
+            raise InvalidArgument("get_account(id) takes no currency or namespace; get_account(owner, currency) "
+                                  "looks an account up by owner")
         return Account._from_core(core.ledger_account_get(self._target, _id(account, "account")))
 
     balance = get_account
@@ -386,15 +408,15 @@ class Ledger:
         return LedgerTransaction._from_core(
             core.ledger_transfer(
                 self._target,
-                _key(key),
-                _id(source, "account"),
-                _id(target, "account"),
-                amount_minor,
-                core_fee,
-                None if fee_account is None else _id(fee_account, "account"),
-                fee_payer == "target",
-                _kind(kind),
-                _metadata_text(metadata),
+                key=_key(key),
+                source_id=_id(source, "account"),
+                target_id=_id(target, "account"),
+                amount_minor=amount_minor,
+                fee=core_fee,
+                fee_account_id=None if fee_account is None else _id(fee_account, "account"),
+                fee_payer_target=fee_payer == "target",
+                kind=_kind(kind),
+                metadata=_metadata_text(metadata),
             )
         )
 
@@ -678,6 +700,11 @@ def reverse(connection: Any, *args: Any, schema: str = "payq", **kwargs: Any) ->
 def account(connection: Any, *args: Any, schema: str = "payq", **kwargs: Any) -> Account:
     """:meth:`Ledger.account` in the application's transaction."""
     return on(connection, schema=schema).account(*args, **kwargs)
+
+
+def get_account(connection: Any, *args: Any, schema: str = "payq", **kwargs: Any) -> Account:
+    """:meth:`Ledger.get_account` in the application's transaction (read only)."""
+    return on(connection, schema=schema).get_account(*args, **kwargs)
 
 
 def audit(connection: Any, *, schema: str = "payq") -> AuditReport:

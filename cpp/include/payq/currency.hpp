@@ -6,6 +6,7 @@
 // life of the process. All functions are safe to call from any thread.
 #pragma once
 
+#include <cstdint>
 #include <string>
 #include <string_view>
 
@@ -31,5 +32,10 @@ const Currency& currency_get(std::string_view code);
 void currency_register(std::string code, int exponent);
 
 bool currency_known(std::string_view code);
+
+// An amount as people read it, for messages: "10.00 USD", "-0.05 CNY",
+// "7 JPY". A code not registered in this process (a custom currency not
+// loaded here) cannot be scaled, so it says so: "1000 minor units of POINTS".
+std::string money_text(std::int64_t amount_minor, std::string_view code);
 
 }  // namespace payq

@@ -126,4 +126,10 @@ void currency_register(std::string code, int exponent) {
 
 bool currency_known(std::string_view code) { return registry().find(code) != nullptr; }
 
+std::string money_text(std::int64_t amount_minor, std::string_view code) {
+  const Currency* currency = registry().find(code);
+  if (!currency) return std::to_string(amount_minor) + " minor units of " + std::string(code);
+  return amount_format(amount_minor, currency->exponent) + " " + currency->code;
+}
+
 }  // namespace payq
