@@ -497,7 +497,7 @@ CLI_CASES: List[Tuple[str, List[str], int]] = [
     ("enqueue-queue-reserved", ["enqueue", "k", "--queue", "payq.alerts"], 2),
     ("enqueue-unique-key-reused", ["enqueue", "sms.send", "--queue", "sms", "--unique-key", "u-1"], 2),
     # worker (issue 20 item 8)
-    ("worker-app-missing-module", ["worker", "--app", "nonexistent.module"], 2),
+    ("worker-app-missing-module", ["worker", "--app", "nonexistent.module"], 64),  # issue 21: a usage error
     ("worker-without-app", ["worker"], 64),
     ("worker-queue-weight-text", ["worker", "--app", "json", "--queues", "q:heavy"], 64),
     # queues
@@ -548,13 +548,15 @@ def test_cli_refuses_with_its_exit_status(world: SimpleNamespace, capsys: Any, c
         assert err.splitlines()[-1].startswith("payq") and "error:" in err.splitlines()[-1]
 
 
-@pytest.mark.parametrize("argv", [["tasks", "show", "{big}"], ["worker", "--app", "nonexistent.module"],
-                                  ["enqueue", "k", "--payload", "{deep}"]], ids=["show", "worker", "payload"])
-def test_cli_process_prints_one_line_and_no_traceback(world: SimpleNamespace, argv: List[str]) -> None:
+@pytest.mark.parametrize("argv, status", [(["tasks", "show", "{big}"], 2),
+                                          (["worker", "--app", "nonexistent.module"], 64),
+                                          (["enqueue", "k", "--payload", "{deep}"], 2)],
+                         ids=["show", "worker", "payload"])
+def test_cli_process_prints_one_line_and_no_traceback(world: SimpleNamespace, argv: List[str], status: int) -> None:
     with writes_nothing(world.db):
         result = subprocess.run([sys.executable, "-m", "payq", *_argv(world, argv)], capture_output=True,
                                 text=True, timeout=120)
-    assert result.returncode == 2, result.stderr
+    assert result.returncode == status, result.stderr
     assert len(result.stderr.splitlines()) == 1 and result.stderr.startswith("payq: "), result.stderr
 
 
@@ -742,7 +744,9 @@ DASHBOARD_CASES: List[Tuple[str, bool, Callable[[Browser, SimpleNamespace], int]
     ("page-task-id-text", True, _get("/tasks/abc"), 404),
     ("page-task-id-2**63", True, _get("/tasks/{big}"), 404),
     ("page-tasks-state-unknown", True, _get("/tasks?state=bogus"), 400),
-    ("page-tasks-after-id-text", True, _get("/tasks?after_id=abc"), 400),
+    ("page-tasks-page-text", True, _get("/tasks?page=abc"), 400),
+    ("page-tasks-sort-unknown", True, _get("/tasks?sort=id;drop"), 400),
+    ("page-tasks-payload-not-a-search", True, _get("/tasks?payload=%5B1%5D"), 400),
     ("page-tasks-limit-huge", True, _get("/tasks?limit=100000"), 400),
     ("page-accounts-after-id-negative", True, _get("/accounts?after_id=-1"), 400),
     ("page-unknown-account", True, _get("/accounts/999999"), 404),

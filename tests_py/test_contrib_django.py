@@ -1,8 +1,9 @@
 """payq as a Django app (python/payq/contrib/django/): settings validated at
 start-up, ledger and enqueue inside ``transaction.atomic()`` on Django's own
-connection, ``payq_migrate``, ``payq_worker`` as operators run it, the
-dashboard mount, and the example project (examples/django_project/) end to
-end.
+connection, ``payq_migrate``, ``payq_worker`` as operators run it (with
+``--metrics-port``), ``manage.py test`` run twice on a throwaway cluster, the
+dashboard mount and its login redirect, and the example project
+(examples/django_project/) end to end.
 
 Django is configured once per process (tests_py/appconn_support.py); each
 test installs the payq app and its ``PAYQ`` settings with
@@ -21,7 +22,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 import types
 import urllib.error
 import urllib.parse
@@ -36,6 +36,7 @@ psycopg = pytest.importorskip("psycopg")
 
 import payq  # noqa: E402
 from payq import Account, Money  # noqa: E402
+from payq.testing import wait_until as payq_wait_until  # noqa: E402
 
 from appconn_support import conninfo, django_order_model  # noqa: E402,F401 (fixture)
 
@@ -58,14 +59,7 @@ DATABASES = {"default": {"ENGINE": "django.db.backends.postgresql", "NAME": "sho
 
 
 def wait_until(condition: Callable[[], T], what: str, diagnostics: Callable[[], str] = lambda: "") -> T:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {WAIT_S_MAX:.0f} s waiting for {what}\n{diagnostics()}")
-        time.sleep(POLL_S)
+    return payq_wait_until(condition, WAIT_S_MAX, interval_s=POLL_S, what=what, diagnostics=diagnostics)
 
 
 def cny(amount: str) -> Money:
@@ -424,6 +418,37 @@ def test_payq_worker_runs_a_task_and_stops_on_sigterm(payq_app: Any, payq_db: pa
             worker.wait()
 
 
+def test_payq_worker_serves_metrics_on_metrics_port(payq_app: Any, payq_db: payq.Database, payq_dsn: str,
+                                                    tmp_path: Path) -> None:
+    (tmp_path / "contrib_metrics_tasks.py").write_text(WORKER_TASKS)
+    (tmp_path / "contrib_metrics_settings.py").write_text(django_settings_text(
+        payq_dsn, {"SCHEMA": payq_db.schema, "QUEUES": ["payouts"], "APP": "contrib_metrics_tasks"}))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(tmp_path), os.environ.get("PYTHONPATH")])),
+           "DJANGO_SETTINGS_MODULE": "contrib_metrics_settings"}
+    stderr_path = tmp_path / "worker.stderr"
+    with open(stderr_path, "wb") as stderr:
+        # Port 0: any free port, which worker_ready names.
+        worker = subprocess.Popen([sys.executable, "-m", "django", "payq_worker", "--metrics-port", "0"],
+                                  stdout=subprocess.DEVNULL, stderr=stderr, env=env, start_new_session=True)
+    try:
+        logs = stderr_path.read_text
+        wait_until(lambda: log_events(stderr_path, "worker_ready") or worker.poll() is not None,
+                   "the worker to start", logs)
+        assert worker.poll() is None, logs()
+        url = log_events(stderr_path, "worker_ready")[0]["metrics"]
+        assert url and url.startswith("http://127.0.0.1:") and url.endswith("/metrics"), logs()
+        with urllib.request.urlopen(url, timeout=30) as response:
+            assert response.status == 200
+            text = response.read().decode()
+        assert "# TYPE payq_" in text, text
+        worker.send_signal(signal.SIGTERM)
+        assert worker.wait(timeout=30) == 0, logs()
+    finally:
+        if worker.poll() is None:
+            worker.kill()
+            worker.wait()
+
+
 # ---------------------------------------------------------------- the dashboard mount
 
 
@@ -434,21 +459,24 @@ class _User:
         self.is_staff = staff
 
 
-def _urlconf() -> types.ModuleType:
+def _urlconf(with_login: bool = False) -> types.ModuleType:
+    from django.http import HttpResponse
     from django.urls import include, path
 
     module = types.ModuleType("payq_contrib_test_urls")
     module.urlpatterns = [path("ops/payq/", include("payq.contrib.django.urls"))]  # type: ignore[attr-defined]
+    if with_login:  # where django.contrib.auth.urls puts its login view
+        module.urlpatterns.append(path("accounts/login/", lambda request: HttpResponse("login"), name="login"))
     return module
 
 
-def _dashboard_get(user: Optional[_User]) -> Any:
+def _dashboard_get(user: Optional[_User], with_login: bool = False) -> Any:
     from django.urls import resolve
 
     request = RequestFactory().get("/ops/payq/")
     if user is not None:
         request.user = user
-    with override_settings(ROOT_URLCONF=_urlconf()):
+    with override_settings(ROOT_URLCONF=_urlconf(with_login)):
         match = resolve("/ops/payq/")
         assert match.view_name == "payq:dashboard"
         return match.func(request)
@@ -459,17 +487,149 @@ def test_dashboard_mount_is_for_staff_only(payq_app: Any) -> None:
 
     with override_settings(ROOT_URLCONF=_urlconf()):
         assert reverse("payq:dashboard") == "/ops/payq/"
-    anonymous = _dashboard_get(_User(authenticated=False))
+    anonymous = _dashboard_get(_User(authenticated=False), with_login=True)
     assert anonymous.status_code == 302 and anonymous["Location"] == "/accounts/login/?next=%2Fops%2Fpayq%2F"
-    assert _dashboard_get(None).status_code == 302  # no authentication middleware: nobody is logged in
+    # No authentication middleware: nobody is logged in.
+    assert _dashboard_get(None, with_login=True).status_code == 302
     assert _dashboard_get(_User(staff=False)).status_code == 403
     staff = _dashboard_get(_User(staff=True))
     assert staff.status_code == 200 and b"<h1>Overview</h1>" in staff.content  # payq.dashboard (test_dashboard.py)
 
 
+def test_dashboard_redirects_only_to_a_login_page_that_exists(payq_app: Any) -> None:
+    # A fresh project: LOGIN_URL left at Django's default, /accounts/login/,
+    # which nothing routes; a redirect there would end in a 404.
+    for user in (_User(authenticated=False), None):
+        refused = _dashboard_get(user)
+        assert refused.status_code == 403 and refused["Content-Type"].startswith("text/plain")
+        [hint] = refused.content.decode().splitlines()
+        assert "log in" in hint and "settings.LOGIN_URL" in hint and "'/accounts/login/'" in hint
+    # A LOGIN_URL naming no view cannot be followed either.
+    with override_settings(LOGIN_URL="no-such-view"):
+        refused = _dashboard_get(_User(authenticated=False))
+    assert refused.status_code == 403 and "'no-such-view'" in refused.content.decode()
+    # A configured path or absolute URL is trusted as set (another app or a
+    # proxy may serve it); a URL name is reversed.
+    for login_url, location in (("/sso/start/", "/sso/start/"),
+                                ("https://sso.example.com/login", "https://sso.example.com/login"),
+                                ("login", "/accounts/login/")):
+        with override_settings(LOGIN_URL=login_url):
+            redirected = _dashboard_get(_User(authenticated=False), with_login=login_url == "login")
+        assert redirected.status_code == 302 and redirected["Location"] == f"{location}?next=%2Fops%2Fpayq%2F"
+
+
 def test_dashboard_permission_is_configurable(payq_app: Any, payq_db: payq.Database) -> None:
     with override_settings(PAYQ={"SCHEMA": payq_db.schema, "DASHBOARD_PERMISSION": lambda request: True}):
         assert _dashboard_get(_User(staff=False)).status_code == 200
+
+
+# ---------------------------------------------------------------- manage.py test
+
+
+TEST_PROJECT_TESTS = '''
+from django.db import transaction
+from django.test import SimpleTestCase, TestCase
+
+import payq
+from payq.contrib.django import database, enqueue, tasks
+
+
+class PlainTest(SimpleTestCase):
+    """Never touches payq."""
+
+    def test_arithmetic(self):
+        self.assertEqual(1 + 1, 2)
+
+
+class PayqTest(TestCase):
+    """Uses Django's connection and payq's own, on the test database (which
+    does not see the test's transaction: TestCase never commits)."""
+
+    def test_enqueue(self):
+        with transaction.atomic():
+            queued = enqueue("shop.payout", {"order": 1}, queue="payouts")
+            self.assertEqual(tasks().get(queued.task_id).state, "pending")
+        self.assertGreater(database().schema_version(), 0)
+'''
+
+
+def django_test_project(tmp_path: Path, dsn: str, name: str) -> Path:
+    """A fresh Django project with the payq app and default settings, and
+    tests of its own (TEST_PROJECT_TESTS)."""
+    project = tmp_path / "project"
+    (project / "shop").mkdir(parents=True)
+    (project / "manage.py").write_text(textwrap.dedent("""
+        import sys
+        from django.core.management import execute_from_command_line
+        if __name__ == "__main__":
+            execute_from_command_line(sys.argv)
+    """))
+    params = conninfo(dsn)
+    database = {"ENGINE": "django.db.backends.postgresql", "NAME": name, "HOST": params.get("host", ""),
+                "PORT": params.get("port", ""), "USER": params.get("user", "")}
+    (project / "shop_settings.py").write_text(
+        f"DATABASES = {{'default': {database!r}}}\n"
+        "INSTALLED_APPS = ['django.contrib.contenttypes', 'django.contrib.auth', 'payq.contrib.django', 'shop']\n"
+        "SECRET_KEY = 'test'\nUSE_TZ = True\n")
+    (project / "shop" / "__init__.py").write_text("")
+    (project / "shop" / "tests.py").write_text(TEST_PROJECT_TESTS)
+    return project
+
+
+@pytest.mark.parametrize("parallel", [None, "2"], ids=["serial", "parallel"])
+def test_manage_py_test_runs_twice_and_leaves_no_test_database(payq_dsn: str, tmp_path: Path,
+                                                               parallel: Optional[str]) -> None:
+    # AUTO_MIGRATE (the default) migrates payq into the test database, and
+    # payq's pool keeps a connection there: PostgreSQL refused to copy it
+    # for a parallel run, or to drop it at the end, while that connection
+    # lived, so the run failed and the next one found the database still
+    # there. Run as users do: no --noinput, nothing on stdin.
+    name = f"fwshop_{os.getpid()}_{parallel or 1}"
+    project = django_test_project(tmp_path, payq_dsn, name)
+    env = {**os.environ, "DJANGO_SETTINGS_MODULE": "shop_settings"}
+    env.pop("PAYQ_DSN", None)
+    command = [sys.executable, "manage.py", "test", "shop"] + (["--parallel", parallel] if parallel else [])
+    try:
+        for run in (1, 2):
+            result = subprocess.run(command, cwd=project, env=env, stdin=subprocess.DEVNULL, capture_output=True,
+                                    text=True, timeout=300)
+            assert result.returncode == 0, f"run {run}:\n{result.stdout}\n{result.stderr}"
+            assert "Ran 2 tests" in result.stderr and "OK" in result.stderr, result.stderr
+            with psycopg.connect(payq_dsn, autocommit=True) as admin:
+                left = admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                     [f"test_{name}%"]).fetchall()
+            assert left == [], f"run {run} left {left}"
+    finally:
+        with psycopg.connect(payq_dsn, autocommit=True) as admin:
+            for (left_name,) in admin.execute("SELECT datname FROM pg_database WHERE datname LIKE %s",
+                                              [f"test_{name}%"]).fetchall():
+                admin.execute(f'DROP DATABASE IF EXISTS "{left_name}" WITH (FORCE)')
+
+
+def test_closing_the_database_closes_its_idle_connections(payq_dsn: str) -> None:
+    db = payq.connect(payq_dsn, schema=f"t_close_{os.getpid()}", migrate=False)
+    tag = f"payq-close-{os.getpid()}"
+
+    def tag_the_connection() -> None:
+        # The transaction object dies with this call: its connection goes
+        # back to the pool, idle.
+        with db.transaction() as t:
+            t.execute("SET application_name = " + "'" + tag + "'")
+
+    tag_the_connection()
+
+    def sessions() -> int:
+        with psycopg.connect(payq_dsn, autocommit=True) as admin:
+            return int(admin.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name = %s",
+                                     [tag]).fetchone()[0])
+
+    assert sessions() == 1
+    db.close()
+    wait_until(lambda: sessions() == 0, "the pooled connection to close")
+    assert db.closed and repr(db) == "<payq.Database closed>"
+    with pytest.raises(payq.InvalidState, match="closed"):
+        db.tasks
+    db.close()  # idempotent
 
 
 # ---------------------------------------------------------------- the example project

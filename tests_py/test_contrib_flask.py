@@ -1,8 +1,9 @@
 """payq as a Flask extension (python/payq/contrib/flask.py): configuration
 checked by ``init_app``, a payq transaction per request that commits only
 with a successful answer, explicit transactions, the ledger and the queue
-on the application's SQLAlchemy session, ``flask payq migrate|worker``, and
-the example application (examples/flask_app/) end to end.
+on the application's SQLAlchemy session (a handler's completion included),
+``flask payq migrate|worker``, and the example application
+(examples/flask_app/) end to end.
 
 Every test runs on the fresh schema of ``payq_db``; what was committed is
 read back through payq's own connection.
@@ -15,7 +16,7 @@ import os
 import signal
 import subprocess
 import sys
-import time
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Callable, Iterator, List, Optional, Tuple, TypeVar
 
@@ -27,7 +28,9 @@ psycopg = pytest.importorskip("psycopg")
 
 import payq  # noqa: E402
 from payq import Account, Money  # noqa: E402
+from payq.testing import wait_until as payq_wait_until  # noqa: E402
 from payq.contrib.flask import Payq  # noqa: E402
+from payq.worker import Registry  # noqa: E402
 from sqlalchemy import text  # noqa: E402
 from sqlalchemy.orm import Session  # noqa: E402
 
@@ -39,14 +42,7 @@ T = TypeVar("T")
 
 
 def wait_until(condition: Callable[[], T], what: str, diagnostics: Callable[[], str] = lambda: "") -> T:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while True:
-        value = condition()
-        if value:
-            return value
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {WAIT_S_MAX:.0f} s waiting for {what}\n{diagnostics()}")
-        time.sleep(POLL_S)
+    return payq_wait_until(condition, WAIT_S_MAX, interval_s=POLL_S, what=what, diagnostics=diagnostics)
 
 
 def cny(amount: str) -> Money:
@@ -269,6 +265,36 @@ def test_session_commit_wakes_workers(payq_db: payq.Database, payq_dsn: str, eng
     assert received == ["payouts", "sms"]
 
 
+def test_a_handler_completes_its_task_on_the_application_session(payq_db: payq.Database, engine: Any) -> None:
+    # The Flask form of Django's task.complete(executor(), ...): the task's
+    # completion commits with the application's own rows, or neither does.
+    app, ext = make_app(payq_db)
+    insert = text(f'INSERT INTO "{payq_db.schema}".orders (v) VALUES (:v)')
+    registry = Registry()
+    attempts: List[int] = []
+
+    @registry.handler("shop.ship", base_delay=timedelta(milliseconds=1), max_delay=timedelta(milliseconds=5))
+    def ship(task: payq.TaskRun) -> None:
+        attempts.append(task.attempt)
+        with app.app_context(), Session(engine) as session, session.begin():
+            session.execute(insert, {"v": f"shipped-{task.id}"})
+            task.complete(ext.on(session).executor, {"shipped": True})
+            if len(attempts) == 1:
+                raise RuntimeError("the session rolls back: neither the row nor the completion stays")
+
+    queued = payq_db.enqueue("shop.ship", {}, max_attempts=3)
+    worker = payq.Worker(payq_db, registry=registry, concurrency=1, poll_interval=timedelta(milliseconds=50))
+    worker.start()
+    try:
+        wait_until(lambda: payq_db.tasks.get(queued.task_id).state in ("succeeded", "dead"), "the task to finish")
+    finally:
+        worker.stop()
+    task = payq_db.tasks.get(queued.task_id)
+    assert (task.state, task.result) == ("succeeded", {"shipped": True})
+    assert [a.outcome for a in payq_db.tasks.attempts(queued.task_id)] == ["retry", "success"]
+    assert committed_orders(payq_db) == [f"shipped-{queued.task_id}"]
+
+
 # ---------------------------------------------------------------- flask payq ...
 
 
@@ -361,10 +387,12 @@ def test_example_app_pays_and_refunds_orders(example_dsn: str, tmp_path: Path) -
         return f"--- worker (exit {worker.poll()}):\n{log.read_text(errors='replace')[-3000:]}"
 
     sys.path.insert(0, str(EXAMPLE_DIR))
+    shop_app = None
     try:
         from flaskshop import create_app
 
-        client = create_app({"PAYQ_DSN": example_dsn}).test_client()
+        shop_app = create_app({"PAYQ_DSN": example_dsn})
+        client = shop_app.test_client()
         assert client.post("/wallets/alice/topup", data={"amount": "100.00"}).status_code == 200
         assert client.post("/wallets/alice/topup", data={"amount": "1.005"}).status_code == 400
         paid = client.post("/orders", data={"user": "alice", "amount": "12.34", "payout_to": "bank:merchant-1"})
@@ -398,6 +426,8 @@ def test_example_app_pays_and_refunds_orders(example_dsn: str, tmp_path: Path) -
         assert log_events(log, "worker_stopped"), logs()
     finally:
         sys.path.remove(str(EXAMPLE_DIR))
+        if shop_app is not None:
+            shop_app.extensions["flaskshop"].engine.dispose()  # the shop's SQLAlchemy connections
         if worker.poll() is None:
             worker.kill()
             worker.wait()

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, List, Optio
 
 from payq import _args
 from payq._native import core
-from payq.errors import ConfigError, ConnectionLost, Error, InvalidArgument
+from payq.errors import ConfigError, ConnectionLost, Error, InvalidArgument, InvalidState
 
 if TYPE_CHECKING:
     from payq.inbox import Inbox
@@ -252,8 +252,36 @@ class Database:
     """
 
     def __init__(self, core_database: "core.Database", reader: Optional["Database"] = None) -> None:
-        self._core = core_database
+        self._core_open: Optional["core.Database"] = core_database
         self._reader = reader
+
+    @property
+    def _core(self) -> "core.Database":
+        found = self._core_open
+        if found is None:
+            raise InvalidState("this payq.Database was closed: connect again (payq.connect) to use the database")
+        return found
+
+    def close(self) -> None:
+        """Let go of the connection pool, and of the reader's: their idle
+        connections close now, so that the database can be dropped or
+        renamed (a test database at the end of a run). A connection still
+        held closes when its holder is released: a :class:`Transaction`
+        object (even a finished one keeps its connection until it is
+        garbage), a :class:`payq.Worker`, a ``Ledger`` or ``Tasks`` object
+        taken from this Database. Afterwards every use of this Database raises
+        :class:`payq.InvalidState`. Idempotent."""
+        reader, self._reader = self._reader, None
+        if reader is not None:
+            reader.close()
+        # The pool (C++) is destroyed with its last owner: this reference,
+        # unless one of the users named above still holds it.
+        self._core_open = None
+
+    @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` was called."""
+        return self._core_open is None
 
     @property
     def reader(self) -> "Database":
@@ -370,6 +398,8 @@ class Database:
         return Inbox(self._core)
 
     def __repr__(self) -> str:
+        if self.closed:
+            return "<payq.Database closed>"
         return f"<payq.Database schema={self.schema!r} source={self.dsn_source}>"
 
 

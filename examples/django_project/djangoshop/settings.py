@@ -42,6 +42,11 @@ MIDDLEWARE = [
 ]
 
 ROOT_URLCONF = "djangoshop.urls"
+# The payq dashboard (/ops/payq/) sends visitors who are not logged in to
+# LOGIN_URL. This shop has no login page, so it leaves LOGIN_URL unset and
+# the dashboard answers them 403 with a hint; a real project points it at its
+# login view, e.g. LOGIN_URL = "/accounts/login/" with
+# path("accounts/", include("django.contrib.auth.urls")) in urls.py.
 WSGI_APPLICATION = "djangoshop.wsgi.application"
 
 DATABASES = {

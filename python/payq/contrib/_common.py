@@ -1,18 +1,18 @@
-"""What the Django and Flask integrations share: checks of their settings,
-handlers wrapped in a framework scope, and ``payq worker`` started through
-payq's own command line (so there is one run loop, in :mod:`payq.cli`)."""
+"""What the Django and Flask integrations share: checks of their settings
+and handlers wrapped in a framework scope. Their worker commands take the
+options of ``payq worker`` and run its loop, both from
+:mod:`payq._worker_cli`."""
 
 from __future__ import annotations
 
 import importlib
 import re
-from typing import Any, Callable, ContextManager, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, ContextManager, List, Sequence, Tuple
 
 from payq.errors import ConfigError
 from payq.worker import HandlerFunction, Registry, TaskRun, registry as default_registry
 
-__all__ = ["QueueSpec", "schema_check", "queues_parse", "queues_text", "modules_check", "handlers_wrap",
-           "worker_argv"]
+__all__ = ["QueueSpec", "schema_check", "queues_parse", "modules_check", "handlers_wrap"]
 
 QueueSpec = Tuple[str, int]
 """A queue a worker serves, with its weight."""
@@ -71,11 +71,6 @@ def queues_parse(value: Any, what: str) -> Tuple[QueueSpec, ...]:
     return queues
 
 
-def queues_text(queues: Sequence[QueueSpec]) -> str:
-    """The ``--queues`` argument of ``payq worker``."""
-    return ",".join(name if weight == 1 else f"{name}:{weight}" for name, weight in queues)
-
-
 def modules_check(value: Any, what: str) -> Tuple[str, ...]:
     """Dotted module names from configuration: one string or a list of them."""
     items = [value] if isinstance(value, str) else value
@@ -123,33 +118,3 @@ def handlers_wrap(modules: Sequence[str], scope: Callable[[], ContextManager[Any
             continue
         registration.function = _Scoped(function, scope)
     return registry.kinds()
-
-
-def worker_argv(
-    *,
-    dsn: Optional[str],
-    schema: str,
-    modules: Sequence[str],
-    queues: Union[str, Sequence[QueueSpec]],
-    concurrency: Optional[int] = None,
-    batch: Optional[int] = None,
-    poll_ms: Optional[int] = None,
-    grace_s: Optional[int] = None,
-    maintenance: bool = True,
-) -> List[str]:
-    """The arguments of ``payq.cli.main`` for ``payq worker``; unset options
-    keep the command line's defaults."""
-    argv = ["--schema", schema]
-    if dsn is not None:
-        argv += ["--dsn", dsn]
-    argv.append("worker")
-    for module in modules:
-        argv += ["--app", module]
-    argv += ["--queues", queues if isinstance(queues, str) else queues_text(queues)]
-    for flag, value in (("--concurrency", concurrency), ("--batch", batch), ("--poll-ms", poll_ms),
-                        ("--grace-s", grace_s)):
-        if value is not None:
-            argv += [flag, str(value)]
-    if not maintenance:
-        argv.append("--no-maintenance")
-    return argv

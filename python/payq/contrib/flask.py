@@ -25,7 +25,7 @@ Configuration (all optional):
     the schema of payq's tables (default ``"payq"``).
 ``PAYQ_HANDLERS``
     ``flask payq worker``: module(s) that register handlers with
-    ``@payq.handler``.
+    ``@payq.handler`` (when ``--app`` is not given).
 ``PAYQ_QUEUES``
     ``flask payq worker``: ``["payouts", "sms:2"]`` (default ``["default"]``).
 ``PAYQ_CONCURRENCY``
@@ -47,7 +47,11 @@ Three ways to write, each a single transaction:
 
 ``flask payq migrate`` applies payq's migrations; ``flask payq worker`` runs
 payq's worker with the application's handlers, each call inside an
-application context. :func:`mount_dashboard` serves payq's web dashboard
+application context, and takes the options of ``payq worker``
+(:mod:`payq._worker_cli`; ``--handlers`` is another spelling of its
+``--app``). A handler completes its task with the application's rows by
+``task.complete(payq_ext.on(session).executor, result)`` inside the
+session's transaction. :func:`mount_dashboard` serves payq's web dashboard
 under a prefix, behind the application's own authentication.
 """
 
@@ -63,9 +67,9 @@ from flask import Flask, Response, current_app, g, has_app_context, has_request_
 from flask.cli import AppGroup
 
 import payq
-from payq import cli
+from payq import _worker_cli
 from payq.appconn import AppExecutor, app_executor
-from payq.contrib._common import QueueSpec, handlers_wrap, modules_check, queues_parse, schema_check, worker_argv
+from payq.contrib._common import QueueSpec, handlers_wrap, modules_check, queues_parse, schema_check
 from payq.errors import ConfigError, Error, InvalidArgument
 from payq.ledger import Ledger
 from payq.outbox import EnqueueResult, Tasks, TaskRequest
@@ -348,33 +352,29 @@ def _cli_migrate() -> None:
         click.echo(f"schema {state.schema!r} is up to date at version {report.version_current}")
 
 
-@payq_cli.command("worker")
-@click.option("--handlers", "handlers", multiple=True,
-              help="module registering handlers with @payq.handler (repeatable; default PAYQ_HANDLERS)")
-@click.option("--queues", default=None,
-              help="comma-separated queues, each optionally name:weight (default PAYQ_QUEUES)")
-@click.option("--concurrency", type=click.IntRange(1, CONCURRENCY_MAX), default=None,
-              help="threads, one connection each (default PAYQ_CONCURRENCY)")
-@click.option("--batch", type=click.IntRange(1), default=None, help="tasks claimed at a time per thread")
-@click.option("--poll-ms", type=click.IntRange(1), default=None, help="poll interval when no NOTIFY arrives")
-@click.option("--grace-s", type=click.IntRange(0), default=None, help="shutdown grace for running handlers")
-@click.option("--no-maintenance", is_flag=True, help="do not take part in maintenance")
-def _cli_worker(handlers: Tuple[str, ...], queues: Optional[str], concurrency: Optional[int], batch: Optional[int],
-                poll_ms: Optional[int], grace_s: Optional[int], no_maintenance: bool) -> None:
+# Where each option falls back to when it is left out, as its help says.
+_SETTINGS_NAMES = {"APP": "PAYQ_HANDLERS", "QUEUES": "PAYQ_QUEUES", "CONCURRENCY": "PAYQ_CONCURRENCY"}
+
+
+# The options of `payq worker` (payq/_worker_cli.py); `--handlers` is the
+# older spelling of `--app`, kept working.
+@payq_cli.command("worker", params=_worker_cli.click_params(_SETTINGS_NAMES, aliases={"app": ["--handlers"]}))
+def _cli_worker(**values: Any) -> None:
     """Run payq's worker for the application's handlers (SIGTERM: graceful stop)."""
     app = current_app._get_current_object()  # type: ignore[attr-defined]
     state = _state(app)
     try:
-        modules = modules_check(list(handlers), "--handlers") if handlers else state.handlers
-        queue_specs = queues_parse(queues, "--queues") if queues else state.queues
+        options = _worker_cli.worker_options(values, settings={
+            "APP": state.handlers, "QUEUES": state.queues, "CONCURRENCY": state.concurrency})
+        if not options.modules:
+            raise click.UsageError("no handlers: pass --app myapp.tasks or set PAYQ_HANDLERS")
+        missing = _worker_cli.app_import(options.modules)
     except ConfigError as exc:
         raise click.UsageError(str(exc)) from exc
-    if not modules:
-        raise click.UsageError("no handlers: pass --handlers myapp.tasks or set PAYQ_HANDLERS")
+    if missing is not None:
+        raise click.UsageError(missing)
     # Handlers run on the worker's threads, where Flask has no context.
-    handlers_wrap(modules, app.app_context)
-    status = cli.main(worker_argv(dsn=state.dsn, schema=state.schema, modules=modules, queues=queue_specs,
-                                  concurrency=concurrency if concurrency is not None else state.concurrency,
-                                  batch=batch, poll_ms=poll_ms, grace_s=grace_s, maintenance=not no_maintenance))
+    handlers_wrap(options.modules, app.app_context)
+    status = _worker_cli.worker_main(state.database, options)
     if status != 0:
         raise click.exceptions.Exit(status)

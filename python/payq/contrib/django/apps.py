@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import sys
-from typing import Any
+from typing import Any, Callable
 
 from django.apps import AppConfig  # type: ignore[import-untyped]
 from django.core.signals import setting_changed  # type: ignore[import-untyped]
@@ -11,8 +12,10 @@ from django.db.models.signals import post_migrate  # type: ignore[import-untyped
 
 
 class PayqConfig(AppConfig):
-    """Validates ``settings.PAYQ`` at start-up and, with ``AUTO_MIGRATE``,
-    migrates payq's schema whenever ``manage.py migrate`` runs."""
+    """Validates ``settings.PAYQ`` at start-up; with ``AUTO_MIGRATE``,
+    migrates payq's schema whenever ``manage.py migrate`` runs; closes
+    payq's connections before the test runner copies or drops a test
+    database."""
 
     name = "payq.contrib.django"
     label = "payq"
@@ -26,6 +29,7 @@ class PayqConfig(AppConfig):
         settings_reset()
         payq_settings()  # bad settings fail here, when the project starts
         post_migrate.connect(_migrate_after_django, sender=self, dispatch_uid="payq.migrate_after_django")
+        _test_databases_release()
 
 
 def _migrate_after_django(sender: AppConfig, using: str, verbosity: int = 1, **kwargs: Any) -> None:
@@ -42,3 +46,36 @@ def _migrate_after_django(sender: AppConfig, using: str, verbosity: int = 1, **k
         stdout = kwargs.get("stdout") or sys.stdout
         stdout.write(f"  payq: applied migrations {report.applied} to schema {settings.schema!r}; "
                      f"now at version {report.version_current}\n")
+
+
+# Marks a method of Django's that closes payq's connections first.
+_CLOSES_PAYQ = "_payq_closes_connections"
+
+
+def _payq_closed_first(method: Callable[..., Any]) -> Callable[..., Any]:
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        from payq.contrib.django.db import databases_close
+
+        databases_close()
+        return method(*args, **kwargs)
+
+    setattr(wrapper, _CLOSES_PAYQ, True)
+    return wrapper
+
+
+def _test_databases_release() -> None:
+    # PostgreSQL refuses to drop a database, or to copy it for a parallel
+    # run, while anyone is connected to it, and payq's pool keeps a
+    # connection to the test database (AUTO_MIGRATE migrated it) for the
+    # process's life: `manage.py test` would fail at its teardown, and the
+    # next run would find the test database still there. Django sends no
+    # signal around these two steps, so payq wraps them, once.
+    try:
+        from django.db.backends.postgresql.creation import DatabaseCreation  # type: ignore[import-untyped]
+    except ImportError:  # no PostgreSQL driver: no PostgreSQL test database either
+        return
+    for name in ("_destroy_test_db", "_clone_test_db"):
+        method = getattr(DatabaseCreation, name, None)
+        if method is not None and not getattr(method, _CLOSES_PAYQ, False):
+            setattr(DatabaseCreation, name, _payq_closed_first(method))

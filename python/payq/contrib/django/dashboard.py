@@ -8,9 +8,12 @@ Mount it under any prefix in the project's ``urls.py``::
     ]
 
 Every view under the mount is wrapped in :func:`staff_required`: a visitor
-who is not logged in is sent to ``settings.LOGIN_URL``; a logged-in one for
-whom ``PAYQ["DASHBOARD_PERMISSION"]`` (default :func:`is_staff`) returns
-False gets 403. Those who pass see :mod:`payq.dashboard` (the same pages as
+who is not logged in is sent to ``settings.LOGIN_URL`` when the project set
+it, or routes Django's default ``/accounts/login/``; otherwise (a fresh
+project, where that redirect would end in a 404) the answer is 403 with a
+one-line hint to set ``LOGIN_URL``. A logged-in visitor for whom
+``PAYQ["DASHBOARD_PERMISSION"]`` (default :func:`is_staff`) returns False
+gets 403. Those who pass see :mod:`payq.dashboard` (the same pages as
 ``payq dashboard``, without its token login); their actions are recorded as
 ``django:<username>``.
 
@@ -28,7 +31,7 @@ import io
 import threading
 from http.cookies import CookieError, SimpleCookie
 from typing import Any, Callable, Dict, List, Optional, Tuple
-from urllib.parse import urlencode
+from urllib.parse import urlencode, urlsplit
 
 from django.conf import settings  # type: ignore[import-untyped]
 from django.core.exceptions import ImproperlyConfigured  # type: ignore[import-untyped]
@@ -39,7 +42,7 @@ from django.http import (  # type: ignore[import-untyped]
     HttpResponseRedirect,
 )
 from django.shortcuts import resolve_url  # type: ignore[import-untyped]
-from django.urls import URLPattern, path  # type: ignore[import-untyped]
+from django.urls import NoReverseMatch, Resolver404, URLPattern, path, resolve  # type: ignore[import-untyped]
 from django.utils.module_loading import import_string  # type: ignore[import-untyped]
 from django.views.decorators.csrf import csrf_exempt  # type: ignore[import-untyped]
 
@@ -62,6 +65,29 @@ def _permission() -> Callable[[HttpRequest], bool]:
     return import_string(permission) if isinstance(permission, str) else permission
 
 
+_LOGIN_HINT = ("payq dashboard: log in first; this project routes no login page at LOGIN_URL ({!r}), "
+               "so set settings.LOGIN_URL to your login view's URL or name\n")
+
+
+def _login_url() -> Optional[str]:
+    """Where to send a visitor who is not logged in: ``settings.LOGIN_URL``
+    if the project set it, or if it is routed here (Django's default,
+    ``/accounts/login/``, is routed only when the project includes a login
+    view there); None when neither."""
+    configured = settings.is_overridden("LOGIN_URL")
+    try:
+        login = str(resolve_url(settings.LOGIN_URL))
+    except NoReverseMatch:  # a URL name that names no view
+        return None
+    if configured:
+        return login
+    try:
+        resolve(urlsplit(login).path)
+    except Resolver404:
+        return None
+    return login
+
+
 def staff_required(view: View) -> View:
     """Wrap a dashboard view in the permission check described above."""
 
@@ -70,7 +96,9 @@ def staff_required(view: View) -> View:
             return view(request, *args, **kwargs)
         user = getattr(request, "user", None)
         if user is None or not user.is_authenticated:
-            login = resolve_url(settings.LOGIN_URL)
+            login = _login_url()
+            if login is None:
+                return HttpResponseForbidden(_LOGIN_HINT.format(settings.LOGIN_URL), content_type="text/plain")
             return HttpResponseRedirect(f"{login}?{urlencode({'next': request.get_full_path()})}")
         return HttpResponseForbidden("payq dashboard: staff only")
 
@@ -80,7 +108,9 @@ def staff_required(view: View) -> View:
 
 
 _REQUEST_KEY = "payq.django.request"
-_apps: Dict[Tuple[str, str], DashboardApp] = {}
+# The app with the payq.Database it was built on, which databases_close()
+# may close: a new Database then means a new app.
+_apps: Dict[Tuple[str, str], Tuple[Any, DashboardApp]] = {}
 _apps_lock = threading.Lock()
 
 
@@ -114,9 +144,9 @@ def dashboard_app() -> DashboardApp:
     key = (db.dsn, db.schema)
     with _apps_lock:
         found = _apps.get(key)
-        if found is None:
-            found = _apps[key] = make_app(db, authenticate=_actor, secret=_secret())
-        return found
+        if found is None or found[0] is not db:
+            found = _apps[key] = (db, make_app(db, authenticate=_actor, secret=_secret()))
+        return found[1]
 
 
 def _response(status_line: str, headers: List[Tuple[str, str]], body: bytes) -> HttpResponse:

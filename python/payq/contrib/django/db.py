@@ -37,7 +37,7 @@ from payq.contrib.django.conf import payq_settings
 from payq.ledger import Ledger
 from payq.outbox import EnqueueResult, Tasks, TaskRequest
 
-__all__ = ["database", "dsn", "enqueue", "enqueue_many", "executor", "ledger", "migrate", "tasks"]
+__all__ = ["database", "databases_close", "dsn", "enqueue", "enqueue_many", "executor", "ledger", "migrate", "tasks"]
 
 # The libpq connection keywords; Django's connection parameters also hold
 # driver-only ones (cursor_factory, context, prepare_threshold), left out.
@@ -95,6 +95,19 @@ def database(using: Optional[str] = None) -> payq.Database:
             found = _databases[key] = payq.connect(key[0], schema=key[1], migrate=False, pooler=settings.pooler,
                                                    listen_dsn=settings.listen_dsn)
         return found
+
+
+def databases_close() -> None:
+    """Close payq's own connections of this process (those of
+    :func:`database`, which the dashboard and the post-commit wake-ups use
+    too); the next use connects again. payq calls it before Django's test
+    runner copies or drops a test database, which PostgreSQL refuses while
+    anyone is connected to it."""
+    with _databases_lock:
+        found = list(_databases.values())
+        _databases.clear()
+    for db in found:
+        db.close()
 
 
 def migrate(using: Optional[str] = None) -> payq.MigrateReport:
