@@ -724,11 +724,14 @@ def test_example_project_pays_and_refunds_orders(example_dsn: str, tmp_path: Pat
         assert http("GET", f"{base}/wallets/alice")[1]["balance"] == "87.66"  # 5.00 came back
         # The order refused for funds left no row (its id was drawn, then rolled back).
         assert http("GET", f"{base}/orders/{refused['id'] + 1}")[0] == 404
+        # Reading an unknown wallet answers 404 and opens none.
+        assert http("GET", f"{base}/wallets/nobody")[0] == 404
 
         db = payq.connect(example_dsn)
         assert db.tasks.get(paid["payout_task_id"]).state == "succeeded"
         assert db.tasks.get(refused["payout_task_id"]).state == "dead"
         assert db.ledger.audit().ok
+        assert db.ledger.find_account("user:nobody", "CNY", "djangoshop") is None
 
         worker = processes[0][1]
         worker.send_signal(signal.SIGTERM)

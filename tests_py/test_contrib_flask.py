@@ -418,6 +418,7 @@ def test_example_app_pays_and_refunds_orders(example_dsn: str, tmp_path: Path) -
         assert db.tasks.get(paid.json["payout_task_id"]).state == "succeeded"
         assert db.tasks.get(refused.json["payout_task_id"]).state == "dead"
         assert db.ledger.audit().ok
+        assert db.ledger.find_account("user:nobody", "CNY", "flaskshop") is None
         ready = log_events(log, "worker_ready")
         assert ready and ready[0]["kinds"] == ["flaskshop.order_refunded", "flaskshop.payout"], logs()
 

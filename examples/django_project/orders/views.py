@@ -54,8 +54,12 @@ def topup(request: HttpRequest, user: str) -> JsonResponse:
 
 @require_GET
 def wallet_show(request: HttpRequest, user: str) -> JsonResponse:
+    # Reading never opens a wallet: an unknown user is a 404.
     with transaction.atomic():  # payq on Django's connection runs in a transaction
-        account = wallet(user)
+        found = ledger().find_account(f"user:{user}", CURRENCY, NAMESPACE)
+    if found is None:
+        return _error(404, f"no wallet for {user}")
+    account = found
     return JsonResponse({"user": user, "balance": str(account.balance.decimal),
                          "available": str(account.available.decimal), "currency": account.currency})
 

@@ -57,7 +57,10 @@ def topup(user: str) -> object:
 
 @blueprint.get("/wallets/<user>")
 def wallet_show(user: str) -> object:
-    account = wallet(payq_ext.database.ledger, user)
+    # Reading never opens a wallet: an unknown user is a 404.
+    account = payq_ext.database.ledger.find_account(f"user:{user}", CURRENCY, NAMESPACE)
+    if account is None:
+        return jsonify(error=f"no wallet for {user}"), 404
     return jsonify(user=user, balance=str(account.balance.decimal), available=str(account.available.decimal),
                    currency=account.currency)
 
