@@ -28,13 +28,20 @@ class PythonHandler final : public Handler {
     py::gil_scoped_acquire gil;
     py::object reported = adapter_(task, context.worker_id, context.lease_token);
     if (reported.is_none()) return HandlerResult::completed_by_handler();
+    // A fifth item, when there is one, is the stack trace of a handler
+    // that raised (stored with the attempt, bounded by the core).
+    std::string traceback;
+    if (py::len(reported) == 5) {
+      traceback = reported.cast<py::tuple>()[4].cast<std::string>();
+      reported = reported.cast<py::tuple>()[py::slice(0, 4, 1)];
+    }
     auto [kind, result_json, error, retry_after_ms] =
         reported.cast<std::tuple<std::string, std::string, std::string, std::optional<std::int64_t>>>();
     Outcome outcome;
-    outcome.kind = kind == "success" ? OutcomeKind::success
-                   : kind == "fail"  ? OutcomeKind::fail
-                   : kind == "unknown" ? OutcomeKind::unknown
-                                       : OutcomeKind::retry;
+    outcome.traceback = std::move(traceback);
+    // An outcome payq cannot read is refused (a handler exception, logged
+    // and recorded as the attempt's error), never taken for `retry`.
+    outcome.kind = outcome_kind_parse(kind);
     outcome.result_json = std::move(result_json);
     outcome.error = std::move(error);
     outcome.retry_after_ms = retry_after_ms;
@@ -97,8 +104,12 @@ void bind_worker(py::module_& m) {
       .def_readonly("holds_expired", &WorkerStats::holds_expired)
       .def_readonly("tasks_pruned", &WorkerStats::tasks_pruned)
       .def_readonly("inbox_events_pruned", &WorkerStats::inbox_events_pruned)
+      .def_readonly("cron_tasks_enqueued", &WorkerStats::cron_tasks_enqueued)
       .def_readonly("attempt_duration_counts", &WorkerStats::attempt_duration_counts)
+      .def_readonly("attempt_duration_seconds_sum", &WorkerStats::attempt_duration_seconds_sum)
       .def_readonly("attempt_duration_ms_sum", &WorkerStats::attempt_duration_ms_sum);
+  m.attr("attempt_duration_bounds_seconds") =
+      std::vector<double>(attempt_duration_bounds_seconds.begin(), attempt_duration_bounds_seconds.end());
   m.attr("attempt_duration_bounds_ms") =
       std::vector<std::int64_t>(attempt_duration_bounds_ms.begin(), attempt_duration_bounds_ms.end());
 
@@ -135,7 +146,6 @@ void bind_worker(py::module_& m) {
              options.maintenance = maintenance;
              options.maintenance_interval = std::chrono::milliseconds(maintenance_interval_ms);
              options.prune_after_ms = prune_after_ms;
-             options.maintenance_extra = [](Transaction& tx) { Outbox(tx).cron_fire(); };
              if (!log) options.log_sink = [](const std::string&) {};
              auto worker = std::make_unique<Worker>(*database, *registry, std::move(options));
              return PyWorker{std::move(database), std::move(registry), std::move(worker)};
@@ -145,8 +155,18 @@ void bind_worker(py::module_& m) {
            py::call_guard<py::gil_scoped_release>())
       .def("stop", [](PyWorker& self) { self.worker->stop(); }, py::call_guard<py::gil_scoped_release>())
       // True also when the worker stopped itself after a fatal thread error,
-      // which stop() then rethrows: Python's run() polls this to notice.
+      // which stop() then rethrows.
       .def("stop_requested", [](const PyWorker& self) { return self.worker->stop_requested(); })
+      // Waits (without the GIL) until stop is requested or `timeout_ms`
+      // passes; whether it was. Python's run() waits in short slices, so its
+      // signal handlers get to run in between.
+      .def(
+          "stop_wait_for",
+          [](PyWorker& self, std::int64_t timeout_ms) {
+            if (timeout_ms < 0) throw InvalidArgument("stop_wait_for: timeout_ms cannot be negative");
+            return self.worker->stop_wait_for(std::chrono::milliseconds(timeout_ms));
+          },
+          py::call_guard<py::gil_scoped_release>())
       .def("stats", [](PyWorker& self) { return self.worker->stats(); });
 
   m.def(

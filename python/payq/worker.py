@@ -31,12 +31,13 @@ from __future__ import annotations
 import functools
 import inspect
 import json
+import logging
 import os
 import signal
-import socket
 import sys
 import threading
 import time
+import traceback as _traceback
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
@@ -59,7 +60,12 @@ __all__ = [
     "Worker",
 ]
 
-Reported = Optional[Tuple[str, str, str, Optional[int]]]
+# (outcome, result JSON, error, retry delay in ms or None[, traceback]).
+Reported = Optional[Union[Tuple[str, str, str, Optional[int]], Tuple[str, str, str, Optional[int], str]]]
+# A handler's traceback keeps its innermost frames, at most this many; the
+# core stores its last 8 KiB (traceback_bytes_max).
+_TRACEBACK_FRAMES_MAX = 30
+_handler_log = logging.getLogger("payq.worker")
 
 
 class _OutcomeSignal(Exception):
@@ -119,8 +125,9 @@ class TaskRun:
         an application connection's executor from ``payq.app_executor``)."""
         target = getattr(transaction, "_tx", transaction)
         duration_ms = int((time.monotonic() - self._started) * 1000)
-        core.outbox_complete(target, self.task.id, self.lease_token, self.task.attempt, "success",
-                             json.dumps(result, allow_nan=False), "", None, self.worker_id, duration_ms)
+        core.outbox_complete(target, task_id=self.task.id, lease_token=self.lease_token, attempt=self.task.attempt,
+                             outcome="success", result_json=json.dumps(result, allow_nan=False),
+                             worker_id=self.worker_id, duration_ms=duration_ms)
         self.completed = True
 
 
@@ -200,7 +207,13 @@ def _adapter(function: HandlerFunction) -> Callable[[Any, str, int], Reported]:
         except _OutcomeSignal as signal_:
             return (signal_.outcome, "null", signal_.reason or type(signal_).__name__, _ms(signal_.after))
         except Exception as exc:  # noqa: BLE001 - any other failure means retry
-            return ("retry", "null", f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS_MAX], None)
+            trace = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__,
+                                                        limit=-_TRACEBACK_FRAMES_MAX))
+            _handler_log.warning("task %d (%s), attempt %d: the handler raised", task.id, task.kind,
+                                 task.attempt, exc_info=exc)
+            # PostgreSQL text holds no NUL; shown escaped, as repr() would.
+            return ("retry", "null", f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS_MAX], None,
+                    trace.replace("\x00", "\\x00"))
         if task.completed:
             return None
         return _result_report(result)
@@ -365,14 +378,45 @@ handler = registry.handler
 http_handler = registry.http
 """Register an HTTP kind in the default registry (see :meth:`Registry.http`)."""
 
+ALERT_KIND = "payq.alert"
+ALERT_QUEUE = "payq.alerts"
+"""payq's own alerts (a task about to die, dead, waiting for review, a
+contradicting callback) are tasks of this kind on this queue."""
 
-# How often run() looks for a stop: a signal, request_stop(), or the engine
-# stopping itself after a thread failed.
-_RUN_POLL_S = 0.2
+
+def _log_line(event: str, worker_id: str, level: str = "info", **fields: Any) -> str:
+    """One JSON log line shaped like the engine's own (ts, level, event,
+    worker first), so log shippers index both alike."""
+    now = time.time()
+    ts = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(now)) + f".{int(now % 1 * 1000):03d}Z"
+    return json.dumps({"ts": ts, "level": level, "event": event, "worker": worker_id, **fields}, default=str)
+
+
+def _alert_default(worker_id: str, log: bool) -> HandlerFunction:
+    """The ``payq.alert`` handler of a worker whose application registered
+    none: it writes the alert as one JSON log line (level warning) and
+    succeeds, so alerts are seen in the logs instead of piling up as
+    pending tasks that make their queue look stuck."""
+
+    def log_alert(task: TaskRun) -> Dict[str, Any]:
+        if log:
+            print(_log_line("alert", worker_id, "warning", task_id=task.id, alert=task.payload),
+                  file=sys.stderr, flush=True)
+        return {"handled_by": "payq default alert handler", "logged": log}
+
+    return log_alert
+
+
+# run() waits for the engine's stop (request_stop(), or the engine stopping
+# itself after a thread failed) in slices of this length, returning to the
+# interpreter in between so that Python signal handlers (SIGTERM) can run.
+_RUN_WAIT_SLICE_MS = 200
 
 
 def _default_worker_id() -> str:
-    return f"{socket.gethostname()}:{os.getpid()}:{os.urandom(3).hex()}"
+    # "<host>:<pid>:<6 hex digits>", the core's own default (one format for
+    # Python and C++ workers alike).
+    return str(core.worker_id_default())
 
 
 def _queue_weight(queue: Any) -> Tuple[str, int]:
@@ -389,6 +433,12 @@ class Worker:
     own connection. Use :meth:`run` (blocks; stops gracefully on SIGTERM and
     SIGINT) or :meth:`start`/:meth:`stop`. With ``log=True`` it writes one
     JSON object per event to stderr.
+
+    With ``alerts=True`` (the default) a worker serving any queue also
+    serves payq's alert queue ``payq.alerts`` (weight 1). Alerts go to the registry's
+    ``payq.alert`` handler; without one, a default handler logs each alert
+    as a JSON line (event ``alert``, level warning) and succeeds, and the
+    worker says so once when it starts.
     """
 
     def __init__(
@@ -407,22 +457,42 @@ class Worker:
         maintenance_interval: timedelta = timedelta(seconds=1),
         prune_after: timedelta = timedelta(days=7),
         log: bool = True,
+        alerts: bool = True,
     ) -> None:
         pairs = [_queue_weight(q) for q in ([queues] if isinstance(queues, str) else queues)]
+        # A worker told to serve no queue at all (maintenance only) stays so.
+        if _args.flag(alerts, "alerts") and pairs and all(name != ALERT_QUEUE for name, _ in pairs):
+            pairs.append((ALERT_QUEUE, 1))
         self.worker_id = _args.text(worker_id, "worker_id") if worker_id is not None else _default_worker_id()
+        core_registry = registry._to_core()
+        # Without an application handler, alerts are logged and succeed
+        # rather than die as an unknown kind or wait forever.
+        self._alert_handler_default = ALERT_KIND not in registry.kinds()
+        if self._alert_handler_default:
+            core_registry.add_python(ALERT_KIND, _adapter(_alert_default(self.worker_id, log)), None, None, None,
+                                     False)
+        self._alerts_served = any(name == ALERT_QUEUE for name, _ in pairs)
+        self._log = log
         self._core = core.Worker(
-            db._core, registry._to_core(), pairs,
+            db._core, core_registry, pairs,
             _args.integer(concurrency, "concurrency", _args.INT32_MIN, _args.INT32_MAX),
             _args.integer(batch, "batch", 0, _args.INT32_MAX), _ms(poll_interval), _ms(shutdown_grace),
             self.worker_id, _args.flag(listen, "listen"), _args.flag(maintenance, "maintenance"),
             _ms(maintenance_interval), _ms(prune_after), _args.flag(log, "log"),
         )
-        self._stop_requested = threading.Event()
         self._shutdown_grace = shutdown_grace
 
     def start(self) -> None:
         """Start the worker's threads and return."""
         self._core.start()
+        if self._alert_handler_default and self._log:
+            handled = (f"this worker logs each alert of {ALERT_QUEUE} as a JSON line (event alert) and marks it "
+                       f"succeeded" if self._alerts_served else
+                       f"this worker does not serve {ALERT_QUEUE}, so alerts wait there for one that does")
+            print(_log_line("alert_handler_default", self.worker_id, "warning",
+                            detail=f"no {ALERT_KIND} handler is registered: {handled}; register one with "
+                                   f"@payq.handler({ALERT_KIND!r}) to page someone"),
+                  file=sys.stderr, flush=True)
 
     def stop(self) -> None:
         """Stop claiming, let in-flight tasks finish, give back the rest."""
@@ -430,7 +500,6 @@ class Worker:
 
     def request_stop(self) -> None:
         """Ask the worker to stop (safe from a signal handler or a handler)."""
-        self._stop_requested.set()
         self._core.request_stop()
 
     @property
@@ -438,7 +507,7 @@ class Worker:
         """Whether the worker is stopping: asked to, or stopped by itself
         because one of its threads failed (then :meth:`stop` raises that
         thread's error)."""
-        return self._stop_requested.is_set() or self._core.stop_requested()
+        return bool(self._core.stop_requested())
 
     def stats(self) -> Dict[str, Any]:
         """The worker's counters since it was created (``claimed``,
@@ -464,9 +533,10 @@ class Worker:
             previous[signum] = signal.signal(signum, lambda *_: self.request_stop())
         try:
             self.start()
-            # The main thread waits in Python, so signal handlers can run;
-            # the engine's own stop (a failed thread) ends the wait too.
-            while not self._stop_requested.wait(_RUN_POLL_S) and not self._core.stop_requested():
+            # The engine's stop state is the one truth: a request (from a
+            # signal handler, another thread or a handler) and a failed
+            # engine thread both end the wait.
+            while not self._core.stop_wait_for(_RUN_WAIT_SLICE_MS):
                 pass
         finally:
             self._stop_within_grace()

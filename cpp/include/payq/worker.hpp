@@ -1,8 +1,8 @@
 // The worker engine: threads that claim tasks from weighted queues, run their
 // handlers and record the outcomes; a listener that wakes idle threads on
-// NOTIFY; and maintenance (lease rescue, hold expiry, pruning) run by one
-// elected worker at a time. No Python here: the binding wraps Python
-// callables into Handlers.
+// NOTIFY; and maintenance (lease rescue, hold expiry, pruning, inbox pruning,
+// cron) run by one elected worker at a time. No Python here: the binding
+// wraps Python callables into Handlers.
 #pragma once
 
 #include <array>
@@ -12,14 +12,13 @@
 #include <cstdint>
 #include <exception>
 #include <functional>
+#include <memory>
 #include <mutex>
 #include <optional>
 #include <string>
 #include <thread>
 #include <utility>
 #include <vector>
-
-#include <nlohmann/json_fwd.hpp>
 
 #include "payq/connection.hpp"
 #include "payq/database.hpp"
@@ -32,7 +31,6 @@ namespace payq {
 inline constexpr int worker_concurrency_max = 256;
 inline constexpr int worker_queue_count_max = 64;
 inline constexpr int worker_queue_weight_max = 1000;  // as the queue table's CHECK
-inline constexpr std::size_t worker_id_bytes_max = 200;
 inline constexpr std::chrono::milliseconds worker_poll_interval_min{10};
 inline constexpr std::chrono::milliseconds worker_poll_interval_max{3'600'000};
 inline constexpr std::chrono::milliseconds worker_shutdown_grace_max{3'600'000};
@@ -74,8 +72,12 @@ struct WorkerOptions {
   // than task rows: a provider re-sending an old notification must still be
   // recognised as a duplicate.
   std::int64_t inbox_retention_ms = 180LL * 24 * 3600 * 1000;
+  // Enqueue the due slots of the cron entries (Outbox::cron_set) at every
+  // maintenance tick of the leader; each slot fires once across workers.
+  bool cron = true;
   // Runs in a transaction of its own at every maintenance tick of the
-  // leader, after the built-in steps (cron firing will hook in here).
+  // leader, after the built-in services (lease rescue, hold expiry, pruning,
+  // inbox pruning, cron).
   std::function<void(Transaction&)> maintenance_extra;
   // Receives one JSON object per line (without the newline). Calls are
   // serialised by the worker and may happen while it holds an internal
@@ -95,6 +97,9 @@ void worker_options_validate(const WorkerOptions& options);
 // one more bucket above the last catches everything longer.
 inline constexpr std::array<std::int64_t, 12> attempt_duration_bounds_ms{5,   10,   25,   50,   100,  250,
                                                                          500, 1000, 2500, 5000, 10000, 30000};
+// The same bounds in seconds, as Prometheus wants them.
+inline constexpr std::array<double, attempt_duration_bounds_ms.size()> attempt_duration_bounds_seconds{
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0};
 
 struct WorkerStats {
   std::int64_t claimed = 0;
@@ -121,10 +126,15 @@ struct WorkerStats {
   std::int64_t holds_expired = 0;
   std::int64_t tasks_pruned = 0;
   std::int64_t inbox_events_pruned = 0;
+  std::int64_t cron_tasks_enqueued = 0;
   // Handler durations of the attempts this worker finished: the count per
-  // bucket of attempt_duration_bounds_ms (not cumulative; the last entry is
-  // the bucket above the last bound), and their sum.
+  // bucket of attempt_duration_bounds_seconds (not cumulative; a duration
+  // equal to a bound is in that bound's bucket; the last entry is the bucket
+  // above the last bound), and their sum, measured to the nanosecond.
   std::vector<std::int64_t> attempt_duration_counts;
+  double attempt_duration_seconds_sum = 0;
+  // Deprecated: the sum in whole milliseconds (each attempt truncated), kept
+  // until the metrics exporter reads attempt_duration_seconds_sum.
   std::int64_t attempt_duration_ms_sum = 0;
 };
 
@@ -152,7 +162,9 @@ class Worker {
   // InvalidState there).
   void stop();
 
-  bool stop_requested() const noexcept { return stopping_.load(); }
+  // True once stop was requested, also when the worker stopped itself after
+  // a fatal thread error (which stop() then rethrows).
+  bool stop_requested() const noexcept;
   // Waits until stop is requested or the timeout passes; returns whether
   // stop was requested. A binding runs start() and then this in short
   // slices, checking for signals (Python's SIGTERM handler) in between,
@@ -163,118 +175,16 @@ class Worker {
   const std::string& worker_id() const noexcept { return options_.worker_id; }
 
  private:
-  struct Counters {
-    std::atomic<std::int64_t> claimed{0}, succeeded{0}, retried{0}, failed{0}, unknown{0}, unknown_kind{0},
-        handler_exceptions{0}, completed_by_handler{0}, batched_completions{0}, async_started{0},
-        async_abandoned{0}, queue_pauses{0}, lease_lost{0}, given_back{0}, complete_errors{0}, database_errors{0},
-        in_flight{0}, maintenance_ticks{0}, leases_rescued{0}, holds_expired{0}, tasks_pruned{0}, inbox_events_pruned{0},
-        attempt_duration_ms_sum{0};
-    std::array<std::atomic<std::int64_t>, attempt_duration_bounds_ms.size() + 1> attempt_duration_counts{};
-    std::atomic<bool> maintenance_leader{false};
-  };
+  // The parts (claim loop, listener, maintenance) and what they share;
+  // defined in worker.cpp.
+  struct Parts;
 
-  void attempt_duration_observe(std::int64_t duration_ms) noexcept;
-
-  struct ClaimedTask {
-    Task task;
-    std::chrono::steady_clock::time_point claimed_at;
-  };
-
-  // A success of a batched_completion kind, waiting for the batch's flush.
-  // `task` points into the batch being run, which outlives the queue.
-  struct QueuedSuccess {
-    const Task* task;
-    std::string result_json;
-    std::int64_t duration_ms;
-  };
-
-  // Smooth weighted round-robin over the served queues (one per thread).
-  class QueuePicker {
-   public:
-    explicit QueuePicker(const std::vector<std::pair<std::string, int>>& queues);
-    std::size_t next();
-
-   private:
-    std::vector<int> weights_;
-    std::vector<int> current_;
-    int weight_total_ = 0;
-  };
-
-  // A claiming thread's own connection (worker.cpp).
-  class ThreadConnection;
-  // The asynchronous attempts of one batch, awaiting their results
-  // (worker_async.cpp).
-  class AsyncBatch;
-
-  // worker.cpp: the claiming threads.
-  void claimer_run(int index) noexcept;
-  void claimer_loop(int index);
-  std::vector<ClaimedTask> claim_round(Connection& connection, QueuePicker& picker);
-  void batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch);
-  void task_run(ThreadConnection& connection, const ClaimedTask& claimed, const std::optional<HandlerEntry>& entry,
-                std::vector<QueuedSuccess>& queued);
-  // Records what a handler reported (pause, outcome or nothing), shared by
-  // the synchronous and the asynchronous path.
-  void result_record(ThreadConnection& connection, const Task& task, HandlerResult& result,
-                     const BackoffPolicy& backoff, bool batched, std::int64_t duration_ms,
-                     std::vector<QueuedSuccess>& queued);
-  void successes_flush(ThreadConnection& connection, std::vector<QueuedSuccess>& queued);
-  TaskContext context_for(ThreadConnection& connection, const Task& task);
-  HandlerResult handler_call(Handler& handler, const Task& task, const TaskContext& context);
-  HandlerResult handler_exception_result(const Task& task, const std::string& error);
-  void queue_pause(ThreadConnection& connection, const Task& task, std::int64_t pause_ms);
-
-  // worker_async.cpp: asynchronous handlers.
-  void async_start(ThreadConnection& connection, AsyncBatch& async, const ClaimedTask& claimed,
-                   const HandlerEntry& entry);
-  void async_finish(ThreadConnection& connection, AsyncBatch& async, std::vector<QueuedSuccess>& queued);
-  void task_complete(ThreadConnection& connection, const Task& task, const Outcome& outcome,
-                     const BackoffPolicy& backoff, std::int64_t duration_ms);
-  void task_give_back(ThreadConnection& connection, const Task& task, const char* reason);
-  void outcome_count(OutcomeKind kind);
   void thread_fatal(const char* thread_name) noexcept;
   void shutdown_wait();
 
-  // Waiting and waking. A wake token stands for "there may be work": the
-  // listener adds one per notification, a thread that claimed a full batch
-  // adds one for a colleague. Tokens are capped at `concurrency`.
-  void wake(int token_count);
-  // Waits until a token, stop, or the timeout; consumes a token if there was one.
-  void idle_wait(int thread_index, std::chrono::milliseconds timeout);
-
-  // worker_listener.cpp
-  void listener_run() noexcept;
-  void listener_session(int& failure_count);
-
-  // worker_maintenance.cpp
-  void maintenance_run() noexcept;
-  void maintenance_session(int& failure_count);
-  // Takes or renews the maintenance lease; whether this worker holds it.
-  bool maintenance_lease_take(Connection& connection);
-  void maintenance_lease_give_up(Connection& connection) noexcept;
-  bool maintenance_tick(Connection& connection);
-
-  // worker_log.cpp: one JSON object per line; `fields` is a JSON object.
-  void log(const char* level, const char* event, const nlohmann::json& fields) noexcept;
-  bool log_debug_enabled() const noexcept { return options_.log_debug; }
-
   Database& database_;
-  HandlerRegistry& registry_;
   WorkerOptions options_;
-
-  Counters counters_;
-  std::atomic<bool> stopping_{false};
-  // The database as the claiming threads last found it: an outage is logged
-  // once when it starts and once when it ends, however many threads and
-  // retries see it.
-  std::atomic<bool> database_unavailable_{false};
-  std::atomic<std::int64_t> database_unavailable_since_ms_{0};
-  void database_failed(int thread_index, const char* error) noexcept;
-  void database_reached() noexcept;
-
-  std::mutex wake_mutex_;
-  std::condition_variable wake_cv_;
-  int wake_tokens_ = 0;
+  std::unique_ptr<Parts> parts_;
 
   std::mutex lifecycle_mutex_;
   std::condition_variable lifecycle_cv_;
@@ -284,8 +194,6 @@ class Worker {
   int threads_running_ = 0;
   std::exception_ptr fatal_error_;
   std::vector<std::thread> threads_;
-
-  std::mutex log_mutex_;
 };
 
 // The NOTIFY channel of a schema: "payq_<schema>", shortened with a hash when

@@ -1,163 +1,117 @@
-// The worker's claiming threads and its lifecycle: each thread owns one
-// connection, claims a batch from a queue picked by weight in a short
-// transaction, runs the handlers one after another and records each outcome
-// in a fresh transaction. Asynchronous handlers (worker_async.cpp), the
-// listener and maintenance live in their own files.
+// The worker as a whole: its options split into the parts' options, the
+// parts (claim loop, listener, maintenance with its services) built from
+// them, and the lifecycle of their threads: start, stop, join.
 #include "payq/worker.hpp"
 
 #include <pthread.h>
-#include <unistd.h>
 
 #include <algorithm>
-#include <random>
-#include <regex>
-#include <set>
-#include <sstream>
 #include <stdexcept>
 #include <system_error>
-#include <type_traits>
 
 #include <nlohmann/json.hpp>
 
 #include "payq/error.hpp"
-#include "worker/worker_async_internal.hpp"
+#include "payq/vocabulary.hpp"
+#include "worker/claim_loop.hpp"
+#include "worker/listener.hpp"
+#include "worker/maintenance.hpp"
+#include "worker/services.hpp"
+#include "worker/worker_internal.hpp"
 
 namespace payq {
 namespace {
 
-using Clock = std::chrono::steady_clock;
+// Stands in for an empty worker_id while options are validated: the worker
+// fills in worker_id_default() only when it is built.
+const char* const worker_id_placeholder = "worker";
 
-// After a claim or connection failure a thread waits, doubling from the
-// minimum up to the maximum, so a database outage is not hammered.
-constexpr std::chrono::milliseconds claim_error_delay_min{100};
-constexpr std::chrono::milliseconds claim_error_delay_max{10'000};
-constexpr int claim_error_doubling_count_max = 7;  // 100 ms * 2^7 > 10 s
-
-// A claimed task is started only while at least this fraction of its lease
-// remains; otherwise it is given back for a fresh claim rather than started
-// under a lease that may expire mid-call (and be rescued as `unknown`).
-constexpr int lease_headroom_divisor = 2;
-
-// A transient error (serialization failure, deadlock) re-runs a transaction
-// after a short random pause, at most the database's transient retry count.
-
-std::chrono::milliseconds error_delay(int failure_count) {
-  const int doublings = std::clamp(failure_count - 1, 0, claim_error_doubling_count_max);
-  return std::min(claim_error_delay_max, claim_error_delay_min * (1 << doublings));
+ClaimLoopOptions claim_loop_options(const WorkerOptions& o) {
+  ClaimLoopOptions c;
+  c.queues = o.queues;
+  c.claim_batch_count_max = o.claim_batch_count_max;
+  c.poll_interval = o.poll_interval;
+  c.worker_id = o.worker_id.empty() ? worker_id_placeholder : o.worker_id;
+  return c;
 }
 
-std::string worker_id_default() {
-  char host[256] = {};
-  if (gethostname(host, sizeof host - 1) != 0) std::snprintf(host, sizeof host, "%s", "host");
-  std::random_device device;
-  std::ostringstream out;
-  out << host << ':' << getpid() << ':' << std::hex << (device() & 0xffffffu);
-  std::string id = out.str();
-  if (id.size() > worker_id_bytes_max) id = id.substr(id.size() - worker_id_bytes_max);
-  return id;
+ListenerOptions listener_options(const WorkerOptions& o) {
+  ListenerOptions l;
+  for (const auto& queue : o.queues) l.queues.insert(queue.first);
+  // Notifications sent while no session listened were lost: every thread
+  // should look.
+  l.listen_wake_count = o.concurrency;
+  return l;
 }
 
-void log_to_stderr(const std::string& line) {
-  std::string out = line;
-  out.push_back('\n');
-  std::fputs(out.c_str(), stderr);
+MaintenanceOptions maintenance_options(const WorkerOptions& o) {
+  MaintenanceOptions m;
+  m.worker_id = o.worker_id.empty() ? worker_id_placeholder : o.worker_id;
+  m.interval = o.maintenance_interval;
+  return m;
 }
 
-bool queue_name_valid(const std::string& name) {
-  static const std::regex pattern("^[A-Za-z0-9_.:-]{1,100}$");
-  return std::regex_match(name, pattern);
+ServiceSchedule service_schedule(const WorkerOptions& o) {
+  ServiceSchedule schedule;
+  schedule.batch_count_max = o.maintenance_batch_count_max;
+  return schedule;
 }
 
-// Counts a task in flight for as long as its handler and completion run.
-class InFlight {
- public:
-  explicit InFlight(std::atomic<std::int64_t>& counter) : counter_(counter) { ++counter_; }
-  ~InFlight() { --counter_; }
-  InFlight(const InFlight&) = delete;
-  InFlight& operator=(const InFlight&) = delete;
-
- private:
-  std::atomic<std::int64_t>& counter_;
-};
-
-// A success may wait for the batch's flush only if nothing but the state
-// change is due: no hold to capture, no reversal or follow-up waiting.
-bool success_batchable(const Task& task, const Outcome& outcome) {
-  const Settlement& s = task.settlement;
-  return outcome.kind == OutcomeKind::success && !s.hold_id && !s.reverse_transaction_id && !s.followup_json;
+PruneOptions prune_options(const WorkerOptions& o) {
+  PruneOptions p;
+  p.schedule = service_schedule(o);
+  p.after_ms = o.prune_after_ms;
+  return p;
 }
 
-// Successes without settlement are recorded by one fenced statement (the
-// batch completion): run as its own transaction, it needs no BEGIN and
-// COMMIT round trips. Returns the ids of the tasks it completed.
-std::vector<std::int64_t> successes_complete_alone(Connection& connection, const std::vector<BatchSuccess>& items,
-                                                   const std::string& worker_id, int retry_count_max) {
-  return single_statement_on(connection, retry_count_max, [&](SingleStatement& alone) {
-    return Outbox(alone).complete_success_batch(items, worker_id);
-  });
+InboxPruneOptions inbox_prune_options(const WorkerOptions& o) {
+  InboxPruneOptions p;
+  p.schedule = service_schedule(o);
+  p.retention_ms = o.inbox_retention_ms;
+  return p;
 }
 
-Completion success_complete_alone(Connection& connection, const CompleteRequest& request, int retry_count_max) {
-  const BatchSuccess item{request.task_id, request.lease_token, request.outcome.result_json, request.duration_ms};
-  if (successes_complete_alone(connection, {item}, request.worker_id, retry_count_max).empty()) {
-    throw LeaseLost("task " + std::to_string(request.task_id) + " is no longer running under lease " +
-                    std::to_string(request.lease_token));
+// The services in the order they run at a tick, each with what follows its
+// commit: the counter it feeds, and for the rescue a wake-up, since rescued
+// tasks are pending again and idle threads may claim them now.
+std::vector<MaintenanceStep> maintenance_steps(const WorkerOptions& o, WorkerCounters& counters, WakeTokens& wake) {
+  auto counting = [](std::atomic<std::int64_t>& counter) {
+    return [&counter](std::int64_t count) { counter += count; };
+  };
+  std::vector<MaintenanceStep> steps;
+  const int concurrency = o.concurrency;
+  steps.push_back({std::make_unique<LeaseRescueService>(LeaseRescueOptions{service_schedule(o)}),
+                   [&counters, &wake, concurrency](std::int64_t count) {
+                     counters.leases_rescued += count;
+                     if (count > 0) wake.wake(static_cast<int>(std::min<std::int64_t>(count, concurrency)));
+                   }});
+  steps.push_back({std::make_unique<HoldExpiryService>(HoldExpiryOptions{service_schedule(o)}),
+                   counting(counters.holds_expired)});
+  steps.push_back({std::make_unique<PruneService>(prune_options(o)), counting(counters.tasks_pruned)});
+  steps.push_back(
+      {std::make_unique<InboxPruneService>(inbox_prune_options(o)), counting(counters.inbox_events_pruned)});
+  if (o.cron) steps.push_back({std::make_unique<CronService>(), counting(counters.cron_tasks_enqueued)});
+  if (o.maintenance_extra) steps.push_back({std::make_unique<ExtraService>(o.maintenance_extra), {}});
+  return steps;
+}
+
+constexpr bool attempt_duration_bounds_agree() {
+  for (std::size_t i = 0; i < attempt_duration_bounds_ms.size(); ++i) {
+    if (attempt_duration_bounds_seconds[i] != static_cast<double>(attempt_duration_bounds_ms[i]) / 1000) return false;
   }
-  Completion completion;
-  completion.state = TaskState::succeeded;
-  return completion;
+  return true;
 }
-
-nlohmann::json task_fields(const Task& task) {
-  return {{"task_id", task.id}, {"kind", task.kind}, {"queue", task.queue}, {"attempt", task.attempt}};
-}
+static_assert(attempt_duration_bounds_agree(), "the seconds bounds are the millisecond bounds / 1000");
+static_assert(service_batch_count_max == worker_maintenance_batch_count_max, "one bound for maintenance batches");
 
 }  // namespace
-
-// The thread's connection: acquired on first use, dropped when it broke so
-// the next use acquires a fresh one.
-class Worker::ThreadConnection {
- public:
-  explicit ThreadConnection(Database& database) : database_(database) {}
-  Connection& get() {
-    if (lease_ && !(*lease_)->is_open()) lease_.reset();
-    if (!lease_) lease_.emplace(database_.acquire());
-    return **lease_;
-  }
-  void drop_if_broken() {
-    if (lease_ && !(*lease_)->is_open()) lease_.reset();
-  }
-
- private:
-  Database& database_;
-  std::optional<Database::Lease> lease_;
-};
 
 // ---------------------------------------------------------------- options
 
 void worker_options_validate(const WorkerOptions& o) {
   auto fail = [](const std::string& message) { throw InvalidArgument("worker options: " + message); };
-  if (o.queues.empty()) fail("queues is empty");
-  if (o.queues.size() > static_cast<std::size_t>(worker_queue_count_max)) {
-    fail("at most " + std::to_string(worker_queue_count_max) + " queues");
-  }
-  std::set<std::string> names;
-  for (const auto& [name, weight] : o.queues) {
-    if (!queue_name_valid(name)) fail("queue name '" + name + "' is not 1-100 of [A-Za-z0-9_.:-]");
-    if (!names.insert(name).second) fail("queue '" + name + "' is listed twice");
-    if (weight < 1 || weight > worker_queue_weight_max) {
-      fail("queue '" + name + "' weight must be 1 to " + std::to_string(worker_queue_weight_max));
-    }
-  }
   if (o.concurrency < 1 || o.concurrency > worker_concurrency_max) {
     fail("concurrency must be 1 to " + std::to_string(worker_concurrency_max));
-  }
-  if (o.claim_batch_count_max < 1 || o.claim_batch_count_max > claim_batch_count_max) {
-    fail("claim_batch_count_max must be 1 to " + std::to_string(claim_batch_count_max));
-  }
-  if (o.poll_interval < worker_poll_interval_min || o.poll_interval > worker_poll_interval_max) {
-    fail("poll_interval must be " + std::to_string(worker_poll_interval_min.count()) + " to " +
-         std::to_string(worker_poll_interval_max.count()) + " ms");
   }
   if (o.shutdown_grace.count() < 0 || o.shutdown_grace > worker_shutdown_grace_max) {
     fail("shutdown_grace must be 0 to " + std::to_string(worker_shutdown_grace_max.count()) + " ms");
@@ -165,48 +119,94 @@ void worker_options_validate(const WorkerOptions& o) {
   if (o.worker_id.size() > worker_id_bytes_max) {
     fail("worker_id is longer than " + std::to_string(worker_id_bytes_max) + " bytes");
   }
-  if (o.maintenance_interval < worker_maintenance_interval_min ||
-      o.maintenance_interval > worker_maintenance_interval_max) {
-    fail("maintenance_interval must be " + std::to_string(worker_maintenance_interval_min.count()) + " to " +
-         std::to_string(worker_maintenance_interval_max.count()) + " ms");
-  }
-  if (o.maintenance_batch_count_max < 1 || o.maintenance_batch_count_max > worker_maintenance_batch_count_max) {
-    fail("maintenance_batch_count_max must be 1 to " + std::to_string(worker_maintenance_batch_count_max));
-  }
-  if (o.prune_after_ms < worker_prune_after_ms_min) fail("prune_after_ms cannot be negative");
-  if (o.inbox_retention_ms < 0) fail("inbox_retention_ms cannot be negative");
+  claim_loop_options(o).validate();
+  listener_options(o).validate();
+  maintenance_options(o).validate();
+  service_schedule(o).validate("maintenance");
+  prune_options(o).validate();
+  inbox_prune_options(o).validate();
 }
 
-// ---------------------------------------------------------------- queue choice
+// ---------------------------------------------------------------- counters
 
-Worker::QueuePicker::QueuePicker(const std::vector<std::pair<std::string, int>>& queues) {
-  for (const auto& queue : queues) {
-    weights_.push_back(queue.second);
-    weight_total_ += queue.second;
+// Bucketed and summed at full precision: most handlers of a busy worker take
+// well under a millisecond, which whole milliseconds would count as zero.
+void WorkerCounters::attempt_duration_observe(std::chrono::nanoseconds duration) noexcept {
+  const double seconds = std::chrono::duration<double>(duration).count();
+  std::size_t bucket = 0;
+  while (bucket < attempt_duration_bounds_seconds.size() && seconds > attempt_duration_bounds_seconds[bucket]) {
+    ++bucket;
   }
-  current_.assign(weights_.size(), 0);
+  ++attempt_duration_counts[bucket];
+  attempt_duration_ns_sum += duration.count();
+  attempt_duration_ms_sum += std::chrono::duration_cast<std::chrono::milliseconds>(duration).count();
 }
 
-// Smooth weighted round-robin (as in nginx): every queue earns its weight,
-// the richest is picked and pays the total. Weights 5:1:1 give
-// a a b a c a a rather than a a a a a b c.
-std::size_t Worker::QueuePicker::next() {
-  std::size_t best = 0;
-  for (std::size_t i = 0; i < weights_.size(); ++i) {
-    current_[i] += weights_[i];
-    if (current_[i] > current_[best]) best = i;
-  }
-  current_[best] -= weight_total_;
-  return best;
+WorkerStats WorkerCounters::snapshot() const {
+  WorkerStats s;
+  s.claimed = claimed.load();
+  s.succeeded = succeeded.load();
+  s.retried = retried.load();
+  s.failed = failed.load();
+  s.unknown = unknown.load();
+  s.unknown_kind = unknown_kind.load();
+  s.handler_exceptions = handler_exceptions.load();
+  s.completed_by_handler = completed_by_handler.load();
+  s.batched_completions = batched_completions.load();
+  s.async_started = async_started.load();
+  s.async_abandoned = async_abandoned.load();
+  s.queue_pauses = queue_pauses.load();
+  s.lease_lost = lease_lost.load();
+  s.given_back = given_back.load();
+  s.complete_errors = complete_errors.load();
+  s.database_errors = database_errors.load();
+  s.in_flight = in_flight.load();
+  s.maintenance_ticks = maintenance_ticks.load();
+  s.maintenance_leader = maintenance_leader.load();
+  s.leases_rescued = leases_rescued.load();
+  s.holds_expired = holds_expired.load();
+  s.tasks_pruned = tasks_pruned.load();
+  s.inbox_events_pruned = inbox_events_pruned.load();
+  s.cron_tasks_enqueued = cron_tasks_enqueued.load();
+  for (const auto& count : attempt_duration_counts) s.attempt_duration_counts.push_back(count.load());
+  s.attempt_duration_seconds_sum = static_cast<double>(attempt_duration_ns_sum.load()) / 1e9;
+  s.attempt_duration_ms_sum = attempt_duration_ms_sum.load();
+  return s;
 }
+
+// ---------------------------------------------------------------- parts
+
+struct Worker::Parts {
+  Parts(Database& database, HandlerRegistry& registry, const WorkerOptions& o)
+      : log(o.worker_id, o.log_sink, o.log_debug),
+        wake(o.concurrency, stop),
+        claim_loop(database, registry, claim_loop_options(o), stop, wake, log, counters) {
+    if (o.listen && database.listen_dsn()) {
+      listener.emplace(database, listener_options(o), [this](int count) { wake.wake(count); }, stop, log);
+    }
+    if (o.maintenance) {
+      maintenance.emplace(database, maintenance_options(o), maintenance_steps(o, counters, wake), stop, log,
+                          counters);
+    }
+  }
+
+  WorkerLog log;
+  StopSignal stop;
+  WakeTokens wake;
+  WorkerCounters counters;
+  ClaimLoop claim_loop;
+  std::optional<Listener> listener;
+  std::optional<Maintenance> maintenance;
+};
 
 // ---------------------------------------------------------------- lifecycle
 
 Worker::Worker(Database& database, HandlerRegistry& registry, WorkerOptions options)
-    : database_(database), registry_(registry), options_(std::move(options)) {
+    : database_(database), options_(std::move(options)) {
   worker_options_validate(options_);
   if (options_.worker_id.empty()) options_.worker_id = worker_id_default();
-  if (!options_.log_sink) options_.log_sink = log_to_stderr;
+  if (!options_.log_sink) options_.log_sink = worker_log_to_stderr;
+  parts_ = std::make_unique<Parts>(database_, registry, options_);
 }
 
 Worker::~Worker() {
@@ -218,26 +218,32 @@ void Worker::start() {
   std::unique_lock<std::mutex> lock(lifecycle_mutex_);
   if (started_) throw InvalidState("worker " + options_.worker_id + " was already started");
   started_ = true;
-  log("info", "worker_started",
-      {{"concurrency", options_.concurrency},
-       {"queues", options_.queues},
-       {"listen", options_.listen && database_.listen_dsn().has_value()},
-       {"pooler", pooler_name(database_.pooler())},
-       {"maintenance", options_.maintenance},
-       {"schema", database_.schema()}});
+  WorkerLog& log = parts_->log;
+  log.write("info", "worker_started",
+            {{"concurrency", options_.concurrency},
+             {"queues", options_.queues},
+             {"listen", parts_->listener.has_value()},
+             {"pooler", pooler_name(database_.pooler())},
+             {"maintenance", options_.maintenance},
+             {"schema", database_.schema()}});
   if (options_.listen && !database_.listen_dsn()) {
-    log("info", "listen_unavailable",
-        {{"reason", "behind a transaction-mode pooler without listen_dsn"},
-         {"poll_interval_ms", options_.poll_interval.count()}});
+    log.write("info", "listen_unavailable",
+              {{"reason", "behind a transaction-mode pooler without listen_dsn"},
+               {"poll_interval_ms", options_.poll_interval.count()}});
   }
   // Named threads, so `top -H`, gdb and perf tell a worker's parts apart
   // (Linux keeps 15 characters of a name). A thread is counted once it
   // exists; it cannot uncount itself before that, as its exit takes the
-  // lifecycle mutex this function holds.
-  auto spawn = [this](std::string name, auto body) {
-    threads_.emplace_back([this, name, body] {
+  // lifecycle mutex this function holds. A part's body returns at stop;
+  // anything it throws is a broken invariant, which stops the worker.
+  auto spawn = [this](std::string name, const char* part, auto body) {
+    threads_.emplace_back([this, name, part, body] {
       pthread_setname_np(pthread_self(), name.substr(0, 15).c_str());
-      body();
+      try {
+        body();
+      } catch (...) {
+        thread_fatal(part);
+      }
       std::lock_guard<std::mutex> exit_guard(lifecycle_mutex_);
       --threads_running_;
       lifecycle_cv_.notify_all();
@@ -247,17 +253,22 @@ void Worker::start() {
   std::string refused;
   try {
     for (int i = 0; i < options_.concurrency; ++i) {
-      spawn("payq-claim-" + std::to_string(i), [this, i] { claimer_run(i); });
+      spawn("payq-claim-" + std::to_string(i), "claimer", [this, i] { parts_->claim_loop.run(i); });
     }
-    if (options_.listen && database_.listen_dsn()) spawn("payq-listen", [this] { listener_run(); });
-    if (options_.maintenance) spawn("payq-maint", [this] { maintenance_run(); });
+    if (parts_->listener) spawn("payq-listen", "listener", [this] { parts_->listener->run(); });
+    if (parts_->maintenance) {
+      spawn("payq-maint", "maintenance", [this] {
+        parts_->maintenance->run();
+        parts_->counters.maintenance_leader = false;
+      });
+    }
     return;
   } catch (const std::system_error& e) {
     refused = e.what();
   }
   // The system refused a thread: stop the ones that started, then say so.
   lock.unlock();
-  log("error", "worker_thread_refused", {{"error", refused}, {"threads_started", threads_.size()}});
+  log.write("error", "worker_thread_refused", {{"error", refused}, {"threads_started", threads_.size()}});
   request_stop();
   shutdown_wait();
   throw ResourceExhausted("worker " + options_.worker_id + " could not start a thread (" + refused +
@@ -266,22 +277,18 @@ void Worker::start() {
 
 void Worker::run() {
   start();
-  {
-    std::unique_lock<std::mutex> lock(lifecycle_mutex_);
-    lifecycle_cv_.wait(lock, [&] { return stopping_.load(); });
-  }
+  parts_->stop.wait();
   stop();
 }
 
 void Worker::request_stop() noexcept {
-  if (stopping_.exchange(true)) return;
-  // Lock and unlock each mutex before notifying, so a waiter that checked
-  // its predicate just before the store cannot miss the wakeup.
-  { std::lock_guard<std::mutex> guard(wake_mutex_); }
-  wake_cv_.notify_all();
-  { std::lock_guard<std::mutex> guard(lifecycle_mutex_); }
-  lifecycle_cv_.notify_all();
+  if (!parts_->stop.request()) return;
+  parts_->wake.stop_notify();
 }
+
+bool Worker::stop_requested() const noexcept { return parts_->stop.requested(); }
+
+bool Worker::stop_wait_for(std::chrono::milliseconds timeout) { return parts_->stop.wait_for(timeout); }
 
 void Worker::stop() {
   request_stop();
@@ -317,8 +324,9 @@ void Worker::shutdown_wait() {
       lifecycle_cv_.wait_for(lock, options_.shutdown_grace, [&] { return threads_running_ == 0; });
   if (!within_grace) {
     lock.unlock();
-    log("warning", "shutdown_grace_exceeded",
-        {{"in_flight", counters_.in_flight.load()}, {"grace_ms", options_.shutdown_grace.count()}});
+    parts_->log.write(
+        "warning", "shutdown_grace_exceeded",
+        {{"in_flight", parts_->counters.in_flight.load()}, {"grace_ms", options_.shutdown_grace.count()}});
     lock.lock();
     lifecycle_cv_.wait(lock, [&] { return threads_running_ == 0; });
   }
@@ -329,27 +337,7 @@ void Worker::shutdown_wait() {
   joined_ = true;
   lifecycle_cv_.notify_all();
   lock.unlock();
-  log("info", "worker_stopped", {{"given_back", counters_.given_back.load()}});
-}
-
-namespace {
-
-std::int64_t steady_now_ms() {
-  return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now().time_since_epoch())
-      .count();
-}
-
-}  // namespace
-
-void Worker::database_failed(int thread_index, const char* error) noexcept {
-  if (database_unavailable_.exchange(true)) return;
-  database_unavailable_since_ms_ = steady_now_ms();
-  log("error", "database_unavailable", {{"thread", thread_index}, {"error", error}});
-}
-
-void Worker::database_reached() noexcept {
-  if (!database_unavailable_.load(std::memory_order_relaxed) || !database_unavailable_.exchange(false)) return;
-  log("info", "database_available", {{"unavailable_ms", steady_now_ms() - database_unavailable_since_ms_.load()}});
+  parts_->log.write("info", "worker_stopped", {{"given_back", parts_->counters.given_back.load()}});
 }
 
 void Worker::thread_fatal(const char* thread_name) noexcept {
@@ -364,431 +352,10 @@ void Worker::thread_fatal(const char* thread_name) noexcept {
     std::lock_guard<std::mutex> guard(lifecycle_mutex_);
     if (!fatal_error_) fatal_error_ = std::current_exception();
   }
-  log("error", "worker_thread_failed", {{"thread", thread_name}, {"error", message}});
+  parts_->log.write("error", "worker_thread_failed", {{"thread", thread_name}, {"error", message}});
   request_stop();
 }
 
-WorkerStats Worker::stats() const {
-  WorkerStats s;
-  s.claimed = counters_.claimed.load();
-  s.succeeded = counters_.succeeded.load();
-  s.retried = counters_.retried.load();
-  s.failed = counters_.failed.load();
-  s.unknown = counters_.unknown.load();
-  s.unknown_kind = counters_.unknown_kind.load();
-  s.handler_exceptions = counters_.handler_exceptions.load();
-  s.completed_by_handler = counters_.completed_by_handler.load();
-  s.batched_completions = counters_.batched_completions.load();
-  s.async_started = counters_.async_started.load();
-  s.async_abandoned = counters_.async_abandoned.load();
-  s.queue_pauses = counters_.queue_pauses.load();
-  s.lease_lost = counters_.lease_lost.load();
-  s.given_back = counters_.given_back.load();
-  s.complete_errors = counters_.complete_errors.load();
-  s.database_errors = counters_.database_errors.load();
-  s.in_flight = counters_.in_flight.load();
-  s.maintenance_ticks = counters_.maintenance_ticks.load();
-  s.maintenance_leader = counters_.maintenance_leader.load();
-  s.leases_rescued = counters_.leases_rescued.load();
-  s.holds_expired = counters_.holds_expired.load();
-  s.tasks_pruned = counters_.tasks_pruned.load();
-  s.inbox_events_pruned = counters_.inbox_events_pruned.load();
-  for (const auto& count : counters_.attempt_duration_counts) s.attempt_duration_counts.push_back(count.load());
-  s.attempt_duration_ms_sum = counters_.attempt_duration_ms_sum.load();
-  return s;
-}
-
-// ---------------------------------------------------------------- waiting
-
-void Worker::wake(int token_count) {
-  {
-    std::lock_guard<std::mutex> guard(wake_mutex_);
-    wake_tokens_ = std::min(options_.concurrency, wake_tokens_ + token_count);
-  }
-  if (token_count >= options_.concurrency) {
-    wake_cv_.notify_all();
-  } else {
-    for (int i = 0; i < token_count; ++i) wake_cv_.notify_one();
-  }
-}
-
-void Worker::idle_wait(int thread_index, std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(wake_mutex_);
-  auto woken = [&] { return stopping_.load() || wake_tokens_ > 0; };
-  if (woken()) {
-    if (wake_tokens_ > 0) --wake_tokens_;
-    return;
-  }
-  // Logged under the wake mutex: once this line is out, the thread is
-  // waiting with no token left, and only a wake() or the poll timeout ends
-  // the wait (tests rely on this to prove that NOTIFY wakes threads).
-  if (log_debug_enabled()) log("debug", "worker_idle", {{"thread", thread_index}});
-  wake_cv_.wait_for(lock, timeout, woken);
-  if (wake_tokens_ > 0) --wake_tokens_;
-}
-
-bool Worker::stop_wait_for(std::chrono::milliseconds timeout) {
-  std::unique_lock<std::mutex> lock(lifecycle_mutex_);
-  return lifecycle_cv_.wait_for(lock, timeout, [&] { return stopping_.load(); });
-}
-
-// ---------------------------------------------------------------- claiming threads
-
-void Worker::claimer_run(int index) noexcept {
-  try {
-    claimer_loop(index);
-  } catch (...) {
-    thread_fatal("claimer");
-  }
-}
-
-void Worker::claimer_loop(int index) {
-  QueuePicker picker(options_.queues);
-  // Threads start at different points of the rotation, so that with a
-  // single batch each the queues are spread over the threads.
-  for (int i = 0; i < index; ++i) picker.next();
-  ThreadConnection connection(database_);
-  int failure_count = 0;
-  // Bounded by stop: every pass either claims, idles for at most
-  // poll_interval, or waits out an error delay; each ends at stop.
-  while (!stop_requested()) {
-    std::vector<ClaimedTask> batch;
-    try {
-      batch = claim_round(connection.get(), picker);
-      failure_count = 0;
-      database_reached();
-    } catch (const Error& e) {
-      // Connection loss, a server restart or failover, a failed claim:
-      // wait (with backoff) and retry; never exit for it.
-      ++counters_.database_errors;
-      failure_count = std::min(failure_count + 1, claim_error_doubling_count_max + 1);
-      connection.drop_if_broken();
-      database_failed(index, e.what());
-      if (log_debug_enabled()) {
-        log("debug", "claim_failed", {{"thread", index}, {"error", e.what()}, {"failure_count", failure_count}});
-      }
-      stop_wait_for(error_delay(failure_count));
-      continue;
-    }
-    if (batch.empty()) {
-      idle_wait(index, options_.poll_interval);
-      continue;
-    }
-    // A full batch suggests more work is waiting: wake a colleague.
-    if (batch.size() == options_.claim_batch_count_max) wake(1);
-    batch_run(connection, batch);
-  }
-}
-
-// One claim per queue at most: the queue whose weighted turn it is first,
-// then, if it had nothing, the others in order.
-std::vector<Worker::ClaimedTask> Worker::claim_round(Connection& connection, QueuePicker& picker) {
-  const std::size_t first = picker.next();
-  const std::size_t queue_count = options_.queues.size();
-  for (std::size_t offset = 0; offset < queue_count; ++offset) {
-    const std::string& queue = options_.queues[(first + offset) % queue_count].first;
-    ClaimRequest request{queue, options_.worker_id, options_.claim_batch_count_max};
-    const int retry_count_max = database_.options().transient_retry_count_max;
-    // A plain queue is claimed by one statement, run as its own transaction
-    // (no BEGIN and COMMIT round trips); a limited one needs the locked path.
-    std::optional<std::vector<Task>> plain = single_statement_on(
-        connection, retry_count_max, [&](SingleStatement& alone) { return Outbox(alone).claim_plain(request); });
-    std::vector<Task> tasks =
-        plain ? std::move(*plain)
-              : transact_on(connection, retry_count_max, [&](Transaction& tx) { return Outbox(tx).claim_limited(request); });
-    if (tasks.empty()) continue;
-    if (tasks.size() > options_.claim_batch_count_max) {
-      throw std::logic_error("claim returned " + std::to_string(tasks.size()) + " tasks, more than asked");
-    }
-    const auto claimed_at = Clock::now();
-    counters_.claimed += static_cast<std::int64_t>(tasks.size());
-    std::vector<ClaimedTask> batch;
-    batch.reserve(tasks.size());
-    for (auto& task : tasks) {
-      if (task.state != TaskState::running || !task.lease_token) {
-        throw std::logic_error("claim returned task " + std::to_string(task.id) + " not running under a lease");
-      }
-      batch.push_back(ClaimedTask{std::move(task), claimed_at});
-    }
-    return batch;
-  }
-  return {};
-}
-
-// Runs the batch in claim order. At stop, the tasks not yet started are
-// given back; a task whose lease has run too low while earlier tasks ran is
-// given back too. Successes of batched_completion kinds are queued and
-// recorded together at the end, and before any give-back, since the leases
-// of the queued tasks run as low as the given-back task's.
-//
-// Tasks of asynchronous handlers are only started in that pass, so the
-// whole batch is in flight while synchronous tasks run; their results are
-// then recorded as they arrive.
-void Worker::batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch) {
-  std::vector<QueuedSuccess> queued;
-  queued.reserve(batch.size());
-  AsyncBatch async(counters_.in_flight, batch.size());
-  for (std::size_t i = 0; i < batch.size(); ++i) {
-    const ClaimedTask& claimed = batch[i];
-    if (stop_requested()) {
-      successes_flush(connection, queued);
-      for (std::size_t j = i; j < batch.size(); ++j) task_give_back(connection, batch[j].task, "shutdown");
-      break;
-    }
-    const auto lease = std::chrono::milliseconds(claimed.task.timeout_ms);
-    if (Clock::now() - claimed.claimed_at > lease / lease_headroom_divisor) {
-      successes_flush(connection, queued);
-      task_give_back(connection, claimed.task, "lease_headroom");
-      continue;
-    }
-    const std::optional<HandlerEntry> entry = registry_.find(claimed.task.kind);
-    if (entry && entry->handler->asynchronous()) {
-      async_start(connection, async, claimed, *entry);
-      continue;
-    }
-    task_run(connection, claimed, entry, queued);
-  }
-  async_finish(connection, async, queued);
-  successes_flush(connection, queued);
-}
-
-void Worker::task_run(ThreadConnection& connection, const ClaimedTask& claimed,
-                      const std::optional<HandlerEntry>& entry, std::vector<QueuedSuccess>& queued) {
-  const Task& task = claimed.task;
-  InFlight in_flight(counters_.in_flight);
-  const auto started = Clock::now();
-  HandlerResult result;
-  BackoffPolicy backoff;
-  bool batched = false;
-  if (entry) {
-    result = handler_call(*entry->handler, task, context_for(connection, task));
-    backoff = entry->backoff;
-    batched = entry->batched_completion;
-  } else {
-    ++counters_.unknown_kind;
-    log("warning", "task_unknown_kind", task_fields(task));
-    Outcome outcome;
-    outcome.kind = OutcomeKind::fail;
-    outcome.error = unknown_task_kind_error;
-    result = outcome;
-    backoff = registry_.default_backoff();
-  }
-  const std::int64_t duration_ms =
-      std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
-  result_record(connection, task, result, backoff, batched, duration_ms, queued);
-}
-
-void Worker::attempt_duration_observe(std::int64_t duration_ms) noexcept {
-  std::size_t bucket = 0;
-  while (bucket < attempt_duration_bounds_ms.size() && duration_ms > attempt_duration_bounds_ms[bucket]) ++bucket;
-  ++counters_.attempt_duration_counts[bucket];
-  counters_.attempt_duration_ms_sum += duration_ms;
-}
-
-void Worker::result_record(ThreadConnection& connection, const Task& task, HandlerResult& result,
-                           const BackoffPolicy& backoff, bool batched, std::int64_t duration_ms,
-                           std::vector<QueuedSuccess>& queued) {
-  attempt_duration_observe(duration_ms);
-  if (result.queue_pause_ms) queue_pause(connection, task, *result.queue_pause_ms);
-  if (!result.outcome) {
-    ++counters_.completed_by_handler;
-    nlohmann::json fields = task_fields(task);
-    fields["duration_ms"] = duration_ms;
-    log("info", "task_completed_by_handler", fields);
-    return;
-  }
-  if (batched && success_batchable(task, *result.outcome)) {
-    if (queued.size() >= complete_batch_count_max) {
-      throw std::logic_error("more successes queued than one batch completion holds");
-    }
-    queued.push_back(QueuedSuccess{&task, result.outcome->result_json, duration_ms});
-    return;
-  }
-  task_complete(connection, task, *result.outcome, backoff, duration_ms);
-}
-
-// Records the queued successes in one transaction and empties the queue.
-// A task not completed lost its lease (a zombie attempt): nothing was
-// written for it. A result that is not JSON refuses the whole batch, so
-// then each success is recorded on its own, where only the bad one fails.
-// Any other failure leaves the tasks `running` until their leases expire and
-// maintenance rescues them as `unknown`: safe for idempotent handlers.
-void Worker::successes_flush(ThreadConnection& connection, std::vector<QueuedSuccess>& queued) {
-  if (queued.empty()) return;
-  std::vector<QueuedSuccess> flushing = std::move(queued);
-  queued.clear();
-  std::vector<BatchSuccess> items;
-  items.reserve(flushing.size());
-  for (const auto& q : flushing) {
-    items.push_back(BatchSuccess{q.task->id, *q.task->lease_token, q.result_json, q.duration_ms});
-  }
-  std::vector<std::int64_t> completed;
-  try {
-    completed = successes_complete_alone(connection.get(), items, options_.worker_id,
-                                         database_.options().transient_retry_count_max);
-  } catch (const InvalidArgument& e) {
-    log("warning", "task_batch_complete_refused", {{"count", flushing.size()}, {"error", e.what()}});
-    for (const auto& q : flushing) {
-      Outcome outcome;
-      outcome.result_json = q.result_json;
-      task_complete(connection, *q.task, outcome, registry_.default_backoff(), q.duration_ms);
-    }
-    return;
-  } catch (const Error& e) {
-    counters_.complete_errors += static_cast<std::int64_t>(flushing.size());
-    connection.drop_if_broken();
-    const bool unknown = dynamic_cast<const CommitUnknown*>(&e) != nullptr;
-    log("error", unknown ? "task_batch_complete_unknown" : "task_batch_complete_failed",
-        {{"count", flushing.size()}, {"error", e.what()}});
-    return;
-  }
-  const std::set<std::int64_t> done(completed.begin(), completed.end());
-  for (const auto& q : flushing) {
-    nlohmann::json fields = task_fields(*q.task);
-    fields["outcome"] = outcome_kind_name(OutcomeKind::success);
-    fields["duration_ms"] = q.duration_ms;
-    fields["batched"] = true;
-    if (done.count(q.task->id) != 0) {
-      ++counters_.succeeded;
-      ++counters_.batched_completions;
-      fields["state"] = task_state_name(TaskState::succeeded);
-      log("info", "task_done", fields);
-    } else {
-      ++counters_.lease_lost;
-      fields["error"] = "task " + std::to_string(q.task->id) + " is no longer running under lease " +
-                        std::to_string(*q.task->lease_token);
-      log("warning", "task_lease_lost", fields);
-    }
-  }
-}
-
-// The context of one attempt; attempts_read uses the thread's connection,
-// so it is valid only while the handler call lasts.
-TaskContext Worker::context_for(ThreadConnection& connection, const Task& task) {
-  const std::int64_t task_id = task.id;
-  return TaskContext{options_.worker_id, *task.lease_token, [this] { return stop_requested(); },
-                     [this, &connection, task_id] {
-                       return transact_on(connection.get(), database_.options().transient_retry_count_max,
-                                          [&](Transaction& tx) { return Outbox(tx).attempts(task_id); });
-                     }};
-}
-
-// Any exception from a handler is a `retry`: the handler contract says a
-// handler that may have applied its effect returns `unknown` instead of
-// throwing.
-HandlerResult Worker::handler_call(Handler& handler, const Task& task, const TaskContext& context) {
-  std::string error;
-  try {
-    return handler.handle(task, context);
-  } catch (const std::exception& e) {
-    error = e.what();
-  } catch (...) {
-    error = "handler threw a non-standard exception";
-  }
-  return handler_exception_result(task, error);
-}
-
-HandlerResult Worker::handler_exception_result(const Task& task, const std::string& error) {
-  ++counters_.handler_exceptions;
-  nlohmann::json fields = task_fields(task);
-  fields["error"] = error;
-  log("warning", "task_handler_exception", fields);
-  Outcome outcome;
-  outcome.kind = OutcomeKind::retry;
-  outcome.error = error.empty() ? "handler threw an exception" : error;
-  return outcome;
-}
-
-// Records the outcome in a fresh transaction. LeaseLost means this attempt
-// is a zombie (its lease expired and the task moved on): nothing is written
-// and there is nothing to undo here. Any other failure leaves the task
-// `running` until its lease expires and maintenance rescues the attempt as
-// `unknown`: safe, because an unknown attempt is retried with the same
-// idempotency key and never compensated.
-void Worker::task_complete(ThreadConnection& connection, const Task& task, const Outcome& outcome,
-                           const BackoffPolicy& backoff, std::int64_t duration_ms) {
-  CompleteRequest request;
-  request.task_id = task.id;
-  request.lease_token = *task.lease_token;
-  request.attempt = task.attempt;
-  request.outcome = outcome;
-  request.worker_id = options_.worker_id;
-  request.duration_ms = duration_ms;
-  request.backoff = backoff;
-  nlohmann::json fields = task_fields(task);
-  fields["outcome"] = outcome_kind_name(outcome.kind);
-  fields["duration_ms"] = duration_ms;
-  try {
-    const int retry_count_max = database_.options().transient_retry_count_max;
-    const Completion completion =
-        success_batchable(task, outcome)
-            ? success_complete_alone(connection.get(), request, retry_count_max)
-            : transact_on(connection.get(), retry_count_max, [&](Transaction& tx) { return Outbox(tx).complete(request); });
-    outcome_count(outcome.kind);
-    fields["state"] = task_state_name(completion.state);
-    if (completion.next_run_in_ms) fields["next_run_in_ms"] = *completion.next_run_in_ms;
-    if (completion.alerted) fields["alerted"] = true;
-    if (!outcome.error.empty()) fields["error"] = outcome.error;
-    log(outcome.kind == OutcomeKind::success ? "info" : "warning", "task_done", fields);
-  } catch (const LeaseLost& e) {
-    ++counters_.lease_lost;
-    fields["error"] = e.what();
-    log("warning", "task_lease_lost", fields);
-  } catch (const CommitUnknown& e) {
-    ++counters_.complete_errors;
-    connection.drop_if_broken();
-    fields["error"] = e.what();
-    log("error", "task_complete_unknown", fields);
-  } catch (const Error& e) {
-    ++counters_.complete_errors;
-    connection.drop_if_broken();
-    fields["error"] = e.what();
-    log("error", "task_complete_failed", fields);
-  }
-}
-
-// Back-pressure asked for by a handler. Losing it costs only the pause
-// (the outcome is still recorded), so a failure is logged, not raised.
-void Worker::queue_pause(ThreadConnection& connection, const Task& task, std::int64_t pause_ms) {
-  nlohmann::json fields = task_fields(task);
-  fields["pause_ms"] = pause_ms;
-  try {
-    transact_on(connection.get(), database_.options().transient_retry_count_max,
-                [&](Transaction& tx) { Outbox(tx).queue_pause_until(task.queue, pause_ms); });
-    ++counters_.queue_pauses;
-    log("warning", "queue_paused", fields);
-  } catch (const Error& e) {
-    connection.drop_if_broken();
-    fields["error"] = e.what();
-    log("error", "queue_pause_failed", fields);
-  }
-}
-
-// A task given back was never started: it returns to `pending` without an
-// attempt counted. LeaseLost here means the lease already expired and
-// maintenance took the task over, which is fine.
-void Worker::task_give_back(ThreadConnection& connection, const Task& task, const char* reason) {
-  nlohmann::json fields = task_fields(task);
-  fields["reason"] = reason;
-  try {
-    transact_on(connection.get(), database_.options().transient_retry_count_max,
-                [&](Transaction& tx) { Outbox(tx).give_back(task.id, *task.lease_token); });
-    ++counters_.given_back;
-    log("info", "task_given_back", fields);
-  } catch (const Error& e) {
-    connection.drop_if_broken();
-    fields["error"] = e.what();
-    log("error", "task_give_back_failed", fields);
-  }
-}
-
-void Worker::outcome_count(OutcomeKind kind) {
-  switch (kind) {
-    case OutcomeKind::success: ++counters_.succeeded; return;
-    case OutcomeKind::retry: ++counters_.retried; return;
-    case OutcomeKind::fail: ++counters_.failed; return;
-    case OutcomeKind::unknown: ++counters_.unknown; return;
-  }
-}
+WorkerStats Worker::stats() const { return parts_->counters.snapshot(); }
 
 }  // namespace payq

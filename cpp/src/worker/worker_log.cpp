@@ -7,7 +7,7 @@
 
 #include <nlohmann/json.hpp>
 
-#include "payq/worker.hpp"
+#include "worker/worker_internal.hpp"
 
 namespace payq {
 namespace {
@@ -38,13 +38,22 @@ bool key_reserved(const std::string& key) {
 
 }  // namespace
 
+void worker_log_to_stderr(const std::string& line) {
+  std::string out = line;
+  out.push_back('\n');
+  std::fputs(out.c_str(), stderr);
+}
+
+WorkerLog::WorkerLog(std::string worker_id, Sink sink, bool debug)
+    : worker_id_(std::move(worker_id)), sink_(sink ? std::move(sink) : Sink(worker_log_to_stderr)), debug_(debug) {}
+
 // Never throws: a failing sink (or a handler's error text that is not valid
 // UTF-8) must not take a worker thread down. The line falls back to stderr.
 // The line is written directly, not built as a JSON object first: a worker
 // logs every task, and copying the fields into a tree cost more than the
 // task's own bookkeeping. The record's keys (ts, level, event, worker) come
 // first and are not overridden by fields of the same name.
-void Worker::log(const char* level, const char* event, const nlohmann::json& fields) noexcept {
+void WorkerLog::write(const char* level, const char* event, const nlohmann::json& fields) noexcept {
   std::string line;
   try {
     line.reserve(256);
@@ -56,7 +65,7 @@ void Worker::log(const char* level, const char* event, const nlohmann::json& fie
     line += "\",\"event\":\"";
     line += event;
     line += "\",\"worker\":";
-    json_append(line, options_.worker_id);
+    json_append(line, worker_id_);
     if (fields.is_object()) {
       for (auto it = fields.begin(); it != fields.end(); ++it) {
         if (key_reserved(it.key())) continue;
@@ -67,8 +76,8 @@ void Worker::log(const char* level, const char* event, const nlohmann::json& fie
       }
     }
     line += '}';
-    std::lock_guard<std::mutex> guard(log_mutex_);
-    options_.log_sink(line);
+    std::lock_guard<std::mutex> guard(mutex_);
+    sink_(line);
   } catch (const std::exception& e) {
     std::fprintf(stderr, "payq worker log sink failed (%s): %s\n", e.what(), line.c_str());
   } catch (...) {

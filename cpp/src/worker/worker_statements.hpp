@@ -1,4 +1,5 @@
-// SQL of the worker's own machinery (not of the queue it serves), by name.
+// SQL of the worker's own machinery (not of the queue it serves), by name:
+// the maintenance election and the queue notifications.
 #pragma once
 
 #include "payq/db.hpp"
@@ -20,5 +21,13 @@ RETURNING holder)sql"};
 // Gives the lease up at stop, so another worker takes it at its next tick.
 inline const Statement maintenance_lease_give_up{"payq_maintenance_lease_give_up", R"sql(
 UPDATE @schema@.maintenance_lease SET expires_at = now() - interval '1 millisecond' WHERE holder = $1)sql"};
+
+// Wakes the workers listening on a schema's channel. $1: the channel,
+// $2: the queue (the payload). Run after the enqueueing commit.
+inline const Statement queue_notify{"payq_worker_notify", "SELECT pg_notify($1, $2)"};
+
+// The listener's keep-alive on a silent connection (outside any transaction
+// object, so plain text).
+inline const char* const listener_ping = "SELECT 1";
 
 }  // namespace payq::worker_sql

@@ -1,4 +1,4 @@
-// Asynchronous handlers under the worker: every asynchronous task of a
+// Asynchronous handlers under the claim loop: every asynchronous task of a
 // claimed batch is started first, so one worker thread has the whole batch
 // in flight (HTTP calls on the client's event loop, no thread per call);
 // then each result is recorded as it arrives, with the same fenced
@@ -11,7 +11,7 @@
 #include <nlohmann/json.hpp>
 
 #include "payq/error.hpp"
-#include "worker/worker_async_internal.hpp"
+#include "worker/claim_async.hpp"
 
 namespace payq {
 namespace {
@@ -25,16 +25,16 @@ constexpr std::chrono::milliseconds async_result_wait_margin{5'000};
 
 // ---------------------------------------------------------------- the batch
 
-Worker::AsyncBatch::AsyncBatch(std::atomic<std::int64_t>& in_flight, std::size_t capacity)
+AsyncBatch::AsyncBatch(std::atomic<std::int64_t>& in_flight, std::size_t capacity)
     : in_flight_(in_flight), capacity_(capacity), inbox_(std::make_shared<Inbox>()) {
   inbox_->arrivals.reserve(capacity);
   inbox_->delivered.assign(capacity, 0);
   slots_.reserve(capacity);
 }
 
-Worker::AsyncBatch::~AsyncBatch() { in_flight_ -= static_cast<std::int64_t>(pending()); }
+AsyncBatch::~AsyncBatch() { in_flight_ -= static_cast<std::int64_t>(pending()); }
 
-HandlerCallback Worker::AsyncBatch::add(const ClaimedTask& claimed, const HandlerEntry& entry) {
+HandlerCallback AsyncBatch::add(const ClaimedTask& claimed, const HandlerEntry& entry) {
   if (slots_.size() >= capacity_) throw std::logic_error("more asynchronous attempts than the batch holds");
   const std::size_t index = slots_.size();
   slots_.push_back(Slot{&claimed, entry, Clock::now(), false});
@@ -50,7 +50,7 @@ HandlerCallback Worker::AsyncBatch::add(const ClaimedTask& claimed, const Handle
   };
 }
 
-std::optional<Worker::AsyncBatch::Arrival> Worker::AsyncBatch::next(Clock::time_point deadline) {
+std::optional<AsyncBatch::Arrival> AsyncBatch::next(Clock::time_point deadline) {
   std::unique_lock<std::mutex> lock(inbox_->mutex);
   const bool arrived =
       inbox_->cv.wait_until(lock, deadline, [&] { return inbox_->taken < inbox_->arrivals.size(); });
@@ -58,7 +58,7 @@ std::optional<Worker::AsyncBatch::Arrival> Worker::AsyncBatch::next(Clock::time_
   return std::move(inbox_->arrivals[inbox_->taken++]);
 }
 
-void Worker::AsyncBatch::recorded(std::size_t index) {
+void AsyncBatch::recorded(std::size_t index) {
   Slot& s = slots_.at(index);
   if (s.recorded) throw std::logic_error("an asynchronous attempt was recorded twice");
   s.recorded = true;
@@ -66,7 +66,7 @@ void Worker::AsyncBatch::recorded(std::size_t index) {
   --in_flight_;
 }
 
-Worker::AsyncBatch::Clock::time_point Worker::AsyncBatch::deadline() const {
+AsyncBatch::Clock::time_point AsyncBatch::deadline() const {
   Clock::time_point latest = Clock::now();
   for (const Slot& s : slots_) {
     if (s.recorded) continue;
@@ -79,7 +79,7 @@ Worker::AsyncBatch::Clock::time_point Worker::AsyncBatch::deadline() const {
 
 // A handler that throws here started nothing (its contract), so the
 // attempt is a `retry`, exactly like a synchronous handler's exception.
-void Worker::async_start(ThreadConnection& connection, AsyncBatch& async, const ClaimedTask& claimed,
+void ClaimLoop::async_start(ThreadConnection& connection, AsyncBatch& async, const ClaimedTask& claimed,
                          const HandlerEntry& entry) {
   HandlerCallback done = async.add(claimed, entry);
   ++counters_.async_started;
@@ -99,15 +99,13 @@ void Worker::async_start(ThreadConnection& connection, AsyncBatch& async, const 
 // come by the deadline is left `running`: its lease runs out and maintenance
 // records it as `unknown` (retried with the same idempotency key, never
 // compensated), which is what an attempt with no known result is.
-void Worker::async_finish(ThreadConnection& connection, AsyncBatch& async, std::vector<QueuedSuccess>& queued) {
+void ClaimLoop::async_finish(ThreadConnection& connection, AsyncBatch& async, std::vector<QueuedSuccess>& queued) {
   while (async.pending() > 0) {
     std::optional<AsyncBatch::Arrival> arrival = async.next(async.deadline());
     if (!arrival) break;
     const AsyncBatch::Slot& s = async.slot(arrival->slot);
-    const std::int64_t duration_ms =
-        std::chrono::duration_cast<std::chrono::milliseconds>(arrival->at - s.started).count();
     result_record(connection, s.claimed->task, arrival->result, s.entry.backoff, s.entry.batched_completion,
-                  std::max<std::int64_t>(0, duration_ms), queued);
+                  arrival->at - s.started, queued);
     async.recorded(arrival->slot);
   }
   for (std::size_t i = 0; i < async.size(); ++i) {
@@ -116,7 +114,7 @@ void Worker::async_finish(ThreadConnection& connection, AsyncBatch& async, std::
     ++counters_.async_abandoned;
     nlohmann::json fields = {{"task_id", s.claimed->task.id}, {"kind", s.claimed->task.kind},
                              {"queue", s.claimed->task.queue}, {"attempt", s.claimed->task.attempt}};
-    log("error", "task_async_abandoned", fields);
+    log_.write("error", "task_async_abandoned", fields);
   }
 }
 

@@ -12,11 +12,12 @@
 #include <optional>
 #include <vector>
 
-#include "payq/worker.hpp"
+#include "payq/handler.hpp"
+#include "worker/claim_loop.hpp"
 
 namespace payq {
 
-class Worker::AsyncBatch {
+class AsyncBatch {
  public:
   using Clock = std::chrono::steady_clock;
 
