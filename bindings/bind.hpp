@@ -14,6 +14,7 @@ namespace payq::bindings {
 namespace py = pybind11;
 
 void bind_error(py::module_& m);
+void bind_vocabulary(py::module_& m);
 void bind_money(py::module_& m);
 void bind_database(py::module_& m);
 void bind_embedded(py::module_& m);
@@ -23,6 +24,7 @@ void bind_outbox(py::module_& m);
 void bind_inbox(py::module_& m);
 void bind_worker(py::module_& m);
 void bind_http(py::module_& m);
+void bind_versions(py::module_& m);
 
 // A kind's backoff from the Python registry's optional fields: nullopt when
 // none is given (the registry's default applies); InvalidArgument if bad.

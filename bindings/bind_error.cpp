@@ -1,12 +1,12 @@
 // Maps every payq C++ error onto the class of the same name in payq.errors,
-// the one home of payq's Python exceptions.
-#include <cstdint>
-#include <optional>
+// the one home of payq's Python exceptions. The classes come from one
+// table, payq::error_classes() (vocabulary.hpp).
 #include <string>
 #include <unordered_map>
 
 #include "bind.hpp"
 #include "payq/error.hpp"
+#include "payq/vocabulary.hpp"
 
 namespace payq::bindings {
 namespace {
@@ -17,12 +17,14 @@ std::unordered_map<std::string, PyObject*>& python_types() {
   return types;
 }
 
-[[noreturn]] void raise_as(const char* name, const std::exception& e, const std::string* sqlstate = nullptr,
-                          std::optional<std::int64_t> task_id = std::nullopt) {
-  PyObject* type = python_types().at(name);
+[[noreturn]] void raise_as(const Error& e) {
+  PyObject* type = python_types().at(error_class_of(e).name);
   py::object instance = py::reinterpret_borrow<py::object>(type)(e.what());
-  if (sqlstate) instance.attr("sqlstate") = sqlstate->empty() ? py::none() : py::object(py::str(*sqlstate));
-  if (task_id) instance.attr("task_id") = *task_id;
+  if (const auto* database = dynamic_cast<const DatabaseError*>(&e)) {
+    const std::string& sqlstate = database->sqlstate();
+    instance.attr("sqlstate") = sqlstate.empty() ? py::none() : py::object(py::str(sqlstate));
+  }
+  if (const auto* hold = dynamic_cast<const HoldInUse*>(&e)) instance.attr("task_id") = hold->task_id();
   PyErr_SetObject(type, instance.ptr());
   throw py::error_already_set();
 }
@@ -30,52 +32,8 @@ std::unordered_map<std::string, PyObject*>& python_types() {
 void translate(std::exception_ptr pointer) {
   try {
     std::rethrow_exception(pointer);
-  } catch (const CommitUnknown& e) {
-    raise_as("CommitUnknown", e, &e.sqlstate());
-  } catch (const TransientError& e) {
-    raise_as("TransientError", e, &e.sqlstate());
-  } catch (const ConnectionLost& e) {
-    raise_as("ConnectionLost", e, &e.sqlstate());
-  } catch (const DatabaseError& e) {
-    raise_as("DatabaseError", e, &e.sqlstate());
-  } catch (const ConfigError& e) {
-    raise_as("ConfigError", e);
-  } catch (const MigrationError& e) {
-    raise_as("MigrationError", e);
-  } catch (const InvalidAmount& e) {
-    raise_as("InvalidAmount", e);
-  } catch (const UnknownCurrency& e) {
-    raise_as("UnknownCurrency", e);
-  } catch (const CurrencyMismatch& e) {
-    raise_as("CurrencyMismatch", e);
-  } catch (const UnknownAccount& e) {
-    raise_as("UnknownAccount", e);
-  } catch (const AccountClosed& e) {
-    raise_as("AccountClosed", e);
-  } catch (const InsufficientFunds& e) {
-    raise_as("InsufficientFunds", e);
-  } catch (const LimitExceeded& e) {
-    raise_as("LimitExceeded", e);
-  } catch (const Unbalanced& e) {
-    raise_as("Unbalanced", e);
-  } catch (const IdempotencyConflict& e) {
-    raise_as("IdempotencyConflict", e);
-  } catch (const HoldInUse& e) {
-    raise_as("HoldInUse", e, nullptr, e.task_id());
-  } catch (const InvalidState& e) {
-    raise_as("InvalidState", e);
-  } catch (const InvalidArgument& e) {
-    raise_as("InvalidArgument", e);
-  } catch (const UnknownTaskKind& e) {
-    raise_as("UnknownTaskKind", e);
-  } catch (const UnknownTask& e) {
-    raise_as("UnknownTask", e);
-  } catch (const LeaseLost& e) {
-    raise_as("LeaseLost", e);
-  } catch (const ResourceExhausted& e) {
-    raise_as("ResourceExhausted", e);
   } catch (const Error& e) {
-    raise_as("Error", e);
+    raise_as(e);
   }
 }
 
@@ -83,39 +41,25 @@ void translate(std::exception_ptr pointer) {
 
 void bind_error(py::module_& m) {
   py::module_ errors = py::module_::import("payq.errors");
-  for (const char* name : {"Error", "ConfigError", "DatabaseError", "TransientError", "ConnectionLost", "CommitUnknown",
-                           "MigrationError", "InvalidAmount", "UnknownCurrency", "CurrencyMismatch",
-                           "UnknownAccount", "AccountClosed", "InsufficientFunds", "LimitExceeded", "Unbalanced",
-                           "IdempotencyConflict", "InvalidState", "HoldInUse", "InvalidArgument", "UnknownTaskKind",
-                           "UnknownTask", "LeaseLost", "ResourceExhausted"}) {
-    python_types()[name] = errors.attr(name).ptr();
+  py::list classes;
+  for (const ErrorClass& c : error_classes()) {
+    // A class the core names but payq.errors lacks fails the import here,
+    // loudly, rather than arriving as a bare RuntimeError later.
+    python_types()[c.name] = errors.attr(c.name).ptr();
+    classes.append(py::make_tuple(c.name, c.base ? py::object(py::str(c.base)) : py::none(),
+                                  c.sqlstate_class[0] ? py::object(py::str(c.sqlstate_class)) : py::none()));
   }
   py::register_exception_translator(&translate);
+  // (name, base name or None, SQLSTATE class or None), root first.
+  m.attr("ERROR_CLASSES") = py::tuple(classes);
+  m.def("error_class_for_sqlstate", &error_class_for_sqlstate, py::arg("sqlstate"),
+        "The payq.errors class a server's SQLSTATE arrives as, on every executor.");
 
   // Lets the Python tests prove that each C++ type arrives as its Python twin.
   m.def("_raise_for_test", [](const std::string& name) {
-    if (name == "CommitUnknown") throw CommitUnknown("test", "08006");
-    if (name == "TransientError") throw TransientError("test", "40001");
-    if (name == "ConnectionLost") throw ConnectionLost("test", "08006");
-    if (name == "DatabaseError") throw DatabaseError("test", "22012");
-    if (name == "ConfigError") throw ConfigError("test");
-    if (name == "MigrationError") throw MigrationError("test");
-    if (name == "InvalidAmount") throw InvalidAmount("test");
-    if (name == "UnknownCurrency") throw UnknownCurrency("test");
-    if (name == "CurrencyMismatch") throw CurrencyMismatch("test");
-    if (name == "UnknownAccount") throw UnknownAccount("test");
-    if (name == "AccountClosed") throw AccountClosed("test");
-    if (name == "InsufficientFunds") throw InsufficientFunds("test");
-    if (name == "LimitExceeded") throw LimitExceeded("test");
-    if (name == "Unbalanced") throw Unbalanced("test");
-    if (name == "IdempotencyConflict") throw IdempotencyConflict("test");
-    if (name == "HoldInUse") throw HoldInUse("test", 7);
-    if (name == "InvalidState") throw InvalidState("test");
-    if (name == "InvalidArgument") throw InvalidArgument("test");
-    if (name == "UnknownTaskKind") throw UnknownTaskKind("test");
-    if (name == "UnknownTask") throw UnknownTask("test");
-    if (name == "LeaseLost") throw LeaseLost("test");
-    if (name == "ResourceExhausted") throw ResourceExhausted("test");
+    for (const ErrorClass& c : error_classes()) {
+      if (name == c.name) c.throw_sample();
+    }
     throw Error("test");
   });
 }

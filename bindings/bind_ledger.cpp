@@ -118,21 +118,26 @@ void bind_ledger(py::module_& m) {
     request.metadata_json = std::move(metadata);
     return on_ledger(target, [&](Ledger& l) { return l.post(request); });
   });
-  m.def("ledger_transfer", [](py::handle target, Key key, std::int64_t source_id, std::int64_t target_id,
-                              std::int64_t amount_minor, std::optional<Fee> fee, OptI64 fee_account_id,
-                              bool fee_payer_target, std::string kind, Metadata metadata) {
-    TransferRequest request;
-    request.key = std::move(key);
-    request.source_id = source_id;
-    request.target_id = target_id;
-    request.amount_minor = amount_minor;
-    request.fee = fee;
-    request.fee_account_id = fee_account_id;
-    request.fee_payer = fee_payer_target ? FeePayer::target : FeePayer::source;
-    request.kind = std::move(kind);
-    request.metadata_json = std::move(metadata);
-    return on_ledger(target, [&](Ledger& l) { return l.transfer(request); });
-  });
+  // Keyword-only: three account ids and an amount side by side must not be swapped.
+  m.def(
+      "ledger_transfer",
+      [](py::handle target, Key key, std::int64_t source_id, std::int64_t target_id, std::int64_t amount_minor,
+         std::optional<Fee> fee, OptI64 fee_account_id, bool fee_payer_target, std::string kind, Metadata metadata) {
+        TransferRequest request;
+        request.key = std::move(key);
+        request.source_id = source_id;
+        request.target_id = target_id;
+        request.amount_minor = amount_minor;
+        request.fee = fee;
+        request.fee_account_id = fee_account_id;
+        request.fee_payer = fee_payer_target ? FeePayer::target : FeePayer::source;
+        request.kind = std::move(kind);
+        request.metadata_json = std::move(metadata);
+        return on_ledger(target, [&](Ledger& l) { return l.transfer(request); });
+      },
+      py::arg("target"), py::kw_only(), py::arg("key"), py::arg("source_id"), py::arg("target_id"),
+      py::arg("amount_minor"), py::arg("fee") = py::none(), py::arg("fee_account_id") = py::none(),
+      py::arg("fee_payer_target") = false, py::arg("kind"), py::arg("metadata"));
   m.def("ledger_hold", [](py::handle target, Key key, std::int64_t account_id, std::int64_t amount_minor,
                           OptI64 expires_in_ms, Metadata metadata) {
     HoldRequest request{std::move(key), account_id, amount_minor, expires_in_ms, std::move(metadata)};

@@ -100,18 +100,20 @@ void bind_values(py::module_& m) {
       .def_readonly("error", &TaskAttempt::error)
       .def_readonly("duration_ms", &TaskAttempt::duration_ms)
       .def_readonly("started_at", &TaskAttempt::started_at)
-      .def_readonly("finished_at", &TaskAttempt::finished_at);
+      .def_readonly("finished_at", &TaskAttempt::finished_at)
+      .def_readonly("traceback", &TaskAttempt::traceback);
+  py::class_<QueueAction>(m, "QueueAction")
+      .def_readonly("id", &QueueAction::id)
+      .def_readonly("queue", &QueueAction::queue)
+      .def_readonly("action", &QueueAction::action)
+      .def_readonly("actor", &QueueAction::actor)
+      .def_readonly("note", &QueueAction::note)
+      .def_readonly("detail_json", &QueueAction::detail_json)
+      .def_readonly("created_at", &QueueAction::created_at);
   py::class_<Completion>(m, "Completion")
       .def_property_readonly("state", [](const Completion& c) { return task_state_name(c.state); })
       .def_readonly("alerted", &Completion::alerted)
       .def_readonly("next_run_in_ms", &Completion::next_run_in_ms);
-}
-
-OutcomeKind outcome_kind_parse(const std::string& name) {
-  for (OutcomeKind kind : {OutcomeKind::success, OutcomeKind::retry, OutcomeKind::fail, OutcomeKind::unknown}) {
-    if (name == outcome_kind_name(kind)) return kind;
-  }
-  throw InvalidArgument("unknown outcome '" + name + "' (success, retry, fail, unknown)");
 }
 
 }  // namespace
@@ -126,32 +128,42 @@ void bind_outbox(py::module_& m) {
     ClaimRequest request{std::move(queue), std::move(worker_id), count_max};
     return on_target(target, [&](Executor& e) { return Outbox(e).claim(request); });
   });
-  m.def("outbox_complete",
-        [](py::handle target, std::int64_t task_id, std::int64_t lease_token, int attempt, std::string outcome,
-           std::string result_json, std::string error, std::optional<std::int64_t> retry_after_ms,
-           std::string worker_id, std::int64_t duration_ms) {
-          CompleteRequest request;
-          request.task_id = task_id;
-          request.lease_token = lease_token;
-          request.attempt = attempt;
-          request.outcome.kind = outcome_kind_parse(outcome);
-          request.outcome.result_json = std::move(result_json);
-          request.outcome.error = std::move(error);
-          request.outcome.retry_after_ms = retry_after_ms;
-          request.worker_id = std::move(worker_id);
-          request.duration_ms = duration_ms;
-          return on_target(target, [&](Executor& e) { return Outbox(e).complete(request); });
-        });
+  // Keyword-only: nine values, several of one type, that must not be swapped.
+  m.def(
+      "outbox_complete",
+      [](py::handle target, std::int64_t task_id, std::int64_t lease_token, int attempt, const std::string& outcome,
+         std::string result_json, std::string error, std::optional<std::int64_t> retry_after_ms,
+         std::string worker_id, std::int64_t duration_ms) {
+        CompleteRequest request;
+        request.task_id = task_id;
+        request.lease_token = lease_token;
+        request.attempt = attempt;
+        request.outcome.kind = outcome_kind_parse(outcome);
+        request.outcome.result_json = std::move(result_json);
+        request.outcome.error = std::move(error);
+        request.outcome.retry_after_ms = retry_after_ms;
+        request.worker_id = std::move(worker_id);
+        request.duration_ms = duration_ms;
+        return on_target(target, [&](Executor& e) { return Outbox(e).complete(request); });
+      },
+      py::arg("target"), py::kw_only(), py::arg("task_id"), py::arg("lease_token"), py::arg("attempt"),
+      py::arg("outcome"), py::arg("result_json") = "null", py::arg("error") = "",
+      py::arg("retry_after_ms") = py::none(), py::arg("worker_id"), py::arg("duration_ms"));
   m.def("outbox_task_get", [](py::handle target, std::int64_t id) {
     return on_target(target, [&](Executor& e) { return Outbox(e).task_get(id); });
   });
-  m.def("outbox_tasks_list", [](py::handle target, OptText state, OptText queue, std::int64_t after_id,
-                                std::int64_t limit, OptText kind, OptText key,
-                                std::optional<std::int64_t> created_before_ms_ago) {
-    TaskFilter filter{std::move(state), std::move(queue), std::move(kind), std::move(key), created_before_ms_ago,
-                      after_id, limit};
-    return on_target(target, [&](Executor& e) { return Outbox(e).tasks_list(filter); });
-  });
+  // Keyword-only: four optional texts side by side must not be swapped.
+  m.def(
+      "outbox_tasks_list",
+      [](py::handle target, OptText state, OptText queue, OptText kind, OptText key,
+         std::optional<std::int64_t> created_before_ms_ago, std::int64_t after_id, std::int64_t limit) {
+        TaskFilter filter{std::move(state), std::move(queue), std::move(kind), std::move(key), created_before_ms_ago,
+                          after_id, limit};
+        return on_target(target, [&](Executor& e) { return Outbox(e).tasks_list(filter); });
+      },
+      py::arg("target"), py::kw_only(), py::arg("state") = py::none(), py::arg("queue") = py::none(),
+      py::arg("kind") = py::none(), py::arg("key") = py::none(), py::arg("created_before_ms_ago") = py::none(),
+      py::arg("after_id") = 0, py::arg("limit") = TaskFilter{}.limit);
   m.def("outbox_actions", [](py::handle target, std::int64_t task_id) {
     return on_target(target, [&](Executor& e) { return Outbox(e).actions(task_id); });
   });
@@ -190,18 +202,16 @@ void bind_outbox(py::module_& m) {
   });
   m.def("outbox_task_action", [](py::handle target, std::int64_t id, std::string action, std::string actor,
                                  std::string note) {
+    // resolve takes its answer: outbox_task_resolve.
+    const OperatorAction parsed = operator_action_parse(action);
+    if (parsed == OperatorAction::resolve) throw InvalidArgument("resolve a task with outbox_task_resolve");
     on_target(target, [&](Executor& e) {
       Outbox outbox(e);
-      if (action == "release") {
-        outbox.task_release(id, actor, note);
-      } else if (action == "retry") {
-        outbox.task_retry(id, actor, note);
-      } else if (action == "cancel") {
-        outbox.task_cancel(id, actor, note);
-      } else if (action == "resolve_applied" || action == "resolve_not_applied") {
-        outbox.task_resolve(id, action == "resolve_applied", actor, note);
-      } else {
-        throw InvalidArgument("unknown task action '" + action + "'");
+      switch (parsed) {
+        case OperatorAction::release: outbox.task_release(id, actor, note); break;
+        case OperatorAction::retry: outbox.task_retry(id, actor, note); break;
+        case OperatorAction::cancel: outbox.task_cancel(id, actor, note); break;
+        case OperatorAction::resolve: break;
       }
       return 0;
     });
@@ -224,26 +234,47 @@ void bind_outbox(py::module_& m) {
   m.def("outbox_queue_configure",
         [](py::handle target, std::string name, std::optional<int> concurrency_max, std::optional<int> rate_count_max,
            std::optional<std::int64_t> rate_window_ms, std::optional<std::int64_t> amount_max_minor,
-           OptText amount_currency, std::optional<std::int64_t> amount_window_ms, int weight) {
+           OptText amount_currency, std::optional<std::int64_t> amount_window_ms, int weight, std::string actor,
+           std::string note) {
           QueueConfig config{std::move(name), concurrency_max, rate_count_max, rate_window_ms, amount_max_minor,
                              std::move(amount_currency), amount_window_ms, weight};
+          const QueueActionBy by{std::move(actor), std::move(note)};
           on_target(target, [&](Executor& e) {
-            Outbox(e).queue_configure(config);
+            Outbox(e).queue_configure(config, by);
             return 0;
           });
+        },
+        py::arg("target"), py::arg("name"), py::arg("concurrency_max"), py::arg("rate_count_max"),
+        py::arg("rate_window_ms"), py::arg("amount_max_minor"), py::arg("amount_currency"),
+        py::arg("amount_window_ms"), py::arg("weight"), py::kw_only(), py::arg("actor") = "", py::arg("note") = "");
+  m.def(
+      "outbox_queue_pause",
+      [](py::handle target, std::string name, bool paused, std::string actor, std::string note) {
+        const QueueActionBy by{std::move(actor), std::move(note)};
+        on_target(target, [&](Executor& e) {
+          Outbox(e).queue_pause(name, paused, by);
+          return 0;
         });
-  m.def("outbox_queue_pause", [](py::handle target, std::string name, bool paused) {
-    on_target(target, [&](Executor& e) {
-      Outbox(e).queue_pause(name, paused);
-      return 0;
-    });
-  });
-  m.def("outbox_queue_pause_until", [](py::handle target, std::string name, std::int64_t pause_ms) {
-    on_target(target, [&](Executor& e) {
-      Outbox(e).queue_pause_until(name, pause_ms);
-      return 0;
-    });
-  });
+      },
+      py::arg("target"), py::arg("name"), py::arg("paused"), py::kw_only(), py::arg("actor") = "",
+      py::arg("note") = "");
+  m.def(
+      "outbox_queue_pause_until",
+      [](py::handle target, std::string name, std::int64_t pause_ms, std::string actor, std::string note) {
+        const QueueActionBy by{std::move(actor), std::move(note)};
+        on_target(target, [&](Executor& e) {
+          Outbox(e).queue_pause_until(name, pause_ms, by);
+          return 0;
+        });
+      },
+      py::arg("target"), py::arg("name"), py::arg("pause_ms"), py::kw_only(), py::arg("actor") = "",
+      py::arg("note") = "");
+  m.def(
+      "outbox_queue_actions",
+      [](py::handle target, OptText queue, std::int64_t limit) {
+        return on_target(target, [&](Executor& e) { return Outbox(e).queue_actions(queue, limit); });
+      },
+      py::arg("target"), py::arg("queue"), py::arg("limit"));
   m.def("outbox_leases_rescue", [](py::handle target, std::int64_t count_max) {
     return on_target(target, [&](Executor& e) { return Outbox(e).leases_rescue(count_max); });
   });

@@ -3,6 +3,7 @@
 PYBIND11_MODULE(_core, m) {
   m.doc() = "payq's C++ core. Private: use the payq package.";
   payq::bindings::bind_error(m);
+  payq::bindings::bind_vocabulary(m);
   payq::bindings::bind_money(m);
   payq::bindings::bind_database(m);
   payq::bindings::bind_embedded(m);
@@ -12,4 +13,5 @@ PYBIND11_MODULE(_core, m) {
   payq::bindings::bind_inbox(m);
   payq::bindings::bind_worker(m);
   payq::bindings::bind_http(m);
+  payq::bindings::bind_versions(m);
 }

@@ -12,8 +12,9 @@ def _claim(db, queue="default", n=10):
 
 
 def _complete(db, task, outcome, *, error="", result="null", retry_after_ms=0):
-    return core.outbox_complete(db._core, task.id, task.lease_token, task.attempt, outcome, result, error,
-                                retry_after_ms, "test-worker", 3)
+    return core.outbox_complete(db._core, task_id=task.id, lease_token=task.lease_token, attempt=task.attempt,
+                                outcome=outcome, result_json=result, error=error, retry_after_ms=retry_after_ms,
+                                worker_id="test-worker", duration_ms=3)
 
 
 def test_rollback_discards_the_task_and_commit_keeps_exactly_one(payq_db):

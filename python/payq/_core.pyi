@@ -52,8 +52,25 @@ class EmbeddedServer:
     def status(self) -> Dict[str, Any]: ...
 
 def postgres_bin_dir() -> str: ...
+def postgres_binaries() -> Tuple[str, str]: ...
+def postgres_wheel_dir_set(dir: str) -> None: ...
+def library_versions() -> Dict[str, str]: ...
 def migrations_known() -> List[Tuple[int, str]]: ...
 def _raise_for_test(name: str) -> None: ...
+
+# ---- vocabulary (cpp/include/payq/vocabulary.hpp): the one source of these lists
+TASK_STATES: Tuple[str, ...]
+OUTCOMES: Tuple[str, ...]
+ATTEMPT_OUTCOMES: Tuple[str, ...]
+ACTIONS: Tuple[str, ...]
+ACTIONS_BY_STATE: Dict[str, Tuple[str, ...]]
+QUEUE_NAME_MAX: int
+QUEUE_NAME_PATTERN: str
+WORKER_ID_MAX: int
+# (class name, base class name or None, SQLSTATE class or None), root first.
+ERROR_CLASSES: Tuple[Tuple[str, Optional[str], Optional[str]], ...]
+def error_class_for_sqlstate(sqlstate: str) -> str: ...
+def worker_id_default() -> str: ...
 
 # ---- money
 class Fee:
@@ -180,8 +197,8 @@ def ledger_post(
     target: LedgerTarget, key: str, legs: Sequence[Tuple[int, int]], kind: str, metadata: str
 ) -> LedgerTransaction: ...
 def ledger_transfer(
-    target: LedgerTarget, key: str, source_id: int, target_id: int, amount_minor: int, fee: Optional[Fee],
-    fee_account_id: Optional[int], fee_payer_target: bool, kind: str, metadata: str,
+    target: LedgerTarget, *, key: str, source_id: int, target_id: int, amount_minor: int, fee: Optional[Fee] = None,
+    fee_account_id: Optional[int] = None, fee_payer_target: bool = False, kind: str, metadata: str,
 ) -> LedgerTransaction: ...
 def ledger_hold(
     target: LedgerTarget, key: str, account_id: int, amount_minor: int, expires_in_ms: Optional[int], metadata: str
@@ -310,6 +327,16 @@ class TaskAttempt:
     duration_ms: int
     started_at: str
     finished_at: str
+    traceback: Optional[str]
+
+class QueueAction:
+    id: int
+    queue: str
+    action: str
+    actor: str
+    note: str
+    detail_json: str
+    created_at: str
 
 class Completion:
     state: str
@@ -319,13 +346,13 @@ class Completion:
 def outbox_enqueue_batch(target: LedgerTarget, specs: Sequence[TaskSpec]) -> List[EnqueueResult]: ...
 def outbox_claim(target: LedgerTarget, queue: str, worker_id: str, count_max: int) -> List[Task]: ...
 def outbox_complete(
-    target: LedgerTarget, task_id: int, lease_token: int, attempt: int, outcome: str, result_json: str, error: str,
-    retry_after_ms: Optional[int], worker_id: str, duration_ms: int,
+    target: LedgerTarget, *, task_id: int, lease_token: int, attempt: int, outcome: str, result_json: str = "null",
+    error: str = "", retry_after_ms: Optional[int] = None, worker_id: str, duration_ms: int,
 ) -> Completion: ...
 def outbox_task_get(target: LedgerTarget, id: int) -> Task: ...
 def outbox_tasks_list(
-    target: LedgerTarget, state: Optional[str], queue: Optional[str], after_id: int, limit: int,
-    kind: Optional[str], key: Optional[str], created_before_ms_ago: Optional[int],
+    target: LedgerTarget, *, state: Optional[str] = None, queue: Optional[str] = None, kind: Optional[str] = None,
+    key: Optional[str] = None, created_before_ms_ago: Optional[int] = None, after_id: int = 0, limit: int = 100,
 ) -> List[Task]: ...
 def outbox_queues_overview(target: LedgerTarget) -> List[QueueOverview]: ...
 def outbox_actions(target: LedgerTarget, task_id: int) -> List[TaskAction]: ...
@@ -343,10 +370,13 @@ def outbox_task_resolve(target: LedgerTarget, id: int, applied: bool, actor: str
 def outbox_queue_configure(
     target: LedgerTarget, name: str, concurrency_max: Optional[int], rate_count_max: Optional[int],
     rate_window_ms: Optional[int], amount_max_minor: Optional[int], amount_currency: Optional[str],
-    amount_window_ms: Optional[int], weight: int,
+    amount_window_ms: Optional[int], weight: int, *, actor: str = ..., note: str = ...,
 ) -> None: ...
-def outbox_queue_pause(target: LedgerTarget, name: str, paused: bool) -> None: ...
-def outbox_queue_pause_until(target: LedgerTarget, name: str, pause_ms: int) -> None: ...
+def outbox_queue_pause(target: LedgerTarget, name: str, paused: bool, *, actor: str = ..., note: str = ...) -> None: ...
+def outbox_queue_pause_until(
+    target: LedgerTarget, name: str, pause_ms: int, *, actor: str = ..., note: str = ...,
+) -> None: ...
+def outbox_queue_actions(target: LedgerTarget, queue: Optional[str], limit: int) -> List[QueueAction]: ...
 def outbox_leases_rescue(target: LedgerTarget, count_max: int) -> int: ...
 def outbox_prune(target: LedgerTarget, finished_before_ms_ago: int, count_max: int) -> int: ...
 def outbox_cron_set(
@@ -388,10 +418,13 @@ class WorkerStats:
     holds_expired: int
     tasks_pruned: int
     inbox_events_pruned: int
+    cron_tasks_enqueued: int
     attempt_duration_counts: List[int]
+    attempt_duration_seconds_sum: float
     attempt_duration_ms_sum: int
 
 attempt_duration_bounds_ms: List[int]
+attempt_duration_bounds_seconds: List[float]
 
 class Worker:
     def __init__(
@@ -403,6 +436,7 @@ class Worker:
     def request_stop(self) -> None: ...
     def stop(self) -> None: ...
     def stop_requested(self) -> bool: ...
+    def stop_wait_for(self, timeout_ms: int) -> bool: ...
     def stats(self) -> WorkerStats: ...
 
 def notify_queues(database: Database, queues: Sequence[str]) -> None: ...

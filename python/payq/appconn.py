@@ -16,6 +16,11 @@ and must be atomic: an autocommit connection, or Django outside
 A failed statement leaves the application's transaction aborted, as any
 failed statement does; roll back (or use :func:`savepoint`) before going on.
 
+The executor itself is C++ (``cpp/appconn/``, the ``payq_appconn`` library:
+value conversion, error translation, parameter style), held to the same
+conformance suite as payq's own connections
+(``tests_py/test_executor_conformance.py``).
+
 Cost, measured with ``bench/appconn.py`` (details in docs/app-connection.md):
 a trivial ``SELECT $1::bigint`` takes 39-60 µs through the executor on
 psycopg2 and 58-68 µs on psycopg 3, against 27-31 µs on payq's own prepared
@@ -121,7 +126,9 @@ def _cursor_for(connection: Any) -> Any:
         return _sqlalchemy_cursor(connection)
 
     if callable(getattr(connection, "cursor", None)):
-        return _dbapi_cursor(connection, f"the {type(connection).__name__} connection")
+        # Named by its driver's package: psycopg's class is itself called
+        # Connection, which read "the Connection connection".
+        return _dbapi_cursor(connection, f"this {type(connection).__module__.split('.')[0]} connection")
 
     raise InvalidArgument(
         f"cannot run payq on a {type(connection).__module__}.{type(connection).__qualname__}: pass a psycopg2 "

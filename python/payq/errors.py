@@ -31,6 +31,7 @@ __all__ = [
     "InvalidArgument",
     "UnknownTaskKind",
     "UnknownTask",
+    "UnknownQueue",
     "LeaseLost",
     "ResourceExhausted",
 ]
@@ -144,6 +145,11 @@ class UnknownTaskKind(Error, LookupError):
 
 class UnknownTask(Error, LookupError):
     """No task with that id."""
+
+
+class UnknownQueue(InvalidArgument, LookupError):
+    """An operator action (pause, resume) names a queue that has neither
+    settings nor tasks; nothing was created."""
 
 
 class LeaseLost(Error):

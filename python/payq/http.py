@@ -59,7 +59,9 @@ and the result to store when ``"applied"``. Raising means ``"unknown"``."""
 JsonScalar = Union[str, int, float, bool, None]
 StatusKey = Union[int, Tuple[int, int]]
 
-_OUTCOMES = ("success", "retry", "fail", "unknown")
+# The core's outcomes (OutcomeName spells them for type checkers; the
+# vocabulary test keeps the two equal).
+_OUTCOMES = tuple(core.OUTCOMES)
 _FINDINGS = ("applied", "failed", "not_found", "unknown")
 _DETAIL_CHARS_MAX = 1000
 

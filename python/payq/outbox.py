@@ -40,10 +40,29 @@ __all__ = [
     "Cron",
     "enqueue",
     "enqueue_many",
+    "TASK_STATES",
+    "OUTCOMES",
+    "ACTIONS",
+    "ACTIONS_BY_STATE",
+    "QUEUE_NAME_MAX",
 ]
 
 Json = Any
-TASK_STATES = ("held", "pending", "running", "succeeded", "dead", "needs_review", "cancelled")
+
+# The words the core defines (cpp/include/payq/vocabulary.hpp), read from it
+# so that no list here can drift from the C++ or the schema.
+TASK_STATES: Tuple[str, ...] = tuple(core.TASK_STATES)
+"""Every state a task can be in."""
+OUTCOMES: Tuple[str, ...] = tuple(core.OUTCOMES)
+"""What one attempt may report: ``success``, ``retry``, ``fail``, ``unknown``."""
+ACTIONS: Tuple[str, ...] = tuple(core.ACTIONS)
+"""The operator actions on a task: ``release``, ``retry``, ``cancel``, ``resolve``."""
+ACTIONS_BY_STATE: Mapping[str, Tuple[str, ...]] = {state: tuple(a) for state, a in core.ACTIONS_BY_STATE.items()}
+"""The actions each state allows. Two also look at the task: ``cancel``
+only a task that never ran (``attempt == 0``); ``retry`` not a task whose
+failure side already moved money (:attr:`TaskSettlement.failure_side_moves_money`)."""
+QUEUE_NAME_MAX: int = core.QUEUE_NAME_MAX
+"""A queue's name is 1 to this many of letters, digits and ``_ . : -``."""
 
 
 def _ms(value: Optional[timedelta], what: str) -> Optional[int]:
@@ -263,13 +282,37 @@ class Attempt:
     duration_ms: int
     started_at: datetime
     finished_at: datetime
+    traceback: Optional[str] = None
+    """Where the handler raised, when it did: the stack trace's last 8 KiB."""
 
     @classmethod
     def _from_core(cls, a: "core.TaskAttempt") -> "Attempt":
         started = _timestamp(a.started_at)
         finished = _timestamp(a.finished_at)
         assert started is not None and finished is not None
-        return cls(a.task_id, a.attempt, a.worker_id, a.outcome, a.error, a.duration_ms, started, finished)
+        return cls(a.task_id, a.attempt, a.worker_id, a.outcome, a.error, a.duration_ms, started, finished,
+                   getattr(a, "traceback", None))
+
+
+@dataclass(frozen=True)
+class QueueAction:
+    """A recorded operator action on a queue: ``pause``, ``resume``,
+    ``pause_for`` or ``configure``, who took it (``actor``), why (``note``)
+    and what it set (``detail``: the pause's length or the limits)."""
+
+    id: int
+    queue: str
+    action: str
+    actor: str
+    note: str
+    detail: Dict[str, Any]
+    created_at: datetime
+
+    @classmethod
+    def _from_core(cls, a: Any) -> "QueueAction":
+        created = _timestamp(a.created_at)
+        assert created is not None
+        return cls(a.id, a.queue, a.action, a.actor, a.note, json.loads(a.detail_json), created)
 
 
 @dataclass(frozen=True)
@@ -349,9 +392,9 @@ class Tasks:
         if state is not None and state not in TASK_STATES:
             raise InvalidArgument(f"unknown task state {state!r}; one of {', '.join(TASK_STATES)}")
         return [Task._from_core(t) for t in core.outbox_tasks_list(
-            self._target, state, _args.text_or_none(queue, "queue"), _args.integer(after_id, "after_id"),
-            _args.integer(limit, "limit"), _args.text_or_none(kind, "kind"), _args.text_or_none(key, "key"),
-            _ms(older_than, "older_than"))]
+            self._target, state=state, queue=_args.text_or_none(queue, "queue"), kind=_args.text_or_none(kind, "kind"),
+            key=_args.text_or_none(key, "key"), created_before_ms_ago=_ms(older_than, "older_than"),
+            after_id=_args.integer(after_id, "after_id"), limit=_args.integer(limit, "limit"))]
 
     def stats(self) -> Dict[str, Dict[str, int]]:
         """Task counts: ``{queue: {state: count}}``."""
@@ -503,11 +546,15 @@ class Queues:
         rate: Optional[Tuple[int, timedelta]] = None,
         amount: Optional[Tuple[Money, timedelta]] = None,
         weight: int = 1,
+        actor: Optional[str] = None,
+        note: str = "",
     ) -> None:
         """Set a queue's limits: ``concurrency`` running tasks at most;
         ``rate=(count, timedelta)`` starts per window; ``amount=(Money,
         timedelta)`` money started per window (counted from tasks' ``amount``);
-        ``weight`` for workers serving several queues. Unset means unlimited."""
+        ``weight`` for workers serving several queues. Unset means unlimited.
+        With an ``actor``, the change is recorded in the queue action log
+        (:meth:`actions`) with ``note``."""
         rate_count = rate_window_ms = amount_minor = amount_window_ms = None
         amount_currency = None
         if rate is not None:
@@ -523,7 +570,7 @@ class Queues:
         core.outbox_queue_configure(self._target, _args.text(name, "name"),
                                     None if concurrency is None else _int32(concurrency, "concurrency"), rate_count,
                                     rate_window_ms, amount_minor, amount_currency, amount_window_ms,
-                                    _int32(weight, "weight"))
+                                    _int32(weight, "weight"), **_queue_action_by(actor, note))
 
     def cron(self, name: str, schedule: str, kind: str, payload: Json = None, *, queue: str = "default",
              time_zone: str = "UTC") -> None:
@@ -542,19 +589,39 @@ class Queues:
         """Remove a cron entry (no error if there is none)."""
         core.outbox_cron_remove(self._target, _args.text(name, "name"))
 
-    def pause(self, name: str) -> None:
-        """Stop workers from claiming this queue (running tasks finish)."""
-        core.outbox_queue_pause(self._target, _args.text(name, "name"), True)
+    def pause(self, name: str, *, actor: Optional[str] = None, note: str = "") -> None:
+        """Stop workers from claiming this queue (running tasks finish).
+        :class:`payq.UnknownQueue` for a queue without settings or tasks
+        (nothing is created). With an ``actor``, recorded in the queue
+        action log with ``note``."""
+        core.outbox_queue_pause(self._target, _args.text(name, "name"), True, **_queue_action_by(actor, note))
 
-    def resume(self, name: str) -> None:
-        """Let workers claim this queue again (also ends a back-pressure pause)."""
-        core.outbox_queue_pause(self._target, _args.text(name, "name"), False)
+    def resume(self, name: str, *, actor: Optional[str] = None, note: str = "") -> None:
+        """Let workers claim this queue again (also ends a back-pressure
+        pause); refused and recorded as :meth:`pause` is."""
+        core.outbox_queue_pause(self._target, _args.text(name, "name"), False, **_queue_action_by(actor, note))
 
-    def pause_for(self, name: str, duration: timedelta) -> None:
-        """Back-pressure: no claims until ``duration`` from now (extends, never shortens)."""
+    def pause_for(self, name: str, duration: timedelta, *, actor: Optional[str] = None, note: str = "") -> None:
+        """Back-pressure: no claims until ``duration`` from now (extends,
+        never shortens); refused and recorded as :meth:`pause` is."""
         ms = _ms(duration, "duration")
         assert ms is not None
-        core.outbox_queue_pause_until(self._target, _args.text(name, "name"), ms)
+        core.outbox_queue_pause_until(self._target, _args.text(name, "name"), ms, **_queue_action_by(actor, note))
+
+    def actions(self, name: Optional[str] = None, *, limit: int = 100) -> List[QueueAction]:
+        """The queue action log, newest first: of queue ``name``, or of
+        every queue; at most ``limit`` (1..1000) entries."""
+        queue = None if name is None else _args.text(name, "name")
+        return [QueueAction._from_core(a) for a in core.outbox_queue_actions(self._target, queue, limit)]
+
+
+def _queue_action_by(actor: Optional[str], note: str) -> Dict[str, str]:
+    """The ``actor``/``note`` keywords of a queue action (none: not recorded)."""
+    if actor is None:
+        if note:
+            raise InvalidArgument("a note on a queue action needs an actor")
+        return {}
+    return {"actor": _args.text(actor, "actor"), "note": _args.text(note, "note") if note else ""}
 
 
 def enqueue(connection: Any, kind: str, payload: Json = None, *, schema: str = "payq",

@@ -1,6 +1,8 @@
 // The error hierarchy of payq. Every failure a caller can act on has its own
 // type; all derive from payq::Error, and each crosses into Python as the
-// payq.Error subclass of the same name.
+// payq.Error subclass of the same name. A new class is also entered in
+// payq::error_classes() (vocabulary.cpp), the one table the binding and the
+// drift test (tests_py/test_vocabulary.py) read.
 #pragma once
 
 #include <cstdint>
@@ -163,6 +165,13 @@ class ResourceExhausted : public Error {
 class UnknownTask : public Error {
  public:
   using Error::Error;
+};
+
+// An operator action names a queue that has neither settings nor tasks:
+// most likely a typo, which must not create a phantom queue.
+class UnknownQueue : public InvalidArgument {
+ public:
+  using InvalidArgument::InvalidArgument;
 };
 
 }  // namespace payq

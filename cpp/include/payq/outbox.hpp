@@ -10,6 +10,7 @@
 
 #include "payq/backoff.hpp"
 #include "payq/db.hpp"
+#include "payq/vocabulary.hpp"
 
 namespace payq {
 
@@ -25,9 +26,7 @@ inline constexpr std::int64_t queue_window_ms_max = 366LL * 24 * 3600 * 1000;
 // Successes recorded by one Outbox::complete_success_batch call.
 inline constexpr std::size_t complete_batch_count_max = claim_batch_count_max;
 
-enum class TaskState { held, pending, running, succeeded, dead, needs_review, cancelled };
-const char* task_state_name(TaskState state);
-TaskState task_state_parse(const std::string& name);
+// TaskState, task_state_name and task_state_parse: see vocabulary.hpp.
 
 // What a task does when it finally fails or succeeds. All optional.
 struct Settlement {
@@ -95,22 +94,22 @@ struct TaskAttempt {
   std::int64_t duration_ms = 0;
   std::string started_at;
   std::string finished_at;
+  std::optional<std::string> traceback;  // the handler's stack trace, when it raised
 };
 
-// The result of one attempt, as the handler reports it.
-enum class OutcomeKind {
-  success,  // applied; result stored; settlement's success side runs
-  retry,    // definitely not applied; try again after a backoff
-  fail,     // definitely not applied, never will be; task dead; failure side runs
-  unknown,  // may have been applied; retried with the same idempotency key, never compensated
-};
-const char* outcome_kind_name(OutcomeKind kind);
+// A stack trace is kept to its last this many bytes: the innermost frames,
+// where the fault is.
+inline constexpr std::size_t traceback_bytes_max = 8 * 1024;
+
+// The result of one attempt, as the handler reports it (OutcomeKind: see
+// vocabulary.hpp).
 
 struct Outcome {
   OutcomeKind kind = OutcomeKind::success;
   std::string result_json = "null";
   std::string error;
   std::optional<std::int64_t> retry_after_ms;  // overrides the backoff for retry/unknown
+  std::string traceback;  // where a handler raised (its last traceback_bytes_max bytes are stored)
 };
 
 struct Completion {
@@ -146,6 +145,25 @@ struct QueueConfig {
   std::optional<std::string> amount_currency;
   std::optional<std::int64_t> amount_window_ms;
   int weight = 1;
+};
+
+// Who takes an operator action on a queue, and why. With an actor the action
+// is recorded in the queue action log; without one (a worker's own
+// back-pressure pause) it is not.
+struct QueueActionBy {
+  std::string actor;
+  std::string note;
+};
+
+// One entry of the queue action log.
+struct QueueAction {
+  std::int64_t id = 0;
+  std::string queue;
+  std::string action;  // pause, resume, pause_for, configure
+  std::string actor;
+  std::string note;
+  std::string detail_json;  // what was set: {"pause_ms": ...} or the limits
+  std::string created_at;
 };
 
 // A recurring task: fired once per slot of its schedule, in its time zone,
@@ -295,9 +313,14 @@ class Outbox {
   // Every queue with its settings, depth and lag, by name.
   std::vector<QueueOverview> queues_overview();
 
-  void queue_configure(const QueueConfig& config);
-  void queue_pause(const std::string& queue, bool paused);
-  void queue_pause_until(const std::string& queue, std::int64_t pause_ms);
+  void queue_configure(const QueueConfig& config, const QueueActionBy& by = {});
+  // Pausing or resuming a queue that has neither settings nor tasks (a typo)
+  // is an UnknownQueue error (an InvalidArgument); "default" and "payq.alerts"
+  // are always known.
+  void queue_pause(const std::string& queue, bool paused, const QueueActionBy& by = {});
+  void queue_pause_until(const std::string& queue, std::int64_t pause_ms, const QueueActionBy& by = {});
+  // The queue action log, newest first: of one queue, or of all.
+  std::vector<QueueAction> queue_actions(const std::optional<std::string>& queue, std::int64_t limit);
 
   std::int64_t prune(std::int64_t finished_before_ms_ago, std::int64_t count_max);
 

@@ -14,15 +14,6 @@ namespace payq {
 
 using namespace outbox_detail;
 
-void outbox_detail::queue_name_validate(const std::string& queue) {
-  text_bounded(queue, queue_bytes_max, "queue name");
-  for (char c : queue) {
-    const bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '_' ||
-                    c == '.' || c == ':' || c == '-';
-    if (!ok) throw InvalidArgument("queue name '" + queue + "' may use letters, digits and _ . : - only");
-  }
-}
-
 namespace {
 
 nlohmann::json spec_json(const TaskSpec& spec, std::size_t n) {

@@ -16,12 +16,13 @@ namespace payq::outbox_detail {
 
 // Bounds of task text columns, as the task table's CHECKs.
 inline constexpr std::size_t kind_bytes_max = 200;
-inline constexpr std::size_t queue_bytes_max = 100;
+inline constexpr std::size_t queue_bytes_max = queue_name_bytes_max;
 inline constexpr std::size_t key_bytes_max = 255;
+// Where payq raises its alerts (kind payq.alert).
+inline constexpr const char* alert_queue = "payq.alerts";
 
 // One rule for a queue's name wherever one is given (enqueue, configure,
-// pause, cron): 1..queue_bytes_max of letters, digits and _ . : - only.
-void queue_name_validate(const std::string& queue);
+// pause, cron): payq::queue_name_validate (vocabulary.hpp).
 
 Task task_from(const Rows& rows, std::size_t row);
 // PostgreSQL array literals, bound as one parameter (never spliced into
