@@ -37,10 +37,17 @@ void bind_embedded(py::module_& m) {
         out["data_dir"] = status.data_dir.string();
         out["dsn"] = status.dsn;
         out["server_user"] = status.server_user;
+        out["binaries"] = status.binaries.string();
+        out["binaries_source"] = status.binaries_source;
         return out;
       });
 
   m.def("postgres_bin_dir", [] { return postgres_bin_dir().string(); });
+  m.def("postgres_binaries", [] {
+    const PostgresBinaries binaries = postgres_binaries();
+    return py::make_tuple(binaries.dir.string(), binaries.source);
+  });
+  m.def("postgres_wheel_dir_set", [](const std::string& dir) { postgres_wheel_dir_set(dir); }, py::arg("dir"));
 }
 
 }  // namespace payq::bindings

@@ -18,7 +18,7 @@
 #include "harness.hpp"
 #include "payq/database.hpp"
 #include "payq/error.hpp"
-#include "process_internal.hpp"
+#include "db/process_internal.hpp"
 
 namespace payq {
 namespace {

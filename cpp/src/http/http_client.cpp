@@ -3,6 +3,7 @@
 #include "payq/http_client.hpp"
 
 #include <curl/curl.h>
+#include <unistd.h>
 
 #include <algorithm>
 #include <cctype>
@@ -44,6 +45,27 @@ void curl_global_once() {
   // Never cleaned up: libcurl stays usable for the life of the process.
   static const CURLcode code = curl_global_init(CURL_GLOBAL_ALL);
   if (code != CURLE_OK) throw ConfigError(std::string("libcurl could not start: ") + curl_easy_strerror(code));
+}
+
+// The system's CA bundle when libcurl's built-in one is missing, or nullptr
+// to keep libcurl's default. A wheel's libcurl was built on Debian and looks
+// for /etc/ssl/certs/ca-certificates.crt; other distributions keep the
+// bundle elsewhere (docs/install.md). Looked up once per process.
+const char* system_ca_bundle() {
+  static const std::string found = [] {
+    const curl_version_info_data* info = curl_version_info(CURLVERSION_NOW);
+    if (info->age >= CURLVERSION_NINTH && info->cainfo != nullptr && access(info->cainfo, R_OK) == 0) {
+      return std::string();
+    }
+    for (const char* path : {"/etc/pki/tls/certs/ca-bundle.crt",                   // Fedora, RHEL
+                             "/etc/pki/ca-trust/extracted/pem/tls-ca-bundle.pem",  // RHEL, CentOS
+                             "/etc/ssl/ca-bundle.pem",                             // openSUSE
+                             "/etc/ssl/cert.pem"}) {                               // Alpine, Arch
+      if (access(path, R_OK) == 0) return std::string(path);
+    }
+    return std::string();
+  }();
+  return found.empty() ? nullptr : found.c_str();
 }
 
 std::string_view trimmed(std::string_view text) {
@@ -204,7 +226,11 @@ CURLcode transfer_setup(Transfer& t) {
       .set(CURLOPT_PREREQDATA, static_cast<void*>(&t))
       .set(CURLOPT_ERRORBUFFER, t.error)
       .set(CURLOPT_PRIVATE, static_cast<void*>(&t));
-  if (r.ca_file) o.set(CURLOPT_CAINFO, r.ca_file->c_str());
+  if (r.ca_file) {
+    o.set(CURLOPT_CAINFO, r.ca_file->c_str());
+  } else if (const char* bundle = system_ca_bundle()) {
+    o.set(CURLOPT_CAINFO, bundle);
+  }
   if (r.method == "GET") {
     o.set(CURLOPT_HTTPGET, 1L);
   } else if (r.method == "HEAD") {
@@ -420,6 +446,15 @@ void HttpClient::Loop::refuse(std::unique_ptr<Transfer> transfer, HttpFailure fa
 }
 
 // ---------------------------------------------------------------- the client
+
+std::string http_ca_bundle_default() {
+  if (const char* bundle = system_ca_bundle()) return bundle;
+  const curl_version_info_data* info = curl_version_info(CURLVERSION_NOW);
+  if (info->age >= CURLVERSION_NINTH && info->cainfo != nullptr && access(info->cainfo, R_OK) == 0) {
+    return info->cainfo;
+  }
+  return "";
+}
 
 HttpClient::HttpClient(HttpClientOptions options) : loop_(std::make_unique<Loop>(options)) {}
 
