@@ -149,7 +149,12 @@ void bind_worker(py::module_& m) {
              if (!log) options.log_sink = [](const std::string&) {};
              auto worker = std::make_unique<Worker>(*database, *registry, std::move(options));
              return PyWorker{std::move(database), std::move(registry), std::move(worker)};
-           }))
+           }),
+           // Thirteen settings: by name only, so two swapped integers cannot
+           // pass for each other.
+           py::arg("database"), py::arg("registry"), py::kw_only(), py::arg("queues"), py::arg("concurrency"),
+           py::arg("batch"), py::arg("poll_ms"), py::arg("grace_ms"), py::arg("worker_id"), py::arg("listen"),
+           py::arg("maintenance"), py::arg("maintenance_interval_ms"), py::arg("prune_after_ms"), py::arg("log"))
       .def("start", [](PyWorker& self) { self.worker->start(); }, py::call_guard<py::gil_scoped_release>())
       .def("request_stop", [](PyWorker& self) { self.worker->request_stop(); },
            py::call_guard<py::gil_scoped_release>())

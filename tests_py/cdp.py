@@ -43,6 +43,8 @@ CHROMIUM_FLAGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
     "--disable-component-update", "--disable-sync", "--disable-extensions", "--disable-default-apps",
     "--no-default-browser-check", "--remote-debugging-port=0",
+    # A desktop operator's window: layout tests measure against it.
+    "--window-size=1600,1000",
 ]
 
 

@@ -1,9 +1,13 @@
 """payq's web dashboard (python/payq/dashboard/): the WSGI application
 called directly (login, CSRF and Origin checks, required reasons, escaping
-of hostile data, filters, journals, the audit, the throughput sampler), the
-Django and Flask mounts, ``payq dashboard`` as operators run it, and a real
-headless Chromium that logs in, retries a dead task and resolves one that
-needs review, checked afterwards in the database.
+of hostile data, filters, sorting, pages and jumps, payload search, bulk
+actions, queue actions and their log, the workers page, tracebacks, links
+from tasks to the ledger, journals, the audit, the throughput sampler and
+its caption), the Django and Flask mounts, ``payq dashboard`` as operators
+run it, and a real headless Chromium that logs in, retries a dead task and
+resolves one that needs review, then searches, watches a list refresh
+itself, acts in bulk, pauses a queue and follows a task to its account,
+checked afterwards in the database.
 """
 
 from __future__ import annotations
@@ -83,9 +87,9 @@ class Client:
         self.cookies: Dict[str, str] = {}
 
     def request(self, method: str, path: str, form: Optional[Dict[str, str]] = None,
-                headers: Optional[Dict[str, str]] = None) -> Answer:
+                headers: Optional[Dict[str, str]] = None, pairs: Optional[List[Tuple[str, str]]] = None) -> Answer:
         target = urlsplit(path)
-        body = urlencode(form or {}).encode()
+        body = urlencode(pairs if pairs is not None else (form or {})).encode()
         environ: Dict[str, Any] = {
             "REQUEST_METHOD": method, "SCRIPT_NAME": self.script_name, "PATH_INFO": target.path,
             "QUERY_STRING": target.query, "wsgi.input": io.BytesIO(body), "CONTENT_LENGTH": str(len(body)),
@@ -122,6 +126,10 @@ class Client:
             headers.setdefault("Origin", origin)
         return self.request("POST", path, form, headers)
 
+    def post_multi(self, path: str, pairs: List[Tuple[str, str]]) -> Answer:
+        """Post a form whose fields repeat (checkboxes), from the dashboard's origin."""
+        return self.request("POST", path, headers={"Origin": ORIGIN}, pairs=pairs)
+
     def act(self, task_id: int, action: str, note: str, **fields: str) -> Answer:
         """Post an action form as the task's page offers it."""
         page = self.get(f"/tasks/{task_id}")
@@ -144,8 +152,9 @@ def _claim_complete(db: payq.Database, queue: str, outcome: str, error: str = ""
     # No handler runs here, so the attempt took no time: a made-up duration
     # would date its start (completion time minus duration) before the
     # enqueue when both happen within that many milliseconds.
-    return core.outbox_complete(db._core, task.id, task.lease_token, task.attempt, outcome, result, error, 0,
-                                "test-worker", 0)
+    return core.outbox_complete(db._core, task_id=task.id, lease_token=task.lease_token, attempt=task.attempt,
+                                outcome=outcome, result_json=result, error=error, retry_after_ms=0,
+                                worker_id="test-worker", duration_ms=0)
 
 
 def dead_task(db: payq.Database, kind: str = "sms.send", payload: Any = None, queue: str = "sms",
@@ -468,7 +477,9 @@ def test_a_refused_action_is_shown_not_hidden(operator: Client, payq_db: payq.Da
         t.enqueue("payout", {}, queue="payouts", max_attempts=1, settle=Settle.capture(hold, into=world))
     [task] = core.outbox_claim(payq_db._core, "payouts", "w", 1)
     assert task.lease_token is not None
-    core.outbox_complete(payq_db._core, task.id, task.lease_token, task.attempt, "fail", "null", "refused", 0, "w", 1)
+    core.outbox_complete(payq_db._core, task_id=task.id, lease_token=task.lease_token, attempt=task.attempt,
+                         outcome="fail", result_json="null", error="refused", retry_after_ms=0, worker_id="w",
+                         duration_ms=1)
     refused = operator.act(task.id, "retry", "try again")  # its hold was released: payq refuses
     assert refused.status == 409 and "Refused" in refused.text and "enqueue a new task" in refused.text
     assert payq_db.tasks.get(task.id).state == "dead"
@@ -512,9 +523,10 @@ def test_tasks_filter_by_state_queue_and_kind_and_search_by_key(operator: Client
     dead = dead_task(payq_db, queue="c")
 
     [alert] = [t.id for t in payq_db.tasks.list(queue="payq.alerts")]  # raised when the task died
-    assert _ids(operator.get("/tasks")) == [a_sms, a_mail, b_sms, dead, alert]
-    assert _ids(operator.get("/tasks?queue=a")) == [a_sms, a_mail]
-    assert _ids(operator.get("/tasks?kind=sms.send")) == [a_sms, b_sms, dead]
+    # Newest first, as River and Oban list them.
+    assert _ids(operator.get("/tasks")) == [alert, dead, b_sms, a_mail, a_sms]
+    assert _ids(operator.get("/tasks?queue=a")) == [a_mail, a_sms]
+    assert _ids(operator.get("/tasks?kind=sms.send")) == [dead, b_sms, a_sms]
     assert _ids(operator.get("/tasks?kind=sms.send&queue=a")) == [a_sms]
     assert _ids(operator.get("/tasks?state=dead")) == [dead]
     assert _ids(operator.get("/tasks?state=pending&queue=b")) == [b_sms]
@@ -524,13 +536,13 @@ def test_tasks_filter_by_state_queue_and_kind_and_search_by_key(operator: Client
     assert "dead (1)" in operator.get("/tasks").text
 
     first = operator.get("/tasks?limit=2")
-    assert _ids(first) == [a_sms, a_mail]
+    assert _ids(first) == [alert, dead]
     next_link = re.search(r'<a href="([^"]+)" rel="next">', first.text)
     assert next_link, first.text
-    assert _ids(operator.get(next_link.group(1).replace("&amp;", "&"))) == [b_sms, dead]
+    assert _ids(operator.get(next_link.group(1).replace("&amp;", "&"))) == [b_sms, a_mail]
 
     assert operator.get("/tasks?state=lost").status == 400
-    assert operator.get("/tasks?after_id=x").status == 400
+    assert operator.get("/tasks?page=x").status == 400
     assert operator.get("/tasks/999999").status == 404
     assert operator.get("/nowhere").status == 404
     assert operator.get(f"/tasks/{dead}/retry").status == 405
@@ -813,6 +825,262 @@ def test_payq_dashboard_takes_its_token_from_the_environment(payq_db: payq.Datab
     assert short.returncode == 2 and "too short" in short.stderr
 
 
+# ---------------------------------------------------------------- task lists, bulk actions, queues, workers
+
+
+def test_task_list_sorts_shows_next_run_and_finished_and_jumps(operator: Client, payq_db: payq.Database) -> None:
+    later = payq_db.enqueue("sms.send", {}, queue="s", delay=timedelta(hours=2)).task_id
+    sooner = payq_db.enqueue("sms.send", {}, queue="s", delay=timedelta(hours=1)).task_id
+    dead = dead_task(payq_db, queue="s")
+    [alert] = [t.id for t in payq_db.tasks.list(queue="payq.alerts")]
+    page = operator.get("/tasks?queue=s")
+    assert "<th>next run</th>" in page.text and "<th>finished</th>" in page.text
+    assert _ids(page) == [dead, sooner, later]
+    assert _ids(operator.get("/tasks?queue=s&sort=oldest")) == [later, sooner, dead]
+    assert _ids(operator.get("/tasks?queue=s&sort=next_run&state=pending")) == [sooner, later]
+    assert _ids(operator.get("/tasks?sort=finished")) == [dead]  # finished tasks only
+    assert alert in _ids(operator.get("/tasks?sort=next_run"))  # pending and held tasks only
+    assert dead not in _ids(operator.get("/tasks?sort=next_run"))
+    # What the live refresh fetches: the list alone, without the page around it.
+    fragment = operator.get("/tasks?queue=s&fragment=list")
+    assert fragment.text.startswith('<div id="task-list"') and _ids(fragment) == [dead, sooner, later]
+    assert 'class="tabs"' not in fragment.text
+    assert operator.get("/tasks?sort=random()").status == 400  # orders come from a fixed table
+    # A page by number, and the form that jumps to one.
+    assert _ids(operator.get("/tasks?queue=s&limit=1&page=2")) == [sooner]
+    assert _ids(operator.get("/tasks?queue=s&limit=1&page=4")) == []
+    assert 'name="page"' in page.text
+    assert operator.get("/tasks?page=0").status == 400
+    # A task by id.
+    jumped = operator.get(f"/tasks?jump={sooner}")
+    assert jumped.status == 303 and jumped.header("Location") == f"/tasks/{sooner}"
+    assert operator.get("/tasks?jump=999999").status == 404
+    assert operator.get("/tasks?jump=1;drop").status == 400
+
+
+def test_payload_search_matches_fields_paths_and_json_with_bound_parameters(operator: Client,
+                                                                             payq_db: payq.Database) -> None:
+    number = payq_db.enqueue("payout", {"order_id": 123, "customer": {"id": 7}}, queue="p").task_id
+    text = payq_db.enqueue("payout", {"order_id": "123"}, queue="p").task_id
+    other = payq_db.enqueue("payout", {"order_id": 124, "note": "x'); DROP TABLE task; --"}, queue="p").task_id
+
+    def found(search: str, **more: str) -> List[int]:
+        answer = operator.get("/tasks?" + urlencode({"payload": search, **more}))
+        assert answer.status == 200, answer.text
+        return _ids(answer)
+
+    assert found("payload.order_id=123") == [text, number]  # the number and the same text
+    assert found("order_id=123", queue="p", state="pending") == [text, number]
+    assert found('order_id="123"') == [text]
+    assert found('{"order_id": 123}') == [number]
+    assert found("customer.id=7") == [number]
+    assert found("order_id=125") == []
+    assert found("note=x'); DROP TABLE task; --") == [other]  # data, never SQL
+    assert payq_db.tasks.get(other).state == "pending"
+    assert found("order_id=NaN") == []  # not JSON: searched as text, not a database error
+    for bad in ("=5", "order_id", "a..b=1", "[1, 2]", "x" * 501, '{"order_id": NaN}', "order_id=\x00",
+                '{"order_id": "\\u0000"}'):
+        assert operator.get("/tasks?" + urlencode({"payload": bad})).status == 400, bad
+    assert 'value="customer.id=7"' in operator.get("/tasks?" + urlencode({"payload": "customer.id=7"})).text
+
+
+def test_bulk_retry_and_cancel_act_on_each_selected_task_with_one_reason(operator: Client,
+                                                                         payq_db: payq.Database) -> None:
+    dead_a = dead_task(payq_db, queue="sms")
+    dead_b = dead_task(payq_db, queue="sms")
+    pending = payq_db.enqueue("sms.send", {}, queue="sms").task_id
+    page = operator.get("/tasks")
+    assert 'id="bulk"' in page.text and f'name="task" value="{dead_a}"' in page.text
+
+    answer = operator.post_multi("/tasks/bulk", [("csrf", page.csrf("bulk")), ("do", "retry"),
+                                                 ("note", "carrier fixed the route"), ("task", str(dead_a)),
+                                                 ("task", str(dead_b)), ("task", str(pending))])
+    assert answer.status == 200
+    assert "2 of 3 task(s) retried" in answer.text and "refused" in answer.text
+    assert f"task {pending} is pending" in answer.text  # why the third was refused
+    for task_id in (dead_a, dead_b):
+        assert payq_db.tasks.get(task_id).state == "pending"
+        [action] = payq_db.tasks.actions(task_id)
+        assert (action.action, action.actor, action.note) == ("retry", "dashboard:lin", "carrier fixed the route")
+    assert payq_db.tasks.actions(pending) == []
+
+    cancelled = operator.post_multi("/tasks/bulk", [("csrf", page.csrf("bulk")), ("do", "cancel"),
+                                                    ("note", "customer withdrew"), ("task", str(pending))])
+    assert cancelled.status == 200 and "1 of 1 task(s) cancelled" in cancelled.text
+    assert payq_db.tasks.get(pending).state == "cancelled"
+
+    # Refused before anything is written: no reason, nothing selected, too many, an unknown action.
+    fresh = dead_task(payq_db, queue="sms-2")
+    for form, status in (([("do", "retry"), ("note", ""), ("task", str(fresh))], 400),
+                         ([("do", "retry"), ("note", "why")], 400),
+                         ([("do", "retry"), ("note", "why"), *(("task", str(i)) for i in range(1, 202))], 400),
+                         ([("do", "delete"), ("note", "why"), ("task", str(fresh))], 400),
+                         ([("do", "retry"), ("note", "why"), ("task", "1 OR 1=1")], 400)):
+        refused = operator.post_multi("/tasks/bulk", [("csrf", page.csrf("bulk")), *form])
+        assert refused.status == status, form
+    assert payq_db.tasks.get(fresh).state == "dead" and payq_db.tasks.actions(fresh) == []
+    # Without a valid CSRF token nothing happens either.
+    assert operator.post_multi("/tasks/bulk", [("csrf", "forged"), ("do", "retry"), ("note", "x"),
+                                               ("task", str(fresh))]).status == 403
+    assert payq_db.tasks.get(fresh).state == "dead"
+
+
+def test_queue_pause_resume_and_limits_are_recorded_with_who_and_why(operator: Client,
+                                                                     payq_db: payq.Database) -> None:
+    payq_db.enqueue("payout", {}, queue="payouts")
+
+    def act(action: str, **form: str) -> Answer:
+        page = operator.get("/queues/payouts")
+        assert page.status == 200, page.text
+        return operator.post(f"/queues/payouts/{action}", {"csrf": page.csrf(f"form-{action}"), **form})
+
+    assert act("pause", note="").status == 400  # a reason is required
+    assert not payq_db.queues.get("payouts").paused
+    paused = act("pause", note="provider outage INC-42")
+    assert paused.status == 303 and paused.header("Location") == "/queues/payouts?done=pause"
+    assert payq_db.queues.get("payouts").paused
+    page = operator.get("/queues/payouts?done=pause")
+    assert 'id="queue-state">paused' in page.text and 'id="form-resume"' in page.text
+
+    limits = {"note": "provider asks for 4 at once", "concurrency": "4", "rate_count": "10", "rate_window_s": "1",
+              "amount": "50000.00", "amount_currency": "CNY", "amount_window_s": "3600", "weight": "3"}
+    assert act("limits", **limits).status == 303
+    queue = payq_db.queues.get("payouts")
+    assert queue.concurrency == 4 and queue.rate == (10, timedelta(seconds=1)) and queue.weight == 3
+    assert queue.amount == (Money("50000.00", "CNY"), timedelta(hours=1))
+    assert act("limits", **{**limits, "concurrency": "-1"}).status == 400
+    assert act("limits", **{**limits, "rate_window_s": ""}).status == 400  # a rate needs its window
+    assert act("limits", **{**limits, "amount": "1.001"}).status == 400  # more digits than CNY has
+    assert payq_db.queues.get("payouts").concurrency == 4
+    assert act("resume", note="provider is back").status == 303
+    assert not payq_db.queues.get("payouts").paused
+
+    log = payq_db.queues.actions("payouts")
+    assert [(a.action, a.actor, a.note) for a in log] == [
+        ("resume", "dashboard:lin", "provider is back"),
+        ("configure", "dashboard:lin", "provider asks for 4 at once"),
+        ("pause", "dashboard:lin", "provider outage INC-42")]
+    assert log[1].detail["concurrency_max"] == 4
+    shown = operator.get("/queues/payouts").text
+    assert shown.index("provider is back") < shown.index("provider outage INC-42")  # newest first
+    assert "provider outage INC-42" in operator.get("/queues").text
+
+    # An unknown queue: no page, no action, and the library refuses it too.
+    assert operator.get("/queues/payuots").status == 404
+    assert operator.post("/queues/payuots/pause", {"csrf": operator.get("/queues/payouts").csrf("form-pause"),
+                                                   "note": "typo"}).status == 404
+    with pytest.raises(payq.UnknownQueue):
+        payq_db.queues.pause("payuots", actor="ops", note="typo")
+    assert issubclass(payq.UnknownQueue, payq.InvalidArgument)
+    assert "payuots" not in [q.name for q in payq_db.queues.list()]
+
+
+def test_workers_page_shows_what_each_worker_runs_now(operator: Client, payq_db: payq.Database) -> None:
+    assert 'id="no-workers"' in operator.get("/workers").text
+    first = payq_db.enqueue("sms.send", {}, queue="w").task_id
+    second = payq_db.enqueue("crm.push", {}, queue="w").task_id
+    third = payq_db.enqueue("sms.send", {}, queue="w2").task_id
+    core.outbox_claim(payq_db._core, "w", "host-a:11:aaaaaa", 2)
+    core.outbox_claim(payq_db._core, "w2", "host-b:22:bbbbbb", 1)
+    dead_task(payq_db, queue="w3")  # finished by "test-worker": seen lately, idle now
+    page = operator.get("/workers")
+    assert page.status == 200
+    sections = {m.group(1): m.group(2) for m in re.finditer(
+        r'<section class="worker" data-worker="([^"]+)">(.*?)</section>', page.text, re.S)}
+    assert set(sections) == {"host-a:11:aaaaaa", "host-b:22:bbbbbb", "test-worker"}
+    def listed(section: str) -> List[int]:
+        return [int(m) for m in re.findall(r'<a href="/tasks/(\d+)">', sections[section])]
+
+    assert listed("host-a:11:aaaaaa") == [first, second]
+    assert listed("host-b:22:bbbbbb") == [third]
+    assert "running 2" in sections["host-a:11:aaaaaa"]
+    assert "idle: no task running" in sections["test-worker"] and "1 attempt(s)" in sections["test-worker"]
+    assert 'href="/workers"' in page.text  # in the navigation
+
+
+def test_a_handler_traceback_is_stored_bounded_shown_and_logged(operator: Client, payq_db: payq.Database,
+                                                                caplog: pytest.LogCaptureFixture) -> None:
+    from payq.worker import Registry, Worker
+
+    registry = Registry()
+
+    def deep(level: int) -> None:
+        if level == 0:
+            raise ValueError("provider answered <b>garbage</b>")
+        deep(level - 1)
+
+    @registry.handler("crash")
+    def crash(task: Any) -> None:
+        deep(100)  # more frames than are kept
+
+    task_id = payq_db.enqueue("crash", {}, max_attempts=1).task_id
+    worker = Worker(payq_db, registry=registry, concurrency=1, poll_interval=timedelta(milliseconds=50))
+    with caplog.at_level("WARNING", logger="payq.worker"):
+        worker.start()
+        try:
+            deadline = time.monotonic() + WAIT_S_MAX
+            while payq_db.tasks.get(task_id).state != "dead" and time.monotonic() < deadline:
+                time.sleep(0.05)
+        finally:
+            worker.stop()
+    [attempt] = payq_db.tasks.attempts(task_id)
+    assert attempt.error == "ValueError: provider answered <b>garbage</b>"
+    trace = attempt.traceback
+    assert trace is not None and trace.startswith("Traceback (most recent call last):")
+    assert trace.rstrip().endswith("ValueError: provider answered <b>garbage</b>")
+    assert trace.count('File "') <= 30 and "in deep" in trace and len(trace.encode()) <= 8 * 1024
+    assert any(r.exc_info and "attempt 1" in r.getMessage() and str(task_id) in r.getMessage()
+               for r in caplog.records)
+    page = operator.get(f"/tasks/{task_id}")
+    assert '<details class="traceback">' in page.text and "in deep" in page.text
+    assert "&lt;b&gt;garbage&lt;/b&gt;" in page.text and "<b>garbage</b>" not in page.text
+
+
+def test_task_page_links_its_hold_and_ledger_and_journals_name_owners(operator: Client,
+                                                                       payq_db: payq.Database) -> None:
+    review_id, hold_id = review_task(payq_db)
+    payq_db.tasks.resolve(review_id, applied=True, actor="ops", note="paid per statement")
+    hold = payq_db.ledger.get_hold(hold_id)
+    wallet = payq_db.ledger.get_account("user:42", "CNY")
+    clearing = payq_db.ledger.get_account("provider", "CNY", namespace="system")
+    capture = payq_db.ledger.find_transaction(f"task:{review_id}:capture")
+    assert capture is not None
+    page = operator.get(f"/tasks/{review_id}").text
+    assert f'<span id="task-hold">hold {hold.id}: 30.00 CNY on <a href="/accounts/{wallet.id}"' in page
+    assert f'>user:42</a>' in page and f'href="/accounts/{clearing.id}"' in page
+    assert f'<a href="/transactions/{capture.id}" class="ledger-tx">transaction {capture.id}</a>' in page
+
+    tx_page = operator.get(f"/transactions/{capture.id}").text
+    assert f'title="account {wallet.id}">user:42</a>' in tx_page
+    assert f'title="account {clearing.id}">provider</a>' in tx_page
+    journal = operator.get(f"/accounts/{wallet.id}").text
+    assert "<th>with</th>" in journal and "<td>world</td>" in journal and "<td>provider</td>" in journal
+
+
+def test_owner_filter_matches_prefixes(operator: Client, payq_db: payq.Database) -> None:
+    ledger = payq_db.ledger
+    for owner in ("user:1", "user:2", "merchant:1", "user_x", "userZ"):
+        ledger.account(owner, "CNY")
+    listing = operator.get("/accounts?owner=user:").text
+    assert "user:1" in listing and "user:2" in listing and "merchant:1" not in listing
+    assert "user_x" not in listing  # "_" is a character here, not a LIKE wildcard
+    assert "userZ" not in operator.get("/accounts?owner=user_").text
+    assert "user_x" in operator.get("/accounts?owner=user_").text
+    assert operator.get("/accounts?owner=" + "x" * 201).status == 400
+
+
+def test_the_chart_caption_says_how_depth_is_sampled(payq_db: payq.Database) -> None:
+    """Mounted in a host application (Django, Flask) nothing samples in the
+    background: the caption must not claim it does."""
+    for background, expected in ((False, "depth is sampled when this page asks"),
+                                 (True, "depth is sampled by this dashboard every 10 s while it runs")):
+        with make_app(payq_db, token=TOKEN, sample_in_background=background) as app:
+            client = Client(app)
+            assert login(client).status == 303
+            caption = re.search(r'<p class="hint" id="chart-caption">(.*?)</p>', client.get("/").text)
+            assert caption and expected in caption.group(1), caption
+
+
 # ---------------------------------------------------------------- a real browser
 
 
@@ -880,3 +1148,109 @@ def test_an_operator_in_chromium_retries_a_dead_task_and_resolves_a_review(payq_
         "resolve_applied", "dashboard:lin", "provider statement: paid, ref P-77")
     assert payq_db.ledger.get_hold(hold_id).status == "captured"
     assert payq_db.ledger.audit().ok
+
+
+@pytest.mark.skipif(chromium_binary() is None and not os.environ.get("CI"),
+                    reason="chromium is not installed (tools/run installs it)")
+def test_an_operator_in_chromium_searches_refreshes_acts_in_bulk_and_pauses_a_queue(payq_db: payq.Database) -> None:
+    dead_a = dead_task(payq_db, queue="sms", payload={"order_id": 501})
+    dead_b = dead_task(payq_db, queue="sms-b", payload={"order_id": 502})
+    review_id, _ = review_task(payq_db)
+    wallet = payq_db.ledger.get_account("user:42", "CNY")
+    with make_app(payq_db, token=TOKEN) as app, DashboardServer(app) as server, Chromium() as browser:
+        page = browser.page
+        base = server.url.rstrip("/")
+        try:
+            page.navigate(base + "/login")
+            page.wait_for("!!document.querySelector('#login')", "the login page")
+            page.evaluate(f"""(() => {{
+                const form = document.querySelector('#login');
+                form.querySelector('[name=operator]').value = 'lin';
+                form.querySelector('[name=token]').value = {TOKEN!r};
+                form.querySelector('button[type=submit]').click();
+                return true; }})()""")
+            page.wait_for("location.pathname === '/'", "the overview after login")
+            # The layout uses the window's width (1600 px), not a fixed column.
+            assert page.evaluate("document.querySelector('main').getBoundingClientRect().width") > 1500
+
+            # Search by payload field with the filter form.
+            page.navigate(base + "/tasks")
+            page.wait_for("!!document.querySelector('#filters')", "the task list")
+            page.evaluate("""(() => {
+                const form = document.querySelector('#filters');
+                form.querySelector('[name=payload]').value = 'order_id=501';
+                form.querySelector('button[type=submit]').click();
+                return true; })()""")
+            page.wait_for("location.search.includes('payload=order_id')", "the search")
+            found = page.evaluate("Array.from(document.querySelectorAll('#task-list td a')).map(a => a.textContent)")
+            assert found == [str(dead_a)]
+            # Straight to a task by its id.
+            page.evaluate(f"""(() => {{
+                const form = document.querySelector('#jump');
+                form.querySelector('[name=jump]').value = '{dead_b}';
+                form.querySelector('button[type=submit]').click();
+                return true; }})()""")
+            page.wait_for(f"location.pathname === '/tasks/{dead_b}'", "the task jumped to")
+
+            # Live refresh: a task enqueued meanwhile appears without reloading.
+            page.navigate(base + "/tasks?state=pending")
+            page.wait_for("!!document.querySelector('#task-list[data-live]')", "the pending tasks, script ready")
+            page.evaluate("window.payqMarker = 'same page'")
+            new_id = payq_db.enqueue("sms.send", {}, queue="sms").task_id
+            page.wait_for(f"!!document.querySelector('#task-list a[href=\"/tasks/{new_id}\"]')",
+                          "the new task to appear by itself")
+            assert page.evaluate("window.payqMarker") == "same page"  # refreshed in place, not reloaded
+            assert int(page.evaluate("document.querySelector('#task-list').getAttribute('data-refreshed')")) >= 1
+
+            # Bulk retry of the dead tasks ("select all") with one reason.
+            page.navigate(base + "/tasks?state=dead")
+            page.wait_for(f"!!document.querySelector('input[name=task][value=\"{dead_b}\"]') && "
+                          "!!document.querySelector('#task-list[data-live]')", "the dead tasks, script ready")
+            page.evaluate("document.querySelector('#select-all').click()")
+            checked = page.evaluate(
+                "Array.from(document.querySelectorAll('input[name=task]:checked')).map(b => b.value)")
+            assert sorted(checked) == sorted([str(dead_a), str(dead_b)])
+            page.evaluate(f"""(() => {{
+                const form = document.querySelector('#bulk');
+                form.querySelector('select[name=do]').value = 'retry';
+                form.querySelector('input[name=note]').value = 'carrier route restored';
+                form.querySelector('fieldset.bulk-actions button[type=submit]').click();
+                return true; }})()""")
+            page.wait_for("!!document.querySelector('#bulk-result')", "the bulk result")
+            assert "2 of 2 task(s) retried" in page.evaluate("document.querySelector('.notice').innerText")
+
+            # Pause a queue with a reason; the log shows who and why.
+            page.navigate(base + "/queues/payouts")
+            page.wait_for("!!document.querySelector('#form-pause')", "the queue's page")
+            page.evaluate("""(() => {
+                const form = document.querySelector('#form-pause');
+                form.querySelector('input[name=note]').value = 'provider maintenance window';
+                form.querySelector('button[type=submit]').click();
+                return true; })()""")
+            page.wait_for("location.search === '?done=pause'", "the pause to be done")
+            assert page.evaluate("document.querySelector('#queue-state').innerText") == "paused"
+            log_text = page.evaluate("document.querySelector('#queue-actions').innerText")
+            assert "provider maintenance window" in log_text and "dashboard:lin" in log_text
+
+            # Who runs what: a claimed task under its worker.
+            core.outbox_claim(payq_db._core, "sms", "host-c:33:cccccc", 1)
+            page.navigate(base + "/workers")
+            page.wait_for("!!document.querySelector('section.worker[data-worker=\"host-c:33:cccccc\"]')",
+                          "the worker's section")
+
+            # From a task to its hold's account, named by owner.
+            page.navigate(base + f"/tasks/{review_id}")
+            page.wait_for("!!document.querySelector('#task-hold a')", "the task's hold")
+            assert page.evaluate("document.querySelector('#task-hold a').innerText") == "user:42"
+            page.evaluate("document.querySelector('#task-hold a').click()")
+            page.wait_for(f"location.pathname === '/accounts/{wallet.id}'", "the hold's account")
+            assert page.exceptions() == []
+        except CdpError as exc:
+            pytest.fail(f"{exc}\n--- chromium log ---\n{browser.log_tail()}")
+
+    assert payq_db.tasks.get(dead_a).state == "pending" and payq_db.tasks.get(dead_b).state == "pending"
+    [retry] = payq_db.tasks.actions(dead_b)
+    assert (retry.action, retry.actor, retry.note) == ("retry", "dashboard:lin", "carrier route restored")
+    assert payq_db.queues.get("payouts").paused
+    [paused] = payq_db.queues.actions("payouts")
+    assert (paused.action, paused.actor, paused.note) == ("pause", "dashboard:lin", "provider maintenance window")

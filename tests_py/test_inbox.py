@@ -5,7 +5,6 @@ resolves an ``unknown`` payout captures the hold exactly once."""
 from __future__ import annotations
 
 import json
-import threading
 import urllib.error
 import urllib.request
 from datetime import timedelta
@@ -16,7 +15,7 @@ import pytest
 import payq
 from payq import Settle
 from payq.inbox import CallbackReceiver, verify_hmac_sha256
-from payq.testing import FakeProvider
+from payq.testing import FakeProvider, wait_until
 from payq.worker import Registry, Worker
 
 SECRET = "inbox-test-secret"
@@ -44,12 +43,7 @@ def _pay(provider: FakeProvider, task: payq.TaskRun, timeout_s: float) -> Dict[s
 
 
 def _wait(predicate, timeout_s: float = 30.0) -> bool:
-    done = threading.Event()
-    for _ in range(int(timeout_s / 0.05)):
-        if predicate():
-            return True
-        done.wait(0.05)
-    return False
+    return bool(wait_until(predicate, timeout_s))
 
 
 def test_signature_check_is_constant_time_hmac() -> None:
@@ -171,7 +165,8 @@ def _raw_post(url: str, head: bytes, body: bytes = b"") -> bytes:
 
     parts = urlsplit(url)
     with socket.create_connection((parts.hostname, parts.port), timeout=_ANSWER_TIMEOUT_S) as sock:
-        sock.sendall(b"POST /callbacks HTTP/1.1\r\nHost: payq\r\n" + head + b"\r\n" + body)
+        # HTTP/1.1 keeps a connection open after an answer unless told not to.
+        sock.sendall(b"POST /callbacks HTTP/1.1\r\nHost: payq\r\nConnection: close\r\n" + head + b"\r\n" + body)
         answer = b""
         while True:
             chunk = sock.recv(65536)
@@ -195,12 +190,18 @@ def test_bad_content_length_is_refused_before_the_body_is_read(payq_db: payq.Dat
     with receiver.serve() as endpoint:
         # No body follows: a server that tried to read one would wait (until
         # _ANSWER_TIMEOUT_S fails the test) instead of answering.
-        for length, status in ((b"-1", 400), (b"abc", 400), (b"1e3", 400), (b"+5", 400), (b"9" * 30, 400),
+        for length, status in ((b"-1", 400), (b"abc", 400), (b"1e3", 400), (b"+5", 400), (b"9" * 30, 413),
                                (str(64 * 1024 + 1).encode(), 413), (str(8 * 1024 * 1024).encode(), 413)):
             answer = _raw_post(endpoint.url, b"Content-Length: " + length + b"\r\n")
             assert _status_of(answer) == status, (length, answer)
         assert _status_of(_raw_post(endpoint.url, b"Content-Length: 5\r\nContent-Length: 6\r\n")) == 400
-        assert _status_of(_raw_post(endpoint.url, b"Transfer-Encoding: chunked\r\n")) == 400
+        # A chunked body is read within the same bound: refused once past
+        # it, and handled (here: its missing signature) when within it.
+        chunk = b"x" * 40_000
+        chunks = (b"%x\r\n" % len(chunk) + chunk + b"\r\n") * 2 + b"0\r\n\r\n"
+        assert _status_of(_raw_post(endpoint.url, b"Transfer-Encoding: chunked\r\n", chunks)) == 413
+        answer = _raw_post(endpoint.url, b"Transfer-Encoding: chunked\r\n", b"2\r\n{}\r\n0\r\n\r\n")
+        assert _status_of(answer) == 401 and answer.endswith(b'{"effect": "bad_signature"}'), answer
 
         # -1 followed by 8 MiB: answered at once, and at most a bounded part
         # of the 8 MiB is ever read (the rest meets a closed connection).
@@ -224,7 +225,8 @@ def test_bad_content_length_is_refused_before_the_body_is_read(payq_db: payq.Dat
             except ConnectionResetError:
                 pass
         assert answer == b"" or _status_of(answer) == 400
-    assert receiver.counts.get("bad_request", 0) >= 8
+    # Refusals by the HTTP layer are counted like the receiver's own.
+    assert receiver.counts.get("bad_request", 0) >= 5 and receiver.counts.get("too_large", 0) == 4
     assert _inbox_events(payq_db) == 0
 
 
@@ -279,3 +281,28 @@ def test_signed_callback_with_nul_is_refused_400_before_the_database(payq_db: pa
             assert _status_of(_raw_post(endpoint.url, head, body)) == 400, body
     assert _inbox_events(payq_db) == 0
     assert payq_db.tasks.get(w["task_id"]).state == "pending"
+
+
+def test_the_endpoint_answers_post_only_and_keeps_http11_connections(payq_db: payq.Database) -> None:
+    import socket
+    from urllib.parse import urlsplit
+
+    receiver = CallbackReceiver(payq_db, provider="fake", secret=SECRET)
+    with receiver.serve() as endpoint:
+        parts = urlsplit(endpoint.url)
+        with socket.create_connection((parts.hostname, parts.port), timeout=_ANSWER_TIMEOUT_S) as sock:
+            # Two requests on one connection (a provider's pooled client): each answered.
+            for _ in range(2):
+                sock.sendall(b"POST /callbacks HTTP/1.1\r\nHost: payq\r\nContent-Length: 2\r\n\r\n{}")
+                answer = b""
+                while not answer.endswith(b'{"effect": "bad_signature"}'):
+                    chunk = sock.recv(65536)
+                    assert chunk, answer
+                    answer += chunk
+                assert answer.startswith(b"HTTP/1.1 401 ")
+        got = urllib.request.Request(endpoint.url, method="GET")
+        with pytest.raises(urllib.error.HTTPError) as refused:
+            urllib.request.urlopen(got, timeout=_ANSWER_TIMEOUT_S)
+        refused.value.close()
+        assert refused.value.code == 405 and refused.value.headers["Allow"] == "POST"
+    assert receiver.counts.get("bad_signature") == 2

@@ -1,7 +1,9 @@
 """The bounds every payq HTTP server (inbox, dashboard, metrics) puts on its
-clients (payq/_serving.py): slow, idle and half-sent connections are closed
-after the timeout, at most ``connection_count_max`` are served at once, and
-real requests keep being answered meanwhile."""
+clients (payq/_serving.py, waitress underneath): slow, idle and half-sent
+connections are closed after the timeout, at most ``connection_count_max``
+are open at once, requests run on a fixed pool of ``thread_count`` threads,
+HTTP/1.1 connections are kept for the next request, and real requests keep
+being answered meanwhile."""
 
 from __future__ import annotations
 
@@ -12,12 +14,13 @@ import sys
 import threading
 import time
 from contextlib import ExitStack, contextmanager
-from typing import Any, Callable, Iterable, Iterator, List, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Tuple
 from urllib.parse import urlsplit
 
 import pytest
 
 import payq
+import payq._serving as payq_serving
 from payq.dashboard import DashboardServer
 from payq.inbox import CallbackReceiver
 from payq.metrics import MetricsServer
@@ -192,3 +195,92 @@ def test_an_address_in_use_is_a_config_error_not_a_traceback(payq_db: payq.Datab
                                   env={**os.environ, "PAYQ_DASHBOARD_TOKEN": "t" * 32})
             assert done.returncode == 2, (command, done.stderr)
             assert "Traceback" not in done.stderr and f"cannot listen on 127.0.0.1:{port}" in done.stderr
+
+
+def _read_answer(sock: socket.socket) -> Tuple[bytes, bytes]:
+    """One HTTP answer (status line and headers, body by its Content-Length)
+    read from a connection that stays open."""
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        assert chunk, data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        chunk = sock.recv(65536)
+        assert chunk
+        body += chunk
+    return head, body
+
+
+def test_http11_keeps_the_connection_for_the_next_request_with_a_fresh_timeout() -> None:
+    with DashboardServer(_hello_app, limits=LIMITS) as server:
+        with socket.create_connection(_address(server), timeout=ANSWER_TIMEOUT_S) as sock:
+            for _ in range(3):
+                sock.sendall(b"GET / HTTP/1.1\r\nHost: payq\r\n\r\n")
+                head, body = _read_answer(sock)
+                assert head.startswith(b"HTTP/1.1 200 ") and body == b"ok"
+            # Idle after its last answer: closed by the timeout all the same.
+            assert _closed_within(sock, LIMITS.timeout_s + CLOSE_SLACK_S)
+
+
+def test_requests_run_on_a_fixed_pool_of_threads() -> None:
+    """More requests than threads at once: at most ``thread_count`` run the
+    application at a time, the others wait for a free thread, and all are
+    answered."""
+    limits = payq.ServingLimits(timeout_s=30.0, connection_count_max=20, thread_count=3)
+    lock = threading.Lock()
+    release = threading.Event()
+    running = [0]
+    running_max = [0]
+    entered = threading.Semaphore(0)
+
+    def blocking_app(environ: Any, start_response: Any) -> Iterable[bytes]:
+        with lock:
+            running[0] += 1
+            running_max[0] = max(running_max[0], running[0])
+        entered.release()
+        release.wait(ANSWER_TIMEOUT_S * 4)
+        with lock:
+            running[0] -= 1
+        start_response("200 OK", [("Content-Type", "text/plain"), ("Content-Length", "2")])
+        return [b"ok"]
+
+    threads_before = threading.active_count()
+    statuses: List[int] = []
+    with payq_serving.WsgiServer(blocking_app, limits=limits, name="pool-test") as server:
+        address = (server.host, server.port)
+        clients = [threading.Thread(target=lambda: statuses.append(_request(address, b"GET / HTTP/1.0\r\n\r\n")))
+                   for _ in range(10)]
+        for client in clients:
+            client.start()
+        for _ in range(limits.thread_count):  # the pool is busy...
+            assert entered.acquire(timeout=ANSWER_TIMEOUT_S)
+        assert threading.active_count() <= threads_before + 1 + limits.thread_count + len(clients)
+        release.set()  # ... and every request is answered once it frees up
+        for client in clients:
+            client.join(ANSWER_TIMEOUT_S * 4)
+    assert statuses == [200] * 10
+    assert running_max[0] == limits.thread_count
+    assert threading.active_count() <= threads_before + 1
+
+
+def test_wsgi_server_life_cycle() -> None:
+    server = payq_serving.WsgiServer(_hello_app, limits=LIMITS, name="cycle-test")
+    assert server.url == f"http://127.0.0.1:{server.port}/" and server.port > 0
+    server.stop()  # before start: closes the socket
+    server.stop()  # idempotent
+    with pytest.raises(payq.InvalidArgument):
+        server.start()
+    with payq_serving.WsgiServer(_hello_app, host="::1", limits=LIMITS) as v6:
+        assert v6.url == f"http://[::1]:{v6.port}/"
+        assert _request(("::1", v6.port), b"GET / HTTP/1.0\r\n\r\n") == 200
+    for bad in ({"app": None}, {"port": -1}, {"port": 70000}, {"limits": {"timeout_s": 1}}):
+        arguments: Dict[str, Any] = {"app": _hello_app, **bad}
+        with pytest.raises(payq.InvalidArgument):
+            payq_serving.WsgiServer(arguments.pop("app"), **arguments)
+    for bad_count in (0, 257, 1.5, True):
+        with pytest.raises(payq.InvalidArgument):
+            payq.ServingLimits(thread_count=bad_count)  # type: ignore[arg-type]

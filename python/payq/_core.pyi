@@ -428,7 +428,7 @@ attempt_duration_bounds_seconds: List[float]
 
 class Worker:
     def __init__(
-        self, database: Database, registry: HandlerRegistry, queues: Sequence[Tuple[str, int]], concurrency: int,
+        self, database: Database, registry: HandlerRegistry, *, queues: Sequence[Tuple[str, int]], concurrency: int,
         batch: int, poll_ms: Optional[int], grace_ms: Optional[int], worker_id: str, listen: bool, maintenance: bool,
         maintenance_interval_ms: Optional[int], prune_after_ms: Optional[int], log: bool,
     ) -> None: ...

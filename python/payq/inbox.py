@@ -24,15 +24,15 @@ import hashlib
 import hmac
 import json
 import logging
-import socket
 import threading
 from dataclasses import dataclass, field
 from datetime import timedelta
-from http.server import BaseHTTPRequestHandler, HTTPServer
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple
+from http import HTTPStatus
+from types import TracebackType
+from typing import Any, Callable, Dict, FrozenSet, Iterable, List, Mapping, Optional, Tuple, Type
 
 from payq._native import core
-from payq._serving import BoundedThreadingMixIn, ServingLimits, ServingThread, bounded, listening
+from payq._serving import ServingLimits, WsgiServer
 from payq.errors import Error, InvalidArgument
 
 __all__ = ["CallbackResult", "Inbox", "CallbackReceiver", "verify_hmac_sha256", "EFFECTS"]
@@ -42,13 +42,6 @@ _BODY_BYTES_MAX = 64 * 1024
 # A callback is a flat record; nesting beyond this is not one (and would
 # exhaust Python's recursion limit in json.loads or json.dumps).
 _BODY_DEPTH_MAX = 64
-# A Content-Length with more digits than this is refused unread.
-_CONTENT_LENGTH_DIGITS_MAX = 20
-# After refusing a body unread, what the client still sends is read and
-# dropped, at most this much and with reads waiting at most this long, so
-# that closing does not reset the connection before the answer arrives.
-_DRAIN_BYTES_MAX = _BODY_BYTES_MAX + 1
-_DRAIN_READ_TIMEOUT_S = 0.5
 
 log = logging.getLogger("payq.inbox")
 
@@ -262,103 +255,80 @@ def _check_depth(body: bytes) -> None:
             depth -= 1
 
 
-class _CallbackHTTPServer(BoundedThreadingMixIn, HTTPServer):
-    pass
-
-
 class CallbackServer:
-    """Runs a :class:`CallbackReceiver` behind ``http.server`` (see
-    :meth:`CallbackReceiver.serve`)."""
+    """Runs a :class:`CallbackReceiver` behind waitress (see
+    :meth:`CallbackReceiver.serve`).
+
+    The HTTP layer refuses before any body is read: a Content-Length that
+    is not one plain decimal number, or several of them (400), a body
+    declared or sent chunked beyond 64 KiB (413); those refusals are
+    counted in ``receiver.counts`` as ``bad_request`` and ``too_large``.
+    The signature is verified on the raw body bytes as received."""
 
     def __init__(self, receiver: CallbackReceiver, host: str, port: int,
                  limits: Optional[ServingLimits] = None) -> None:
-        self._server = listening(lambda: _CallbackHTTPServer((host, port), _handler_class(receiver)), host, port)
-        bounded(self._server, limits)
-        self._serving = ServingThread(self._server, "payq-callbacks")
+        self._server = WsgiServer(_wsgi_app(receiver), host=host, port=port, limits=limits, name="payq-callbacks",
+                                  body_bytes_max=_BODY_BYTES_MAX,
+                                  on_refused=lambda status: _count_refusal(receiver, status))
 
     @property
     def url(self) -> str:
         """The ``http://host:port/callbacks`` address to give the provider
         (any path is accepted)."""
-        host, port = self._server.server_address[:2]
-        return f"http://{host if isinstance(host, str) else host.decode()}:{port}/callbacks"
+        return self._server.url + "callbacks"
+
+    def connection_count(self) -> int:
+        """Connections open now."""
+        return self._server.connection_count()
 
     def __enter__(self) -> "CallbackServer":
-        self._serving.start()
+        self._server.start()
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self._serving.stop()
+    def __exit__(self, exc_type: Optional[Type[BaseException]], exc: Optional[BaseException],
+                 tb: Optional[TracebackType]) -> None:
+        self._server.stop()
 
 
-def _content_length(values: List[str]) -> Optional[int]:
-    """The body's length from its Content-Length headers (none: 0); None
-    when there are several, or it is not a plain decimal number (negative,
-    signed, non-ASCII digits, absurdly long)."""
-    if not values:
-        return 0
-    if len(values) > 1:
-        return None
-    text = values[0].strip()
-    if not text or len(text) > _CONTENT_LENGTH_DIGITS_MAX or not (text.isascii() and text.isdigit()):
-        return None
-    return int(text)
+def _count_refusal(receiver: CallbackReceiver, status: int) -> None:
+    receiver._answer(status, "too_large" if status == 413 else "bad_request")
 
 
-def _handler_class(receiver: CallbackReceiver) -> type:
-    class Handler(BaseHTTPRequestHandler):
-        def do_POST(self) -> None:  # noqa: N802 (http.server's naming)
-            # Every refusal comes before the body is read, and a body is read
-            # only up to the length it declared, which is within the bound.
-            length = _content_length(self.headers.get_all("Content-Length") or [])
-            if length is None or self.headers.get("Transfer-Encoding") is not None:
-                self._refuse(*receiver._answer(400, "bad_request"))
-                return
-            if length > _BODY_BYTES_MAX:
-                self._refuse(*receiver._answer(413, "too_large"))
-                return
-            body = self.rfile.read(length)
-            if len(body) < length:  # the client stopped sending, or was timed out
-                self.close_connection = True
-                return
-            self._send(*self._handled(body))
+def _headers(environ: Mapping[str, Any]) -> Dict[str, str]:
+    """The request's headers from a WSGI environ, named as sent
+    (``HTTP_X_SIGNATURE``: ``X-Signature``)."""
+    headers = {key[5:].replace("_", "-").title(): value for key, value in environ.items()
+               if key.startswith("HTTP_") and isinstance(value, str)}
+    for key in ("CONTENT_TYPE", "CONTENT_LENGTH"):
+        if environ.get(key):
+            headers[key.replace("_", "-").title()] = environ[key]
+    return headers
 
-        def _send(self, status: int, answer: Dict[str, Any]) -> None:
-            data = json.dumps(answer).encode()
-            self.send_response(status)
-            self.send_header("Content-Type", "application/json")
-            self.send_header("Content-Length", str(len(data)))
-            self.end_headers()
-            self.wfile.write(data)
 
-        def _refuse(self, status: int, answer: Dict[str, Any]) -> None:
-            """Answers without reading the body, then reads and drops a
-            bounded amount of what the client still sends before closing."""
-            self.close_connection = True
-            self._send(status, answer)
-            self.wfile.flush()
-            try:
-                self.connection.shutdown(socket.SHUT_WR)
-                self.connection.settimeout(_DRAIN_READ_TIMEOUT_S)
-                dropped = 0
-                while dropped < _DRAIN_BYTES_MAX:
-                    chunk = self.connection.recv(min(16 * 1024, _DRAIN_BYTES_MAX - dropped))
-                    if not chunk:
-                        break
-                    dropped += len(chunk)
-            except OSError:
-                pass
+def _wsgi_app(receiver: CallbackReceiver) -> Callable[..., Iterable[bytes]]:
+    def app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        extra: List[Tuple[str, str]] = []
+        if environ.get("REQUEST_METHOD") != "POST":
+            status, answer = 405, {"effect": "method_not_allowed"}
+            extra.append(("Allow", "POST"))
+        else:
+            # waitress has read the whole body, within _BODY_BYTES_MAX, and
+            # checked that it is as long as declared.
+            length = int(environ.get("CONTENT_LENGTH") or 0)
+            status, answer = _handled(receiver, environ["wsgi.input"].read(length), _headers(environ))
+        data = json.dumps(answer).encode()
+        start_response(f"{status} {HTTPStatus(status).phrase}",
+                       [("Content-Type", "application/json"), ("Content-Length", str(len(data))), *extra])
+        return [data]
 
-        def _handled(self, body: bytes) -> Tuple[int, Dict[str, Any]]:
-            try:
-                return receiver.handle(body, dict(self.headers.items()))
-            except Error as exc:  # the database refused: the provider should retry later
-                return 503, {"effect": "unavailable", "error": type(exc).__name__}
-            except Exception:  # noqa: BLE001 - a bug still gets an answer, and a log line
-                log.exception("handling a callback failed")
-                return 500, {"effect": "internal_error"}
+    return app
 
-        def log_message(self, format: str, *args: Any) -> None:  # noqa: A002
-            pass
 
-    return Handler
+def _handled(receiver: CallbackReceiver, body: bytes, headers: Dict[str, str]) -> Tuple[int, Dict[str, Any]]:
+    try:
+        return receiver.handle(body, headers)
+    except Error as exc:  # the database refused: the provider should retry later
+        return 503, {"effect": "unavailable", "error": type(exc).__name__}
+    except Exception:  # noqa: BLE001 - a bug still gets an answer, and a log line
+        log.exception("handling a callback failed")
+        return 500, {"effect": "internal_error"}

@@ -474,11 +474,12 @@ class Worker:
         self._alerts_served = any(name == ALERT_QUEUE for name, _ in pairs)
         self._log = log
         self._core = core.Worker(
-            db._core, core_registry, pairs,
-            _args.integer(concurrency, "concurrency", _args.INT32_MIN, _args.INT32_MAX),
-            _args.integer(batch, "batch", 0, _args.INT32_MAX), _ms(poll_interval), _ms(shutdown_grace),
-            self.worker_id, _args.flag(listen, "listen"), _args.flag(maintenance, "maintenance"),
-            _ms(maintenance_interval), _ms(prune_after), _args.flag(log, "log"),
+            db._core, core_registry, queues=pairs,
+            concurrency=_args.integer(concurrency, "concurrency", _args.INT32_MIN, _args.INT32_MAX),
+            batch=_args.integer(batch, "batch", 0, _args.INT32_MAX), poll_ms=_ms(poll_interval),
+            grace_ms=_ms(shutdown_grace), worker_id=self.worker_id, listen=_args.flag(listen, "listen"),
+            maintenance=_args.flag(maintenance, "maintenance"), maintenance_interval_ms=_ms(maintenance_interval),
+            prune_after_ms=_ms(prune_after), log=_args.flag(log, "log"),
         )
         self._shutdown_grace = shutdown_grace
 

@@ -10,27 +10,6 @@ namespace payq {
 
 using namespace outbox_detail;
 
-const char* task_state_name(TaskState state) {
-  switch (state) {
-    case TaskState::held: return "held";
-    case TaskState::pending: return "pending";
-    case TaskState::running: return "running";
-    case TaskState::succeeded: return "succeeded";
-    case TaskState::dead: return "dead";
-    case TaskState::needs_review: return "needs_review";
-    case TaskState::cancelled: return "cancelled";
-  }
-  return "unknown";
-}
-
-TaskState task_state_parse(const std::string& name) {
-  for (TaskState state : {TaskState::held, TaskState::pending, TaskState::running, TaskState::succeeded,
-                          TaskState::dead, TaskState::needs_review, TaskState::cancelled}) {
-    if (name == task_state_name(state)) return state;
-  }
-  throw InvalidArgument("unknown task state '" + name + "'");
-}
-
 namespace outbox_detail {
 
 std::string json_canonical(const std::string& text, const char* what, std::size_t bytes_max) {
@@ -122,13 +101,17 @@ void state_set(Executor& executor, const Task& task, TaskState state, const char
                 {std::to_string(task.id), task_state_name(state), action, actor, note});
 }
 
-std::string state_list(std::initializer_list<TaskState> states) {
+std::string state_list(const std::vector<TaskState>& states) {
   std::string out;
   for (TaskState s : states) out += (out.empty() ? "" : ", ") + std::string(task_state_name(s));
   return out;
 }
 
-void state_require(const Task& task, std::initializer_list<TaskState> allowed, const char* action) {
+// The states an action needs come from the one table (vocabulary.hpp) that
+// the CLI and the dashboard also read.
+void state_require(const Task& task, OperatorAction action_kind) {
+  const std::vector<TaskState> allowed = operator_action_states(action_kind);
+  const char* action = operator_action_name(action_kind);
   for (TaskState s : allowed) {
     if (task.state == s) return;
   }
@@ -141,14 +124,14 @@ void state_require(const Task& task, std::initializer_list<TaskState> allowed, c
 void Outbox::task_release(std::int64_t task_id, const std::string& actor, const std::string& note) {
   action_validate(actor, note);
   const Task task = task_locked(executor_, task_id);
-  state_require(task, {TaskState::held}, "release");
+  state_require(task, OperatorAction::release);
   state_set(executor_, task, TaskState::pending, "release", actor, note);
 }
 
 void Outbox::task_retry(std::int64_t task_id, const std::string& actor, const std::string& note) {
   action_validate(actor, note);
   const Task task = task_locked(executor_, task_id);
-  state_require(task, {TaskState::dead, TaskState::cancelled}, "retry");
+  state_require(task, OperatorAction::retry);
   if (task.settlement.hold_id || task.settlement.reverse_transaction_id) {
     // Its failure side already ran (hold released, payment reversed): running
     // it again would move money without cover.
@@ -163,7 +146,7 @@ void Outbox::task_cancel(std::int64_t task_id, const std::string& actor, const s
   const Task task = task_locked(executor_, task_id);
   // Never started (or back to pending): definitely not applied, so its
   // failure side runs.
-  state_require(task, {TaskState::held, TaskState::pending}, "cancel");
+  state_require(task, OperatorAction::cancel);
   if (task.attempt > 0) {
     throw InvalidState("task " + std::to_string(task_id) +
                        " has run before and may have been applied; wait for its outcome or resolve it");
@@ -211,7 +194,7 @@ void resolve_validate(const ResolveRequest& r, const Task& task) {
 void Outbox::task_resolve(const ResolveRequest& request) {
   action_validate(request.actor, request.note);
   const Task task = task_locked(executor_, request.task_id);
-  state_require(task, {TaskState::needs_review}, "resolve");
+  state_require(task, OperatorAction::resolve);
   resolve_validate(request, task);
   std::string note = request.note;
   if (request.capture_account_id) {
@@ -273,6 +256,7 @@ std::vector<TaskAttempt> Outbox::attempts(std::int64_t task_id) {
     a.duration_ms = rows.i64(i, "duration_ms");
     a.started_at = rows.text(i, "started_at");
     a.finished_at = rows.text(i, "finished_at");
+    a.traceback = rows.at(i, "traceback");
     out.push_back(std::move(a));
   }
   return out;
@@ -330,8 +314,48 @@ std::vector<QueueOverview> Outbox::queues_overview() {
   return out;
 }
 
-void Outbox::queue_configure(const QueueConfig& c) {
+namespace {
+
+// Records an operator's queue action, when an actor is named (see QueueActionBy).
+void queue_action_record(Executor& executor, const std::string& queue, const char* action, const QueueActionBy& by,
+                         const nlohmann::json& detail) {
+  if (by.actor.empty()) return;
+  executor.exec(outbox_sql::queue_action_record, {queue, action, by.actor, by.note, detail.dump()});
+}
+
+void queue_action_validate(const QueueActionBy& by) {
+  if (!by.actor.empty()) action_validate(by.actor, by.note);
+  else if (!by.note.empty()) throw InvalidArgument("a note on a queue action needs an actor");
+}
+
+// UnknownQueue unless the queue has settings or tasks. The default queue
+// (enqueue without a queue name uses it) and the alerts queue are always
+// known: an operator may pause either before its first task.
+void queue_require_known(Executor& executor, const std::string& queue) {
+  if (queue == TaskSpec{}.queue || queue == alert_queue) return;
+  if (executor.exec(outbox_sql::queue_known, {queue}).boolean(0, "known")) return;
+  throw UnknownQueue("no queue named '" + queue + "': it has no settings and no tasks (a typo?)");
+}
+
+nlohmann::json queue_config_json(const QueueConfig& c) {
+  nlohmann::json out = {{"weight", c.weight}};
+  auto put = [&](const char* key, const auto& value) {
+    if (value) out[key] = *value;
+  };
+  put("concurrency_max", c.concurrency_max);
+  put("rate_count_max", c.rate_count_max);
+  put("rate_window_ms", c.rate_window_ms);
+  put("amount_max_minor", c.amount_max_minor);
+  put("amount_currency", c.amount_currency);
+  put("amount_window_ms", c.amount_window_ms);
+  return out;
+}
+
+}  // namespace
+
+void Outbox::queue_configure(const QueueConfig& c, const QueueActionBy& by) {
   queue_name_validate(c.name);
+  queue_action_validate(by);
   auto positive = [](const auto& v, const char* what) {
     if (v && *v <= 0) throw InvalidArgument(std::string(what) + " must be positive");
   };
@@ -356,17 +380,36 @@ void Outbox::queue_configure(const QueueConfig& c) {
   executor_.exec(outbox_sql::queue_configure,
                  {c.name, text(c.concurrency_max), text(c.rate_count_max), text(c.rate_window_ms),
                   text(c.amount_max_minor), c.amount_currency, text(c.amount_window_ms), std::to_string(c.weight)});
+  queue_action_record(executor_, c.name, "configure", by, queue_config_json(c));
 }
 
-void Outbox::queue_pause(const std::string& queue, bool paused) {
+void Outbox::queue_pause(const std::string& queue, bool paused, const QueueActionBy& by) {
   queue_name_validate(queue);
+  queue_action_validate(by);
+  queue_require_known(executor_, queue);
   executor_.exec(outbox_sql::queue_pause, {queue, paused ? "t" : "f"});
+  queue_action_record(executor_, queue, paused ? "pause" : "resume", by, nlohmann::json::object());
 }
 
-void Outbox::queue_pause_until(const std::string& queue, std::int64_t pause_ms) {
+void Outbox::queue_pause_until(const std::string& queue, std::int64_t pause_ms, const QueueActionBy& by) {
   queue_name_validate(queue);
   if (pause_ms <= 0 || pause_ms > task_delay_ms_max) throw InvalidArgument("a pause is 1 ms to 366 days");
+  queue_action_validate(by);
+  queue_require_known(executor_, queue);
   executor_.exec(outbox_sql::queue_pause_until, {queue, std::to_string(pause_ms)});
+  queue_action_record(executor_, queue, "pause_for", by, {{"pause_ms", pause_ms}});
+}
+
+std::vector<QueueAction> Outbox::queue_actions(const std::optional<std::string>& queue, std::int64_t limit) {
+  if (queue) queue_name_validate(*queue);
+  if (limit <= 0 || limit > 1000) throw InvalidArgument("a page holds 1 to 1000 queue actions");
+  Rows rows = executor_.exec(outbox_sql::queue_actions, {queue, std::to_string(limit)});
+  std::vector<QueueAction> out;
+  for (std::size_t i = 0; i < rows.size(); ++i) {
+    out.push_back({rows.i64(i, "id"), rows.text(i, "queue"), rows.text(i, "action"), rows.text(i, "actor"),
+                   rows.text(i, "note"), rows.text(i, "detail"), rows.text(i, "created_at")});
+  }
+  return out;
 }
 
 std::int64_t Outbox::prune(std::int64_t finished_before_ms_ago, std::int64_t count_max) {

@@ -14,21 +14,24 @@ namespace payq {
 
 using namespace outbox_detail;
 
-const char* outcome_kind_name(OutcomeKind kind) {
-  switch (kind) {
-    case OutcomeKind::success: return "success";
-    case OutcomeKind::retry: return "retry";
-    case OutcomeKind::fail: return "fail";
-    case OutcomeKind::unknown: return "unknown";
-  }
-  return "unknown";
-}
-
 namespace {
 
 constexpr std::size_t error_bytes_max = 4000;
 
 std::string error_bounded(const std::string& error) { return detail::text_truncated(error, error_bytes_max); }
+
+// The last traceback_bytes_max bytes, starting at a line: the innermost
+// frames and the exception itself are at the end of a stack trace.
+std::string traceback_bounded(const std::string& traceback) {
+  if (traceback.size() <= traceback_bytes_max) return traceback;
+  const std::string cut = "...\n";
+  std::size_t start = traceback.size() - (traceback_bytes_max - cut.size());
+  const std::size_t line = traceback.find('\n', start);
+  if (line != std::string::npos && line + 1 < traceback.size()) start = line + 1;
+  // Never start inside a UTF-8 sequence (continuation bytes are 10xxxxxx).
+  while (start < traceback.size() && (static_cast<unsigned char>(traceback[start]) & 0xC0) == 0x80) ++start;
+  return cut + traceback.substr(start);
+}
 
 constexpr const char* alert_kind = "payq.alert";
 
@@ -38,7 +41,7 @@ void alert(Executor& executor, const Task& task, const std::string& reason) {
   if (task.kind == alert_kind) return;
   TaskSpec spec;
   spec.kind = alert_kind;
-  spec.queue = "payq.alerts";
+  spec.queue = alert_queue;
   spec.unique_key = "alert:" + std::to_string(task.id) + ":" + std::to_string(task.attempt) + ":" + reason;
   spec.payload_json = nlohmann::json{{"task_id", task.id},       {"kind", task.kind},
                                      {"queue", task.queue},      {"state", task_state_name(task.state)},
@@ -73,7 +76,8 @@ Completion Outbox::complete(const CompleteRequest& request) {
       outbox_sql::complete,
       {std::to_string(request.task_id), std::to_string(request.lease_token), outcome_kind_name(outcome.kind), result,
        error_bounded(outcome.error), std::to_string(delay_ms), request.worker_id,
-       std::to_string(request.duration_ms)});
+       std::to_string(request.duration_ms),
+       outcome.kind == OutcomeKind::success ? std::string() : traceback_bounded(outcome.traceback)});
   if (done.empty()) {
     throw LeaseLost("task " + std::to_string(request.task_id) + " is no longer running under lease " +
                     std::to_string(request.lease_token));

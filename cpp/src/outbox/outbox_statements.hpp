@@ -213,7 +213,10 @@ WITH done AS (
               END,
       result = CASE WHEN $3 = 'success' THEN $4::jsonb ELSE t.result END,
       error = CASE WHEN $3 = 'success' THEN NULL ELSE $5 END,
-      run_at = CASE WHEN $3 IN ('retry', 'unknown') THEN now() + $6::bigint * interval '1 millisecond'
+      -- Only a task that will run again gets a new run_at: a finished one
+      -- keeps the time it last ran for, never one after it finished.
+      run_at = CASE WHEN $3 IN ('retry', 'unknown') AND t.attempt < t.attempt_max
+                    THEN now() + $6::bigint * interval '1 millisecond'
                     ELSE t.run_at END,
       lease_token = NULL, lease_until = NULL, updated_at = now(),
       finished_at = CASE
@@ -226,9 +229,9 @@ WITH done AS (
   RETURNING t.*
 ), attempt AS (
   INSERT INTO @schema@.task_attempt (task_id, attempt, lease_token, worker_id, kind, started_at, outcome, error,
-                                     duration_ms)
+                                     duration_ms, traceback)
   SELECT id, attempt, $2::bigint, $7, kind, now() - $8::bigint * interval '1 millisecond', $3,
-         CASE WHEN $3 = 'success' THEN NULL ELSE $5 END, $8::bigint
+         CASE WHEN $3 = 'success' THEN NULL ELSE $5 END, $8::bigint, nullif($9, '')
   FROM done
 )
 SELECT )sql" PAYQ_TASK_COLUMNS R"sql( FROM done t)sql"};
@@ -320,6 +323,8 @@ WITH changed AS (
   SET state = $2::text, run_at = CASE WHEN $2::text = 'pending' THEN now() ELSE run_at END,
       attempt_max = CASE WHEN $2::text = 'pending' THEN greatest(attempt_max, attempt + 1) ELSE attempt_max END,
       finished_at = CASE WHEN $2::text IN ('succeeded', 'dead', 'cancelled') THEN now() END,
+      -- A task settled as succeeded has no error; the failed attempts keep theirs.
+      error = CASE WHEN $2::text = 'succeeded' THEN NULL ELSE error END,
       updated_at = now()
   WHERE id = $1::bigint
   RETURNING id
@@ -328,7 +333,7 @@ INSERT INTO @schema@.task_action (task_id, action, actor, note)
 SELECT id, $3, $4, $5 FROM changed)sql"};
 
 inline const Statement attempts{"payq_task_attempts", R"sql(
-SELECT task_id, attempt, lease_token, worker_id, outcome, error, duration_ms,
+SELECT task_id, attempt, lease_token, worker_id, outcome, error, duration_ms, traceback,
        )sql" PAYQ_TS("started_at") R"sql( AS started_at, )sql" PAYQ_TS("finished_at") R"sql( AS finished_at
 FROM @schema@.task_attempt WHERE task_id = $1::bigint ORDER BY attempt)sql"};
 
@@ -376,6 +381,19 @@ SET concurrency_max = EXCLUDED.concurrency_max, rate_count_max = EXCLUDED.rate_c
     rate_window_ms = EXCLUDED.rate_window_ms, amount_max_minor = EXCLUDED.amount_max_minor,
     amount_currency = EXCLUDED.amount_currency, amount_window_ms = EXCLUDED.amount_window_ms,
     weight = EXCLUDED.weight, updated_at = now())sql"};
+
+// A queue is known once it has settings or has had a task (enqueue makes
+// its row): pausing any other name is refused, not turned into a queue.
+inline const Statement queue_known{"payq_queue_known", R"sql(
+SELECT EXISTS (SELECT 1 FROM @schema@.queue WHERE name = $1) AS known)sql"};
+
+inline const Statement queue_action_record{"payq_queue_action_record", R"sql(
+INSERT INTO @schema@.queue_action (queue, action, actor, note, detail) VALUES ($1, $2, $3, $4, $5::jsonb))sql"};
+
+inline const Statement queue_actions{"payq_queue_actions", R"sql(
+SELECT id, queue, action, actor, note, detail::text AS detail, )sql" PAYQ_TS("created_at") R"sql( AS created_at
+FROM @schema@.queue_action WHERE $1::text IS NULL OR queue = $1
+ORDER BY id DESC LIMIT $2::bigint)sql"};
 
 inline const Statement queue_pause{"payq_queue_pause", R"sql(
 INSERT INTO @schema@.queue (name, paused) VALUES ($1, $2::boolean)

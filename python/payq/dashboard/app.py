@@ -23,7 +23,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Pattern, Sequence, 
 from urllib.parse import urlsplit
 
 import payq
-from payq.dashboard import views
+from payq.dashboard import queues, task_list, views, workers
 from payq.dashboard.audit import AuditCache
 from payq.dashboard.auth import (
     CSRF_COOKIE,
@@ -60,6 +60,7 @@ _SECURITY_HEADERS = [
     ("Cross-Origin-Resource-Policy", "same-origin"),
 ]
 _ID = r"([0-9]{1,18})"
+_QUEUE = r"([A-Za-z0-9_.:-]{1,100})"
 
 
 @dataclass(frozen=True)
@@ -72,9 +73,14 @@ class _Route:
 _ROUTES: Sequence[_Route] = [
     _Route("GET", re.compile(r"^/$"), views.overview),
     _Route("GET", re.compile(r"^/throughput\.json$"), views.throughput_json),
-    _Route("GET", re.compile(r"^/tasks$"), views.tasks_list),
+    _Route("GET", re.compile(r"^/tasks$"), task_list.tasks_list),
+    _Route("POST", re.compile(r"^/tasks/bulk$"), task_list.tasks_bulk),
     _Route("GET", re.compile(rf"^/tasks/{_ID}$"), views.task_detail),
-    _Route("POST", re.compile(rf"^/tasks/{_ID}/(retry|cancel|release|resolve)$"), views.task_action),
+    _Route("POST", re.compile(rf"^/tasks/{_ID}/({'|'.join(payq.outbox.ACTIONS)})$"), views.task_action),
+    _Route("GET", re.compile(r"^/queues$"), queues.queues_list),
+    _Route("GET", re.compile(rf"^/queues/{_QUEUE}$"), queues.queue_detail),
+    _Route("POST", re.compile(rf"^/queues/{_QUEUE}/(pause|resume|limits)$"), queues.queue_action),
+    _Route("GET", re.compile(r"^/workers$"), workers.workers_page),
     _Route("GET", re.compile(r"^/accounts$"), views.accounts_list),
     _Route("GET", re.compile(rf"^/accounts/{_ID}$"), views.account_detail),
     _Route("GET", re.compile(rf"^/transactions/{_ID}$"), views.transaction_detail),

@@ -68,9 +68,9 @@ def duration(value: Optional[timedelta]) -> str:
     return f"{seconds / 3600:.1f} h"
 
 
-def table(headers: Sequence[str], rows: Iterable[Sequence[object]], *, empty: str = "nothing here",
+def table(headers: Sequence[object], rows: Iterable[Sequence[object]], *, empty: str = "nothing here",
           numeric: Sequence[int] = ()) -> Html:
-    """A table; each cell is escaped unless it is :class:`Html`. Columns
+    """A table; each header and cell is escaped unless it is :class:`Html`. Columns
     whose index is in ``numeric`` are right-aligned."""
     head = join(html('<th{cls}>{h}</th>', h=h, cls=Html(' class="num"') if i in numeric else Html(""))
                 for i, h in enumerate(headers))
@@ -101,7 +101,8 @@ def _document(title: str, static: str, body: Html) -> Html:
 def page(*, title: str, static: str, base: str, actor: str, logout: Optional[Html], content: Html,
          notice: Optional[str] = None, error: Optional[str] = None) -> Html:
     """A full page: navigation, who is logged in, a notice or an error, the content."""
-    links = [("Overview", "/"), ("Tasks", "/tasks"), ("Accounts", "/accounts"), ("Audit", "/audit")]
+    links = [("Overview", "/"), ("Tasks", "/tasks"), ("Queues", "/queues"), ("Workers", "/workers"),
+             ("Accounts", "/accounts"), ("Audit", "/audit")]
     nav = join(html('<a href="{href}">{label}</a>', href=base + path, label=label) for label, path in links)
     banner = Html("")
     if notice:

@@ -1,6 +1,6 @@
-"""Serving the dashboard with the standard library's WSGI server, one
-thread per request: ``payq dashboard`` runs :func:`run`; tests and
-embedding code use :class:`DashboardServer`."""
+"""Serving the dashboard with waitress (:class:`payq._serving.WsgiServer`):
+``payq dashboard`` runs :func:`run`; tests and embedding code use
+:class:`DashboardServer`."""
 
 from __future__ import annotations
 
@@ -8,16 +8,14 @@ import ipaddress
 import logging
 import os
 import signal
-import socket
 import sys
 import threading
 from datetime import timedelta
 from types import FrameType, TracebackType
-from typing import Any, Callable, Dict, Iterable, Optional, TextIO, Type
-from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
+from typing import Any, Callable, Dict, Iterable, List, Optional, TextIO, Type
 
 import payq
-from payq._serving import BoundedThreadingMixIn, ServingLimits, ServingThread, bounded, listening
+from payq._serving import ServingLimits, WsgiServer
 from payq.dashboard.app import make_app
 from payq.dashboard.auth import TOKEN_CHARS_MIN, generate_token
 from payq.dashboard.wsgi import WsgiApp
@@ -28,70 +26,66 @@ log = logging.getLogger("payq.dashboard")
 
 TOKEN_ENV = "PAYQ_DASHBOARD_TOKEN"
 POLL_INTERVAL_S = 0.2
-"""How often the serving loop looks for a shutdown request."""
+"""How often :func:`serve` looks for a stop signal."""
+# The dashboard's forms are small; a larger body is refused (413) unread.
+BODY_BYTES_MAX = 256 * 1024
 
 
-class _ThreadingWSGIServer(BoundedThreadingMixIn, WSGIServer):
-    # Daemon threads (BoundedThreadingMixIn): a hung browser connection must
-    # not block shutdown.
-    allow_reuse_address = True
+def _logged(app: WsgiApp) -> WsgiApp:
+    """``app`` with one log line per request, without the query string:
+    searches by key are nobody's business in a log file."""
 
+    def logged_app(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Iterable[bytes]:
+        statuses: List[str] = []
 
-class _ThreadingWSGIServer6(_ThreadingWSGIServer):
-    address_family = socket.AF_INET6
+        def recording_start_response(status: str, headers: Any, exc_info: Any = None) -> Any:
+            statuses.append(status.split(" ", 1)[0])
+            return start_response(status, headers, exc_info)
 
+        try:
+            return app(environ, recording_start_response)
+        finally:
+            log.info("%s %s %s %s", environ.get("REMOTE_ADDR", "-"), environ.get("REQUEST_METHOD", "-"),
+                     environ.get("PATH_INFO", "/"), statuses[-1] if statuses else "-")
 
-class _Handler(WSGIRequestHandler):
-    """One log line per request, without the query string: searches by
-    key are nobody's business in a log file."""
-
-    def log_request(self, code: Any = "-", size: Any = "-") -> None:
-        log.info("%s %s %s %s", self.client_address[0], self.command, self.path.split("?", 1)[0], code)
-
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
-        log.info("%s " + format, self.client_address[0], *args)
-
-
-def _is_ipv6(host: str) -> bool:
-    try:
-        return ipaddress.ip_address(host).version == 6
-    except ValueError:
-        return False
+    return logged_app
 
 
 class DashboardServer:
     """A WSGI application served on ``host:port`` (port 0: any free port)
-    from a background thread, until :meth:`stop` or the end of a ``with``.
-    ``limits``: how long a connection may last and how many are served at
+    from a background thread by waitress (HTTP/1.1), until :meth:`stop` or
+    the end of a ``with``. ``limits``: how long a client may take over a
+    request, how many connections are open and how many requests handled at
     once (:class:`payq.ServingLimits`; its defaults when None)."""
 
     def __init__(self, app: WsgiApp, *, host: str = "127.0.0.1", port: int = 0,
                  limits: Optional[ServingLimits] = None) -> None:
-        server_class = _ThreadingWSGIServer6 if _is_ipv6(host) else _ThreadingWSGIServer
-        self._server = listening(lambda: make_server(host, port, app, server_class=server_class,
-                                                     handler_class=_Handler), host, port)
-        bounded(self._server, limits)
-        self._serving = ServingThread(self._server, "payq-dashboard-server", POLL_INTERVAL_S)
+        self._server = WsgiServer(_logged(app), host=host, port=port, limits=limits,
+                                  name="payq-dashboard-server", body_bytes_max=BODY_BYTES_MAX)
 
     @property
     def port(self) -> int:
         """The port listened on (the one the OS chose when given 0)."""
-        return int(self._server.server_address[1])
+        return self._server.port
 
     @property
     def url(self) -> str:
         """Where the dashboard answers, e.g. ``http://127.0.0.1:8080/``."""
-        host = str(self._server.server_address[0])
-        return f"http://[{host}]:{self.port}/" if _is_ipv6(host) else f"http://{host}:{self.port}/"
+        return self._server.url
+
+    def connection_count(self) -> int:
+        """Connections open now."""
+        return self._server.connection_count()
 
     def start(self) -> "DashboardServer":
         """Serve from a background thread (a no-op if already serving) and return ``self``."""
-        self._serving.start()
+        self._server.start()
         return self
 
     def stop(self) -> None:
-        """Stop accepting requests, wait for the loop, close the socket (idempotent)."""
-        self._serving.stop()
+        """Stop accepting requests, let those being handled finish, close
+        the socket (idempotent)."""
+        self._server.stop()
 
     def __enter__(self) -> "DashboardServer":
         return self.start()

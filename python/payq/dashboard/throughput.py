@@ -84,6 +84,12 @@ class Throughput:
         self._thread: Optional[threading.Thread] = None
         self.last_error: Optional[str] = None
 
+    @property
+    def in_background(self) -> bool:
+        """True while a thread of this process samples every interval
+        (:meth:`start`); False when samples are taken only as pages ask."""
+        return self._thread is not None
+
     # ------------------------------------------------------------ sampling
 
     def sample(self) -> None:

@@ -9,27 +9,26 @@ import json
 import logging
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Callable, Dict, List, Optional, Sequence, Tuple
+from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 
 import payq
+from payq.dashboard import queries
 from payq.dashboard.audit import AuditCache
 from payq.dashboard.render import Html, duration, escape, html, join, json_block, page, table, when
 from payq.dashboard.throughput import Throughput
 from payq.dashboard.wsgi import HttpError, Request, Response
-from payq.outbox import TASK_STATES
+from payq.outbox import ACTIONS_BY_STATE
 
-__all__ = ["Context", "overview", "tasks_list", "task_detail", "task_action", "accounts_list", "account_detail",
+__all__ = ["Context", "overview", "task_detail", "task_action", "accounts_list", "account_detail",
            "transaction_detail", "audit_page", "throughput_json", "PAGE_SIZE", "NOTE_BYTES_MAX"]
 
 log = logging.getLogger("payq.dashboard")
 
 PAGE_SIZE = 50
-PAGE_SIZE_MAX = 500
+OWNER_CHARS_MAX = 200
 NOTE_BYTES_MAX = 2000
 """What payq records as an action's note at most."""
-ERROR_CHARS_SHOWN = 120
 VIOLATIONS_SHOWN_MAX = 200
-LIVE_STATES = ("pending", "running", "held", "dead", "needs_review")
 
 _DONE = {
     "retry": "Sent again: the task is pending and will be claimed by a worker.",
@@ -111,12 +110,6 @@ def _state_badge(state: str) -> Html:
     return html('<span class="state state-{state}">{state}</span>', state=state)
 
 
-def _shorten(text: Optional[str], limit: int = ERROR_CHARS_SHOWN) -> str:
-    if not text:
-        return ""
-    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
-
-
 # ---------------------------------------------------------------- overview
 
 
@@ -130,10 +123,20 @@ def _chart(ctx: Context) -> Html:
         '<p class="legend"><span class="key k-succeeded"></span>succeeded per minute '
         '<span class="key k-dead"></span>dead per minute <span class="key k-cancelled"></span>cancelled per minute '
         '<span class="key k-pending"></span>pending <span class="key k-running"></span>running</p>'
-        '<p class="hint">Finished tasks per minute come from the database; depth is sampled by this dashboard '
-        "every {interval} s while it runs.</p></section>",
+        '<p class="hint" id="chart-caption">Finished tasks per minute come from the database; {depth}</p>'
+        "</section>",
         src=ctx.url("/throughput.json"), series=json.dumps(snapshot, separators=(",", ":")),
-        interval=f"{ctx.throughput.interval.total_seconds():g}")
+        depth=_depth_caption(ctx.throughput))
+
+
+def _depth_caption(throughput: Throughput) -> str:
+    """How depth is sampled, as it is: by a thread of ``payq dashboard``, or
+    (mounted in a host application) only when this page or its refresh asks."""
+    interval = f"{throughput.interval.total_seconds():g}"
+    if throughput.in_background:
+        return f"depth is sampled by this dashboard every {interval} s while it runs."
+    return (f"depth is sampled when this page asks (its chart refreshes while it is open), at most every "
+            f"{interval} s: the line has gaps where nobody had the page open.")
 
 
 def _queue_row(ctx: Context, q: "payq.outbox.QueueInfo") -> List[object]:
@@ -207,62 +210,6 @@ def throughput_json(ctx: Context) -> Response:
 # ---------------------------------------------------------------- tasks
 
 
-def _task_filters(ctx: Context, counts: Dict[str, int], chosen: Dict[str, Optional[str]]) -> Html:
-    tabs = [html('<a href="{href}" class="{cls}">all</a>', href=ctx.url("/tasks", queue=chosen["queue"],
-                                                                          kind=chosen["kind"]),
-                 cls="current" if chosen["state"] is None else "")]
-    for state in TASK_STATES:
-        label = f"{state} ({counts[state]})" if state in counts else state
-        tabs.append(html('<a href="{href}" class="{cls}">{label}</a>',
-                         href=ctx.url("/tasks", state=state, queue=chosen["queue"], kind=chosen["kind"]),
-                         cls="current" if chosen["state"] == state else "", label=label))
-    options = join(html('<option value="{v}"{sel}>{label}</option>', v=s, label=s or "any state",
-                        sel=Html(" selected") if (chosen["state"] or "") == s else Html(""))
-                   for s in ("", *TASK_STATES))
-    return html(
-        '<nav class="tabs">{tabs}</nav>'
-        '<form method="get" action="{action}" class="filters" id="filters">'
-        '<label>State <select name="state">{options}</select></label>'
-        '<label>Queue <input name="queue" value="{queue}" maxlength="100"></label>'
-        '<label>Kind <input name="kind" value="{kind}" maxlength="200"></label>'
-        '<label>Key <input name="key" value="{key}" maxlength="255" placeholder="unique or idempotency key"></label>'
-        '<button type="submit">Filter</button> <a href="{action}">clear</a></form>',
-        tabs=join(tabs, " "), action=ctx.url("/tasks"), options=options, queue=chosen["queue"] or "",
-        kind=chosen["kind"] or "", key=chosen["key"] or "")
-
-
-def tasks_list(ctx: Context) -> Response:
-    """Tasks by state, queue and kind, or the task with a key; a page by id."""
-    request = ctx.request
-    chosen = {name: _text(request, name) for name in ("state", "queue", "kind", "key")}
-    if chosen["state"] is not None and chosen["state"] not in TASK_STATES:
-        raise HttpError(400, f"state is one of {', '.join(TASK_STATES)}")
-    after_id = _int(request, "after_id", 0)
-    limit = _int(request, "limit", PAGE_SIZE, low=1, high=PAGE_SIZE_MAX)
-    tasks = ctx.read.tasks.list(state=chosen["state"], queue=chosen["queue"], kind=chosen["kind"], key=chosen["key"],
-                              after_id=after_id, limit=limit)
-    counts: Dict[str, int] = {}
-    for q in ctx.read.queues.list():
-        if chosen["queue"] is None or q.name == chosen["queue"]:
-            for state in LIVE_STATES:
-                counts[state] = counts.get(state, 0) + int(getattr(q, state))
-    rows = [[html('<a href="{href}">{id}</a>', href=ctx.url(f"/tasks/{t.id}"), id=t.id), _state_badge(t.state),
-             t.queue, t.kind, f"{t.attempt}/{t.max_attempts}", t.idempotency_key,
-             "" if t.amount is None else str(t.amount), when(t.created_at), _shorten(t.error)] for t in tasks]
-    pager = Html("")
-    if len(tasks) == limit:
-        pager = html('<p class="pager"><a href="{href}" rel="next">Next page</a></p>',
-                     href=ctx.url("/tasks", after_id=tasks[-1].id, limit=limit if limit != PAGE_SIZE else None,
-                                  **{k: v for k, v in chosen.items()}))
-    if after_id:
-        pager = html('{pager}<p class="pager"><a href="{href}">First page</a></p>', pager=pager,
-                     href=ctx.url("/tasks", **{k: v for k, v in chosen.items()}))
-    content = html("{filters}{table}{pager}", filters=_task_filters(ctx, counts, chosen),
-                   table=table(["id", "state", "queue", "kind", "try", "idempotency key", "amount", "created",
-                                "error"], rows, empty="no task matches"), pager=pager)
-    return ctx.render("Tasks", content)
-
-
 def _timeline(task: "payq.Task", attempts: Sequence["payq.Attempt"],
               actions: Sequence["payq.outbox.Action"]) -> Html:
     events: List[Tuple[datetime, int, Html]] = [
@@ -270,11 +217,15 @@ def _timeline(task: "payq.Task", attempts: Sequence["payq.Attempt"],
                                   "at most {max} attempt(s)</li>",
                                   at=when(task.created_at), queue=task.queue, max=task.max_attempts))]
     for a in attempts:
+        trace = Html("")
+        if getattr(a, "traceback", None):
+            trace = html('<details class="traceback"><summary>traceback</summary><pre>{t}</pre></details>',
+                         t=a.traceback)
         events.append((a.started_at, 1, html(
-            '<li class="ev-attempt outcome-{outcome}">{at} attempt #{n} by <code>{worker}</code>: '
-            '<strong>{outcome}</strong> after {ms} ms{error}</li>',
+            '<li class="ev-attempt outcome-{outcome}" id="attempt-{n}">{at} attempt #{n} by <code>{worker}</code>: '
+            '<strong>{outcome}</strong> after {ms} ms{error}{trace}</li>',
             at=when(a.started_at), n=a.attempt, worker=a.worker_id, outcome=a.outcome, ms=a.duration_ms,
-            error=html(": {e}", e=a.error) if a.error else "")))
+            error=html(": {e}", e=a.error) if a.error else "", trace=trace)))
     for action in actions:
         events.append((action.created_at, 2, html(
             '<li class="ev-action">{at} <strong>{action}</strong> by <code>{actor}</code>{note}</li>',
@@ -301,18 +252,19 @@ def _action_form(ctx: Context, task: "payq.Task", action: str, label: str, expla
 
 def _action_forms(ctx: Context, task: "payq.Task", note: str) -> Html:
     forms = []
-    if task.state == "held":
+    allowed = ACTIONS_BY_STATE[task.state]
+    if "release" in allowed:
         forms.append(_action_form(ctx, task, "release", "Release", "Approve the task: workers may claim it.",
                                   note=note))
-    if task.state in ("held", "pending") and task.attempt == 0:
+    if "cancel" in allowed and task.attempt == 0:
         forms.append(_action_form(ctx, task, "cancel", "Cancel",
                                   "It never ran, so it was definitely not applied: its failure side runs "
                                   "(a hold is released).", note=note))
-    if task.state in ("dead", "cancelled"):
+    if "retry" in allowed:
         forms.append(_action_form(ctx, task, "retry", "Retry",
                                   "Send it again with the same idempotency key. Refused when its failure side "
                                   "already ran (a released hold): enqueue a new task then.", note=note))
-    if task.state == "needs_review":
+    if "resolve" in allowed:
         outcome = Html(
             "<fieldset><legend>What does the provider say?</legend>"
             '<label><input type="radio" name="outcome" value="applied" required> applied: run the success side '
@@ -344,13 +296,14 @@ def task_page(ctx: Context, task_id: int, *, status: int = 200, error: Optional[
     task = ctx.read.tasks.get(task_id)
     attempts = ctx.read.tasks.attempts(task_id)
     actions = ctx.read.tasks.actions(task_id)
+    ledger_fields = _task_ledger_fields(ctx, task)
     fields = [
         ("state", _state_badge(task.state)), ("queue", task.queue), ("kind", task.kind),
         ("attempts", f"{task.attempt} of {task.max_attempts}"), ("idempotency key", task.idempotency_key),
         ("unique key", task.unique_key or "-"), ("partition key", task.partition_key or "-"),
         ("priority", task.priority), ("amount", "-" if task.amount is None else str(task.amount)),
         ("run at", when(task.run_at)), ("created", when(task.created_at)), ("finished", when(task.finished_at)),
-        ("worker", task.worker_id or "-"), ("error", task.error or "-"),
+        ("worker", task.worker_id or "-"), ("error", task.error or "-"), *ledger_fields,
     ]
     details = join(html("<dt>{k}</dt><dd>{v}</dd>", k=k, v=v) for k, v in fields)
     result = html("<h2>Result</h2><pre>{r}</pre>", r=json_block(task.result)) if task.result is not None else ""
@@ -361,6 +314,62 @@ def task_page(ctx: Context, task_id: int, *, status: int = 200, error: Optional[
         timeline=_timeline(task, attempts, actions), forms=_action_forms(ctx, task, note))
     notice = _DONE.get(ctx.request.query.get("done", ""))
     return ctx.render(f"Task {task.id}", content, status=status, notice=notice, error=error)
+
+
+def _account_link(ctx: Context, account_id: int, owners: Dict[int, Tuple[str, str, str]]) -> Html:
+    """An account named by its owner (namespace and currency after it), linked."""
+    found = owners.get(account_id)
+    if found is None:
+        return html('<a href="{href}">account {id}</a>', href=ctx.url(f"/accounts/{account_id}"), id=account_id)
+    owner, namespace, currency = found
+    return html('<a href="{href}" title="account {id}">{owner}</a> <span class="hint">{ns} {cur}</span>',
+                href=ctx.url(f"/accounts/{account_id}"), id=account_id, owner=owner,
+                ns="" if namespace == "default" else namespace, cur=currency)
+
+
+def _account_owners(ctx: Context, account_ids: Iterable[int]) -> Dict[int, Tuple[str, str, str]]:
+    """Owner, namespace and currency of each account, by id (one query)."""
+    ids = sorted(set(account_ids))
+    if not ids:
+        return {}
+    with ctx.read.transaction() as t:
+        rows = t.execute(queries.TRANSACTION_ACCOUNTS, ["{" + ",".join(str(i) for i in ids) + "}"])
+    cell = queries.cell
+    return {int(cell(r[0])): (cell(r[1]), cell(r[2]), cell(r[3])) for r in rows}
+
+
+def _task_ledger_fields(ctx: Context, task: "payq.Task") -> List[Tuple[str, object]]:
+    """What the task moves in the ledger, linked: its hold (and the account
+    it is on), the account a capture goes into, the transaction a failure
+    reverses, and the ledger transactions its settlement wrote."""
+    settlement = task.settlement
+    fields: List[Tuple[str, object]] = []
+    hold = None if settlement.hold_id is None else ctx.read.ledger.get_hold(settlement.hold_id)
+    if hold is None and settlement.reverse_transaction_id is None:
+        return fields
+    keys = [f"task:{task.id}:capture", f"task:{task.id}:release", f"task:{task.id}:reverse",
+            None if hold is None else hold.key]
+    with ctx.read.transaction() as t:
+        operations = t.execute(queries.TASK_LEDGER_OPERATIONS, keys)
+    accounts = [a for a in (hold.account_id if hold else None, settlement.capture_account_id) if a is not None]
+    owners = _account_owners(ctx, accounts)
+    if hold is not None:
+        fields.append(("hold", html('<span id="task-hold">hold {id}: {amount} on {account}, {status}</span>',
+                                    id=hold.id, amount=str(hold.amount), account=_account_link(ctx, hold.account_id,
+                                                                                                owners),
+                                    status=hold.status)))
+    if settlement.capture_account_id is not None:
+        fields.append(("captures into", _account_link(ctx, settlement.capture_account_id, owners)))
+    if settlement.reverse_transaction_id is not None:
+        fields.append(("reverses", html('<a href="{href}">transaction {id}</a>', id=settlement.reverse_transaction_id,
+                                        href=ctx.url(f"/transactions/{settlement.reverse_transaction_id}"))))
+    written = [html('<a href="{href}" class="ledger-tx">transaction {id}</a> ({kind})', id=int(row[2]), kind=row[1],
+                    href=ctx.url(f"/transactions/{row[2]}")) for row in operations if row[2] is not None]
+    released = [row[1] for row in operations if row[2] is None]
+    parts = written + [html("{kind} (no journal entry)", kind=kind) for kind in released]
+    if parts:
+        fields.append(("ledger", join(parts, ", ")))
+    return fields
 
 
 def task_detail(ctx: Context, task_id: str) -> Response:
@@ -420,7 +429,10 @@ def accounts_list(ctx: Context) -> Response:
     """Accounts with balances, by id, optionally of one owner."""
     owner = _text(ctx.request, "owner")
     after_id = _int(ctx.request, "after_id", 0)
-    accounts = ctx.read.ledger.accounts(after_id=after_id, limit=PAGE_SIZE, owner=owner)
+    if owner is None:
+        accounts = ctx.read.ledger.accounts(after_id=after_id, limit=PAGE_SIZE)
+    else:
+        accounts = _accounts_by_owner_prefix(ctx, owner, after_id)
     rows = []
     for a in accounts:
         flags = [name for name, on in (("system: may go negative", a.allow_negative),
@@ -433,13 +445,25 @@ def accounts_list(ctx: Context) -> Response:
         pager = html('<p class="pager"><a href="{href}" rel="next">Next page</a></p>',
                      href=ctx.url("/accounts", owner=owner, after_id=accounts[-1].id))
     content = html(
-        '<form method="get" action="{action}" class="filters"><label>Owner '
-        '<input name="owner" value="{owner}" maxlength="255"></label> <button type="submit">Filter</button> '
+        '<form method="get" action="{action}" class="filters"><label>Owner (or its start: user:) '
+        '<input name="owner" value="{owner}" maxlength="200"></label> <button type="submit">Filter</button> '
         '<a href="{action}">clear</a></form>{table}{pager}',
         action=ctx.url("/accounts"), owner=owner or "",
         table=table(["id", "owner", "namespace", "currency", "balance", "held", "available", "pending", "flags"],
                     rows, empty="no account", numeric=(4, 5, 6, 7)), pager=pager)
     return ctx.render("Accounts", content)
+
+
+def _accounts_by_owner_prefix(ctx: Context, prefix: str, after_id: int) -> List["payq.Account"]:
+    """A page of accounts whose owner starts with ``prefix`` (``user:`` finds
+    every user's), by id."""
+    if len(prefix) > OWNER_CHARS_MAX:
+        raise HttpError(400, f"an owner is at most {OWNER_CHARS_MAX} characters")
+    pattern = prefix.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
+    with ctx.read.transaction() as t:
+        ids = [int(queries.cell(r[0]))
+               for r in t.execute(queries.ACCOUNTS_BY_OWNER_PREFIX, [pattern, after_id, PAGE_SIZE])]
+    return [ctx.read.ledger.get_account(account_id) for account_id in ids]
 
 
 def account_detail(ctx: Context, account_id_text: str) -> Response:
@@ -451,9 +475,15 @@ def account_detail(ctx: Context, account_id_text: str) -> Response:
     newest_after = max(0, account.seq - PAGE_SIZE)
     after_seq = _int(ctx.request, "after_seq", newest_after, high=max(account.seq, 0))
     entries = ctx.read.ledger.history(account, after_seq=after_seq, limit=PAGE_SIZE)
+    counterparts: Dict[int, str] = {}
+    if entries:
+        with ctx.read.transaction() as t:
+            found = t.execute(queries.JOURNAL_COUNTERPARTS,
+                              ["{" + ",".join(str(e.transaction_id) for e in entries) + "}", account.id])
+        counterparts = {int(queries.cell(r[0])): queries.cell(r[1]) for r in found}
     rows = [[e.seq, when(e.created_at),
              html('<a href="{href}">{id}</a>', href=ctx.url(f"/transactions/{e.transaction_id}"),
-                  id=e.transaction_id),
+                  id=e.transaction_id), counterparts.get(e.transaction_id, ""),
              "" if e.balance_before is None else str(e.balance_before), str(e.amount),
              "" if e.balance_after is None else str(e.balance_after)] for e in reversed(entries)]
     links = []
@@ -474,8 +504,8 @@ def account_detail(ctx: Context, account_id_text: str) -> Response:
         '<p class="pager">{links}</p>',
         fields=join(html("<dt>{k}</dt><dd>{v}</dd>", k=k, v=v) for k, v in fields),
         first=after_seq + 1 if entries else 0, last=after_seq + len(entries), total=account.seq,
-        table=table(["seq", "at", "transaction", "before", "amount", "after"], rows, empty="no entries",
-                    numeric=(0, 3, 4, 5)),
+        table=table(["seq", "at", "transaction", "with", "before", "amount", "after"], rows, empty="no entries",
+                    numeric=(0, 4, 5, 6)),
         links=join(links, " "))
     return ctx.render(f"Account {account.id}", content)
 
@@ -483,7 +513,8 @@ def account_detail(ctx: Context, account_id_text: str) -> Response:
 def transaction_detail(ctx: Context, transaction_id_text: str) -> Response:
     """One ledger transaction: header, metadata and its legs."""
     tx = ctx.read.ledger.transaction(int(transaction_id_text))
-    rows = [[html('<a href="{href}">{id}</a>', href=ctx.url(f"/accounts/{e.account_id}"), id=e.account_id),
+    owners = _account_owners(ctx, (e.account_id for e in tx.entries))
+    rows = [[_account_link(ctx, e.account_id, owners),
              "-" if e.seq is None else e.seq, str(e.amount),
              "pending" if e.balance_after is None else str(e.balance_after)] for e in tx.entries]
     links = []

@@ -15,9 +15,11 @@ StartResponse = Callable[..., Any]
 WsgiApp = Callable[[Environ, StartResponse], Iterable[bytes]]
 
 FORM_BYTES_MAX = 64 * 1024
-"""The largest form body read; the dashboard's forms are a reason and a token."""
-FIELDS_MAX = 32
-"""The most query or form fields parsed from one request."""
+"""The largest form body read; the dashboard's forms are a reason, a token
+and at most a page of selected task ids."""
+FIELDS_MAX = 256
+"""The most query or form fields parsed from one request (a bulk action's
+form names up to 200 selected tasks)."""
 COOKIE_HEADER_BYTES_MAX = 16 * 1024
 
 
@@ -72,6 +74,7 @@ class Request:
     query: Dict[str, str]
     cookies: Dict[str, str]
     _form: Optional[Dict[str, str]] = field(default=None, repr=False)
+    _form_text: str = field(default="", repr=False)
 
     @classmethod
     def from_environ(cls, environ: Environ) -> "Request":
@@ -136,7 +139,17 @@ class Request:
         except UnicodeDecodeError as exc:
             raise HttpError(400, "the form is not UTF-8") from exc
         self._form = _first_values(text, "form")
+        self._form_text = text
         return self._form
+
+    def form_values(self, name: str) -> List[str]:
+        """Every value of a repeated form field (checkboxes), in order."""
+        self.form()
+        try:
+            parsed = parse_qs(self._form_text, keep_blank_values=True, max_num_fields=FIELDS_MAX, errors="strict")
+        except (ValueError, UnicodeDecodeError) as exc:
+            raise HttpError(400, "the form cannot be parsed") from exc
+        return parsed.get(name, [])
 
 
 @dataclass

@@ -1,6 +1,7 @@
 /* payq dashboard: the throughput chart of the overview page, drawn on a
-   <canvas>. No dependencies; data comes from this server only: first from
-   the canvas's data-series attribute, then from throughput.json. */
+   <canvas>, and the live refresh of task lists. No dependencies; data comes
+   from this server only: the chart's first from the canvas's data-series
+   attribute, then from throughput.json; a task list's from its own URL. */
 (function () {
   "use strict";
 
@@ -140,5 +141,61 @@
     window.addEventListener("resize", function () { draw(canvas, state.data); });
     var every = Math.max(REFRESH_S_MIN, state.data.interval_s || 10) * 1000;
     window.setInterval(function () { refresh(canvas, state); }, every);
+  });
+
+  /* Task lists: the table and pager are fetched again every
+     data-refresh-s seconds while "live" is ticked, the tab is visible and
+     no task is selected (a refresh would drop the selection). */
+  function liveTaskList(list) {
+    var every = Math.max(REFRESH_S_MIN, Number(list.getAttribute("data-refresh-s")) || REFRESH_S_MIN) * 1000;
+    var toggle = document.getElementById("live-refresh");
+    var status = document.getElementById("live-status");
+    var count = 0;
+    var busy = false;
+    function selected() { return list.querySelectorAll("input[name=task]:checked").length; }
+    function say(text) { if (status) { status.textContent = text; } }
+    function swap(fresh) {
+      ["table", ".pager"].forEach(function (selector) {
+        var old = list.querySelector(selector);
+        var next = fresh.querySelector(selector);
+        if (old && next) { old.replaceWith(document.importNode(next, true)); }
+      });
+      count += 1;
+      list.setAttribute("data-refreshed", String(count));
+      say("refreshed " + new Date().toLocaleTimeString());
+    }
+    function tick() {
+      if (busy || (toggle && !toggle.checked) || document.hidden) { return; }
+      if (selected()) { say("paused while tasks are selected"); return; }
+      busy = true;
+      // The list alone (fragment=list): the page's counts are not refreshed.
+      var url = window.location.href.split("#")[0];
+      url += (url.indexOf("?") < 0 ? "?" : "&") + "fragment=list";
+      fetch(url, { credentials: "same-origin", cache: "no-store" })
+        .then(function (response) { return response.ok ? response.text() : null; })
+        .then(function (text) {
+          if (text === null || selected()) { return; }
+          var fresh = new DOMParser().parseFromString(text, "text/html").getElementById("task-list");
+          if (fresh) { swap(fresh); }
+        })
+        .catch(function () { say("refresh failed; trying again"); })
+        .then(function () { busy = false; });
+    }
+    if (toggle) {
+      toggle.addEventListener("change", function () { say(toggle.checked ? "" : "paused"); });
+    }
+    // "Select all" sits in the table's head, which a refresh replaces: listen on the list.
+    list.addEventListener("change", function (event) {
+      if (event.target && event.target.id === "select-all") {
+        list.querySelectorAll("input[name=task]").forEach(function (box) { box.checked = event.target.checked; });
+      }
+    });
+    window.setInterval(tick, every);
+    list.setAttribute("data-live", "armed");  // for tests: the handlers above are in place
+  }
+
+  document.addEventListener("DOMContentLoaded", function () {
+    var list = document.getElementById("task-list");
+    if (list && window.fetch && window.DOMParser) { liveTaskList(list); }
   });
 })();
