@@ -244,9 +244,9 @@ void bind_outbox(py::module_& m) {
             return 0;
           });
         },
-        py::arg("target"), py::arg("name"), py::arg("concurrency_max"), py::arg("rate_count_max"),
+        py::arg("target"), py::arg("name"), py::kw_only(), py::arg("concurrency_max"), py::arg("rate_count_max"),
         py::arg("rate_window_ms"), py::arg("amount_max_minor"), py::arg("amount_currency"),
-        py::arg("amount_window_ms"), py::arg("weight"), py::kw_only(), py::arg("actor") = "", py::arg("note") = "");
+        py::arg("amount_window_ms"), py::arg("weight"), py::arg("actor") = "", py::arg("note") = "");
   m.def(
       "outbox_queue_pause",
       [](py::handle target, std::string name, bool paused, std::string actor, std::string note) {

@@ -368,9 +368,9 @@ def outbox_task_action(target: LedgerTarget, id: int, action: str, actor: str, n
 def outbox_task_resolve(target: LedgerTarget, id: int, applied: bool, actor: str, note: str,
                         capture_account_id: Optional[int], hold_release_manual: bool) -> None: ...
 def outbox_queue_configure(
-    target: LedgerTarget, name: str, concurrency_max: Optional[int], rate_count_max: Optional[int],
+    target: LedgerTarget, name: str, *, concurrency_max: Optional[int], rate_count_max: Optional[int],
     rate_window_ms: Optional[int], amount_max_minor: Optional[int], amount_currency: Optional[str],
-    amount_window_ms: Optional[int], weight: int, *, actor: str = ..., note: str = ...,
+    amount_window_ms: Optional[int], weight: int, actor: str = ..., note: str = ...,
 ) -> None: ...
 def outbox_queue_pause(target: LedgerTarget, name: str, paused: bool, *, actor: str = ..., note: str = ...) -> None: ...
 def outbox_queue_pause_until(

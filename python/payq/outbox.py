@@ -568,9 +568,11 @@ class Queues:
             amount_minor, amount_currency = money.minor, money.currency
             amount_window_ms = _ms(window, "amount window")
         core.outbox_queue_configure(self._target, _args.text(name, "name"),
-                                    None if concurrency is None else _int32(concurrency, "concurrency"), rate_count,
-                                    rate_window_ms, amount_minor, amount_currency, amount_window_ms,
-                                    _int32(weight, "weight"), **_queue_action_by(actor, note))
+                                    concurrency_max=None if concurrency is None else _int32(concurrency, "concurrency"),
+                                    rate_count_max=rate_count, rate_window_ms=rate_window_ms,
+                                    amount_max_minor=amount_minor, amount_currency=amount_currency,
+                                    amount_window_ms=amount_window_ms, weight=_int32(weight, "weight"),
+                                    **_queue_action_by(actor, note))
 
     def cron(self, name: str, schedule: str, kind: str, payload: Json = None, *, queue: str = "default",
              time_zone: str = "UTC") -> None:
