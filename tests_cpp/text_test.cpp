@@ -1,5 +1,5 @@
 // Bounded text: cut without splitting a UTF-8 sequence.
-#include "text_internal.hpp"
+#include "common/text_internal.hpp"
 
 #include <gtest/gtest.h>
 

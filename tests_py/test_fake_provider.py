@@ -15,7 +15,7 @@ from typing import Callable, Dict, Iterator, List, Mapping, Optional, Tuple
 
 import pytest
 
-from payq.testing import FakeProvider
+from payq.testing import FakeProvider, wait_until
 from payq.testing import fake_provider
 from payq.testing.fake_provider import CALLBACK_ATTEMPT_COUNT_MAX, CALLBACK_SHUFFLE_BUFFER_MAX, FAULT_KINDS
 
@@ -59,11 +59,7 @@ def pay(provider: FakeProvider, key: Optional[str], account: str = "alipay:1", a
 
 
 def wait_for(predicate: Callable[[], bool], what: str) -> None:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while not predicate():
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.005)
+    wait_until(predicate, WAIT_S_MAX, interval_s=0.005, what=what)
 
 
 @pytest.fixture

@@ -20,6 +20,7 @@ import pytest
 
 import payq
 from payq import Money, Settle
+from payq.testing import wait_until as payq_wait_until
 from payq.testing.fake_provider import FakeProvider
 from payq.worker import Registry, Worker
 from test_worker_processes import Workers, query, wait_until
@@ -79,10 +80,7 @@ def run_until(db: payq.Database, registry: Registry, predicate: Callable[[], boo
                     log=log)
     worker.start()
     try:
-        deadline = time.monotonic() + WAIT_S_MAX
-        while not predicate():
-            assert time.monotonic() < deadline, "timed out waiting for the tasks"
-            time.sleep(POLL_S)
+        payq_wait_until(predicate, WAIT_S_MAX, interval_s=POLL_S, what="the tasks")
     finally:
         worker.stop()
     return worker.stats()
@@ -335,10 +333,7 @@ def test_slow_provider_times_out_and_is_still_paid_once(payq_db: payq.Database, 
 
 
 def wait_until_true(condition: Callable[[], bool]) -> None:
-    deadline = time.monotonic() + WAIT_S_MAX
-    while not condition():
-        assert time.monotonic() < deadline, "timed out"
-        time.sleep(POLL_S)
+    payq_wait_until(condition, WAIT_S_MAX, interval_s=POLL_S, what="the condition")
 
 
 def test_timeout_before_sending_is_retry(payq_db: payq.Database, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -27,6 +27,7 @@ import pytest
 
 import payq
 from payq.cli import EXIT_WORKER_FAILED
+from payq.testing import wait_until as payq_wait_until
 from workerapp import RUN_TABLE, claim_breaker_install, tables_create
 
 TESTS_DIR = Path(__file__).resolve().parent
@@ -144,17 +145,15 @@ def wait_until(condition: Callable[[], T], what: str, workers: Workers,
                expected_alive: Sequence[WorkerProcess] = (), timeout_s: float = WAIT_S_MAX) -> T:
     """Poll ``condition`` until it returns something true; fail with the
     workers' logs on timeout or when a worker that should run has exited."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    def checked() -> T:
         value = condition()
-        if value:
-            return value
-        for process in expected_alive:
-            if not process.alive():
-                pytest.fail(f"{process.name} exited while waiting for {what}\n{workers.logs()}")
-        if time.monotonic() > deadline:
-            pytest.fail(f"timed out after {timeout_s:.0f} s waiting for {what}\n{workers.logs()}")
-        time.sleep(POLL_S)
+        if not value:
+            for process in expected_alive:
+                if not process.alive():
+                    pytest.fail(f"{process.name} exited while waiting for {what}\n{workers.logs()}")
+        return value
+
+    return payq_wait_until(checked, timeout_s, interval_s=POLL_S, what=what, diagnostics=workers.logs)
 
 
 # ---------------------------------------------------------------- reading

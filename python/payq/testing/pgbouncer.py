@@ -143,6 +143,8 @@ class PgBouncer:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait(_STOP_WAIT_S)
+        if process is not None and process.stderr is not None:
+            process.stderr.close()  # else a ResourceWarning when it is collected
         shutil.rmtree(self._home, ignore_errors=True)
 
     def __enter__(self) -> "PgBouncer":
