@@ -156,6 +156,51 @@ TEST_F(WorkerBatched, ZombieInABatchIsNotCompletedAndTheOthersAre) {
   EXPECT_EQ(worker.stats().batched_completions, 4);
 }
 
+// A result PostgreSQL cannot store (here a NUL character, which jsonb
+// refuses) is no success and fails no batch: the others in the batch
+// succeed, the bad one is `unknown` with the reason, its handler ran once.
+TEST_F(WorkerBatched, AResultTheStoreCannotHoldIsUnknownAndFailsNoBatch) {
+  std::mutex mutex;
+  std::map<std::int64_t, int> handled;
+  registry.add(
+      "cache.warm",
+      [&](const Task& task, const TaskContext&) -> HandlerResult {
+        {
+          std::lock_guard<std::mutex> guard(mutex);
+          ++handled[task.id];
+        }
+        Outcome outcome;
+        outcome.result_json = Json::parse(task.payload_json).at("n") == 2 ? R"({"raw":"a\u0000b"})" : "{}";
+        return outcome;
+      },
+      batched());
+  const auto ids = enqueue_many("cache.warm", 5);
+  WorkerOptions o = options();
+  o.concurrency = 1;
+  {
+    Worker worker(*db, registry, o);
+    worker.start();
+    ASSERT_TRUE(events.wait_count("task_done", 5));
+    worker.stop();
+    EXPECT_EQ(worker.stats().succeeded, 4);
+    EXPECT_EQ(worker.stats().complete_errors, 0);
+  }
+  for (std::size_t i = 0; i < ids.size(); ++i) {
+    EXPECT_EQ(handled[ids[i]], 1) << "task " << ids[i];
+    const auto tried = attempts(ids[i]);
+    ASSERT_EQ(tried.size(), 1u) << "task " << ids[i];
+    if (i == 2) {
+      EXPECT_EQ(tried[0].outcome, "unknown");
+      ASSERT_TRUE(tried[0].error);
+      EXPECT_NE(tried[0].error->find("result cannot be stored"), std::string::npos) << *tried[0].error;
+      EXPECT_NE(task_get(ids[i]).state, TaskState::succeeded);
+    } else {
+      EXPECT_EQ(tried[0].outcome, "success");
+      EXPECT_EQ(task_get(ids[i]).state, TaskState::succeeded);
+    }
+  }
+}
+
 TEST_F(WorkerBatched, SettledTaskCompletesThroughTheFencedPathAndCapturesItsHold) {
   const Account wallet = open("user:1");
   const Account clearing = open("clearing", "CNY", true);

@@ -7,6 +7,7 @@
 
 #include "outbox/outbox_internal.hpp"
 #include "outbox/outbox_statements.hpp"
+#include "common/text_internal.hpp"
 #include "payq/error.hpp"
 #include "payq/ledger.hpp"
 
@@ -59,7 +60,7 @@ Completion Outbox::complete(const CompleteRequest& request) {
   const Outcome& outcome = request.outcome;
   std::string result = "null";
   if (outcome.kind == OutcomeKind::success) {
-    result = json_canonical(outcome.result_json.empty() ? "null" : outcome.result_json, "task result",
+    result = detail::json_input_canonical(outcome.result_json.empty() ? "null" : outcome.result_json, "task result",
                             task_payload_bytes_max);
   }
   // The delay is drawn now; only a retry or unknown outcome uses it. The
@@ -131,8 +132,8 @@ std::vector<std::int64_t> Outbox::complete_success_batch(const std::vector<Batch
     ids.push_back(item->task_id);
     tokens.push_back(item->lease_token);
     durations.push_back(item->duration_ms);
-    results.push_back(json_canonical(item->result_json.empty() ? "null" : item->result_json, "task result",
-                                     task_payload_bytes_max));
+    results.push_back(detail::json_input_canonical(item->result_json.empty() ? "null" : item->result_json,
+                                                   "task result", task_payload_bytes_max));
   }
   Rows done = ids.size() == 1
                   ? executor_.exec(outbox_sql::complete_success_one,

@@ -8,6 +8,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "common/text_internal.hpp"
 #include "payq/error.hpp"
 #include "payq/vocabulary.hpp"
 #include "worker/claim_async.hpp"
@@ -33,6 +34,22 @@ class InFlight {
  private:
   std::atomic<std::int64_t>& counter_;
 };
+
+// A success whose result the store cannot hold (not JSON, a NUL character,
+// nested too deep, too large) is not a success: the handler ran and may have
+// acted, so the attempt is `unknown` with the reason, nothing is settled, and
+// no batch of other tasks' successes fails with it.
+void result_storable_or_unknown(Outcome& outcome) {
+  if (outcome.kind != OutcomeKind::success) return;
+  try {
+    detail::json_input_canonical(outcome.result_json.empty() ? "null" : outcome.result_json, "the handler's result",
+                                 task_payload_bytes_max);
+  } catch (const InvalidArgument& e) {
+    outcome.kind = OutcomeKind::unknown;
+    outcome.error = std::string("result cannot be stored: ") + e.what();
+    outcome.result_json = "null";
+  }
+}
 
 // A success may wait for the batch's flush only if nothing but the state
 // change is due: no hold to capture, no reversal or follow-up waiting.
@@ -314,6 +331,7 @@ void ClaimLoop::result_record(ThreadConnection& connection, const Task& task, Ha
     log_.write("info", "task_completed_by_handler", fields);
     return;
   }
+  result_storable_or_unknown(*result.outcome);
   if (batched && success_batchable(task, *result.outcome)) {
     if (queued.size() >= complete_batch_count_max) {
       throw std::logic_error("more successes queued than one batch completion holds");
