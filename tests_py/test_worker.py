@@ -203,6 +203,32 @@ def test_unstorable_result_is_unknown_and_settles_nothing(payq_db):
     assert "object" in attempt.error
 
 
+def test_result_with_a_nul_character_is_unknown_and_settles_nothing(payq_db):
+    """JSON that PostgreSQL's jsonb cannot hold (a NUL character) is no
+    success either: the core checks every handler's result before storing."""
+    ledger = payq_db.ledger
+    world = ledger.account("world", "CNY", "system", allow_negative=True)
+    clearing = ledger.account("clearing", "CNY", "system", allow_negative=True)
+    alice = ledger.account("user:alice", "CNY")
+    ledger.transfer(world, alice, "100.00", key="fund")
+    registry = Registry()
+
+    @registry.handler("payout")
+    def payout(task):
+        return {"provider_raw": "ok\x00"}  # a provider's bytes, passed on as they came
+
+    with payq_db.transaction() as t:
+        hold = t.ledger.hold(alice, "10.00", key="wd")
+        task_id = t.enqueue("payout", {}, settle=Settle.capture(hold, into=clearing), max_attempts=1).task_id
+    assert _run_until(payq_db, registry, lambda: payq_db.tasks.get(task_id).state != "running"
+                      and payq_db.tasks.attempts(task_id))
+    assert payq_db.tasks.get(task_id).state == "needs_review"
+    assert ledger.get_hold(hold.id).status == "active"
+    [attempt] = payq_db.tasks.attempts(task_id)
+    assert attempt.outcome == "unknown"
+    assert attempt.error.startswith("result cannot be stored: ")
+
+
 def test_handler_returning_a_coroutine_is_unknown_without_a_warning(payq_db, recwarn):
     registry = Registry()
 
