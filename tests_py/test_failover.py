@@ -407,8 +407,8 @@ def test_reads_come_from_the_standby_with_its_lag_shown() -> None:
         def replayed() -> bool:
             try:
                 return db.reader.ledger.get_account(alice).balance == Money("12.00", "CNY")
-            except payq.DatabaseError:
-                return False  # the schema itself may not be replayed yet
+            except (payq.DatabaseError, payq.UnknownAccount):
+                return False  # the schema, or the account, may not be replayed yet
 
         assert wait_until(replayed, 30)
         lag = db.replication_lag()

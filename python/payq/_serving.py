@@ -319,13 +319,22 @@ class WsgiServer:
         if thread is None:
             self._close_all()
             return
-        self._server.trigger.pull_trigger(self._close_listener)
+        self._on_loop(self._close_listener)
         self._dispatcher.shutdown(cancel_pending=True, timeout=STOP_GRACE_S)
-        self._server.trigger.pull_trigger(self._close_all)
+        self._on_loop(self._close_all)
         thread.join(STOP_GRACE_S)
         if thread.is_alive():  # the loop missed the trigger; it exits within a wake-up once the map is empty
             self._close_all()
             thread.join(STOP_GRACE_S)
+
+    def _on_loop(self, action: Callable[[], None]) -> None:
+        """Run ``action`` on the serving loop's thread; here instead once the
+        loop has ended, which closes its trigger (EBADF): nothing else
+        touches the server then."""
+        try:
+            self._server.trigger.pull_trigger(action)
+        except OSError:
+            action()
 
     def _close_listener(self) -> None:
         if self._server.accepting:
