@@ -105,10 +105,10 @@ std::int64_t Ledger::pending_fold(std::int64_t account_id, std::int64_t count_ma
   if (count_max <= 0) throw InvalidArgument("count_max must be positive");
   Rows locked = executor_.exec(ledger_sql::account_lock_one, {std::to_string(account_id)});
   if (locked.empty()) throw UnknownAccount("no account with id " + std::to_string(account_id));
-  const std::int64_t seq_before = locked.i64(0, "seq");
-  auto [balance, seq] = pending_fold_locked(executor_, account_id, locked.i64(0, "balance"), seq_before, count_max);
-  (void)balance;
-  return seq - seq_before;
+  const PendingFold fold =
+      pending_fold_peek(executor_, account_id, locked.i64(0, "balance"), locked.i64(0, "seq"), count_max);
+  pending_fold_write(executor_, fold);
+  return fold.count;
 }
 
 }  // namespace payq

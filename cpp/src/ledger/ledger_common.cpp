@@ -96,14 +96,6 @@ std::optional<OperationRecord> operation_recorded(Executor& executor, const std:
   return record;
 }
 
-std::pair<std::int64_t, std::int64_t> pending_fold_locked(Executor& executor, std::int64_t account_id,
-                                                          std::int64_t balance, std::int64_t seq,
-                                                          std::int64_t count_max) {
-  Rows folded = executor.exec(ledger_sql::pending_fold, {std::to_string(account_id), std::to_string(count_max),
-                                                         std::to_string(seq), std::to_string(balance)});
-  return {amount_add(balance, folded.i64(0, "total")), seq + folded.i64(0, "folded")};
-}
-
 PendingFold pending_fold_peek(Executor& executor, std::int64_t account_id, std::int64_t balance, std::int64_t seq,
                               std::int64_t count_max) {
   Rows peeked = executor.exec(ledger_sql::pending_peek, {std::to_string(account_id), std::to_string(count_max)});

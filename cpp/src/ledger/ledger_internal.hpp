@@ -58,12 +58,6 @@ void limits_check(Executor& executor, const Rows& rows, std::size_t row, std::in
                   std::int64_t account_id);
 bool limits_present(const Rows& rows, std::size_t row);
 
-// Folds every pending credit of a deferred-credit account that the caller
-// has locked; returns the new (balance, seq).
-std::pair<std::int64_t, std::int64_t> pending_fold_locked(Executor& executor, std::int64_t account_id,
-                                                          std::int64_t balance, std::int64_t seq,
-                                                          std::int64_t count_max);
-
 // A fold decided but not yet written: the pending credits of a locked
 // deferred-credit account, and the (balance, seq) they lead to. Operations
 // decide on the folded balance and call pending_fold_write only once they

@@ -282,26 +282,6 @@ WITH h AS (
 UPDATE @schema@.account SET held = account.held - s.total FROM s WHERE account.id = s.account_id
 RETURNING account.id)sql"};
 
-inline const Statement pending_fold{"payq_pending_fold", R"sql(
-WITH d AS (
-  DELETE FROM @schema@.pending_credit
-  WHERE account_id = $1::bigint
-    AND id = ANY (ARRAY(SELECT id FROM @schema@.pending_credit WHERE account_id = $1::bigint ORDER BY id
-                        LIMIT $2::bigint))
-  RETURNING id, transaction_id, leg, amount, created_at
-), o AS (
-  SELECT d.*, row_number() OVER (ORDER BY id) AS rn, sum(amount) OVER (ORDER BY id) AS cum FROM d
-), e AS (
-  INSERT INTO @schema@.entry (account_id, seq, transaction_id, leg, amount, balance_after, created_at)
-  SELECT $1::bigint, $3::bigint + rn, transaction_id, leg, amount, ($4::bigint + cum)::bigint, created_at FROM o
-), u AS (
-  UPDATE @schema@.account
-  SET balance = ($4::bigint + (SELECT coalesce(sum(amount), 0) FROM d))::bigint,
-      seq = $3::bigint + (SELECT count(*) FROM d)
-  WHERE id = $1::bigint AND EXISTS (SELECT 1 FROM d)
-)
-SELECT count(*) AS folded, coalesce(sum(amount), 0)::bigint AS total FROM d)sql"};
-
 // The pending credits a fold would take, read without writing: an
 // operation decides on the folded balance first and folds only when it
 // writes (a refused or replayed request changes nothing).
@@ -311,7 +291,7 @@ SELECT coalesce(array_agg(id ORDER BY id), '{}') AS ids, count(*) AS folded,
 FROM (SELECT id, amount FROM @schema@.pending_credit WHERE account_id = $1::bigint ORDER BY id
       LIMIT $2::bigint) p)sql"};
 
-// pending_fold for exactly the credits a peek returned.
+// Folds exactly the credits a peek returned into the journal, in id order.
 inline const Statement pending_fold_ids{"payq_pending_fold_ids", R"sql(
 WITH d AS (
   DELETE FROM @schema@.pending_credit

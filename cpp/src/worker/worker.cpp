@@ -24,14 +24,14 @@ namespace {
 
 // Stands in for an empty worker_id while options are validated: the worker
 // fills in worker_id_default() only when it is built.
-const char* const worker_id_placeholder = "worker";
+const char* const worker_id_for_validation = "worker";
 
 ClaimLoopOptions claim_loop_options(const WorkerOptions& o) {
   ClaimLoopOptions c;
   c.queues = o.queues;
   c.claim_batch_count_max = o.claim_batch_count_max;
   c.poll_interval = o.poll_interval;
-  c.worker_id = o.worker_id.empty() ? worker_id_placeholder : o.worker_id;
+  c.worker_id = o.worker_id.empty() ? worker_id_for_validation : o.worker_id;
   return c;
 }
 
@@ -46,7 +46,7 @@ ListenerOptions listener_options(const WorkerOptions& o) {
 
 MaintenanceOptions maintenance_options(const WorkerOptions& o) {
   MaintenanceOptions m;
-  m.worker_id = o.worker_id.empty() ? worker_id_placeholder : o.worker_id;
+  m.worker_id = o.worker_id.empty() ? worker_id_for_validation : o.worker_id;
   m.interval = o.maintenance_interval;
   return m;
 }
