@@ -13,9 +13,36 @@
 namespace payq::bindings {
 namespace {
 
+// What the adapter reported: None when the handler completed the task
+// itself, else (outcome, result_json, error, retry_after_ms[, traceback]).
+// Called with the GIL held.
+HandlerResult reported_read(py::object reported) {
+  if (reported.is_none()) return HandlerResult::completed_by_handler();
+  // A fifth item, when there is one, is the stack trace of a handler
+  // that raised (stored with the attempt, bounded by the core).
+  std::string traceback;
+  if (py::len(reported) == 5) {
+    traceback = reported.cast<py::tuple>()[4].cast<std::string>();
+    reported = reported.cast<py::tuple>()[py::slice(0, 4, 1)];
+  }
+  auto [kind, result_json, error, retry_after_ms] =
+      reported.cast<std::tuple<std::string, std::string, std::string, std::optional<std::int64_t>>>();
+  Outcome outcome;
+  outcome.traceback = std::move(traceback);
+  // An outcome payq cannot read is refused (a handler exception, logged
+  // and recorded as the attempt's error), never taken for `retry`.
+  outcome.kind = outcome_kind_parse(kind);
+  outcome.result_json = std::move(result_json);
+  outcome.error = std::move(error);
+  outcome.retry_after_ms = retry_after_ms;
+  return outcome;
+}
+
 // Calls `adapter(task, worker_id, lease_token)` (payq/worker.py), which runs
-// the user's function and reports (outcome, result_json, error,
-// retry_after_ms), or None when the handler completed the task itself.
+// the user's function and reports its outcome (reported_read). Consecutive
+// claimed tasks of the kind run under one acquisition of the GIL
+// (handle_many): taking it is the costly part of a short handler's call,
+// the more so with many worker threads contending for it.
 class PythonHandler final : public Handler {
  public:
   explicit PythonHandler(py::object adapter) : adapter_(std::move(adapter)) {}
@@ -26,26 +53,17 @@ class PythonHandler final : public Handler {
 
   HandlerResult handle(const Task& task, const TaskContext& context) override {
     py::gil_scoped_acquire gil;
-    py::object reported = adapter_(task, context.worker_id, context.lease_token);
-    if (reported.is_none()) return HandlerResult::completed_by_handler();
-    // A fifth item, when there is one, is the stack trace of a handler
-    // that raised (stored with the attempt, bounded by the core).
-    std::string traceback;
-    if (py::len(reported) == 5) {
-      traceback = reported.cast<py::tuple>()[4].cast<std::string>();
-      reported = reported.cast<py::tuple>()[py::slice(0, 4, 1)];
+    return reported_read(adapter_(task, context.worker_id, context.lease_token));
+  }
+
+  bool runs_many() const noexcept override { return true; }
+
+  void handle_many(const TaskBatchCall& call) override {
+    py::gil_scoped_acquire gil;
+    for (std::size_t i = 0; i < call.tasks.size() && call.may_start(i); ++i) {
+      const TaskContext context = call.context(i);
+      call.done(i, reported_read(adapter_(*call.tasks[i], context.worker_id, context.lease_token)));
     }
-    auto [kind, result_json, error, retry_after_ms] =
-        reported.cast<std::tuple<std::string, std::string, std::string, std::optional<std::int64_t>>>();
-    Outcome outcome;
-    outcome.traceback = std::move(traceback);
-    // An outcome payq cannot read is refused (a handler exception, logged
-    // and recorded as the attempt's error), never taken for `retry`.
-    outcome.kind = outcome_kind_parse(kind);
-    outcome.result_json = std::move(result_json);
-    outcome.error = std::move(error);
-    outcome.retry_after_ms = retry_after_ms;
-    return outcome;
   }
 
  private:
@@ -71,12 +89,15 @@ void bind_worker(py::module_& m) {
       .def("add_python",
            [](HandlerRegistry& self, const std::string& kind, py::object adapter,
               std::optional<std::int64_t> delay_ms_base, std::optional<std::int64_t> delay_ms_max,
-              std::optional<int> multiplier, bool batched_completion) {
+              std::optional<int> multiplier, bool batched_completion, bool encrypt) {
              HandlerOptions options;
              options.batched_completion = batched_completion;
+             options.encrypt = encrypt;
              options.backoff = backoff_from(delay_ms_base, delay_ms_max, multiplier);
              self.add(kind, std::make_shared<PythonHandler>(std::move(adapter)), options);
-           })
+           },
+           py::arg("kind"), py::arg("adapter"), py::arg("delay_ms_base"), py::arg("delay_ms_max"),
+           py::arg("multiplier"), py::arg("batched_completion"), py::arg("encrypt") = false)
       .def("remove", &HandlerRegistry::remove)
       .def("kinds", &HandlerRegistry::kinds);
 

@@ -178,6 +178,66 @@ def test_batched_completion_option_records_successes_together(payq_db):
     assert stats["succeeded"] == 20
 
 
+def test_claimed_batch_crosses_into_python_once_and_one_raise_fails_only_its_task(payq_db):
+    # The engine hands a claimed batch's run of one kind to Python in one
+    # call (one GIL acquisition) and records the outcomes once it returns:
+    # while the second task runs, the first one's outcome is not written yet.
+    registry = Registry()
+    first_state_seen = []
+
+    ids = [payq_db.enqueue("card.charge", {"n": n}).task_id for n in range(6)]
+
+    @registry.handler("card.charge", base_delay=timedelta(seconds=60))
+    def charge(task):
+        if task.id == ids[1]:
+            first_state_seen.append(payq_db.tasks.get(ids[0]).state)
+        if task.id == ids[3]:
+            raise RuntimeError("card network down")
+        return {"n": task.payload["n"]}
+
+    worker = Worker(payq_db, registry=registry, concurrency=1, batch=10,
+                    poll_interval=timedelta(milliseconds=50), maintenance=False, listen=False, log=False)
+    worker.start()
+    done = threading.Event()
+    try:
+        for _ in range(600):
+            if all(len(payq_db.tasks.attempts(i)) == 1 for i in ids):
+                done.set()
+                break
+            done.wait(0.05)
+    finally:
+        worker.stop()
+    assert done.is_set()
+    assert first_state_seen == ["running"]
+    for n, task_id in enumerate(ids):
+        task = payq_db.tasks.get(task_id)
+        if n == 3:
+            assert task.state == "pending"
+            attempt = payq_db.tasks.attempts(task_id)[0]
+            assert attempt.outcome == "retry"
+            assert "card network down" in attempt.error
+        else:
+            assert task.state == "succeeded"
+            assert task.result == {"n": n}
+    stats = worker.stats()
+    assert stats["succeeded"] == 5
+    assert stats["retried"] == 1
+
+
+def test_task_run_builds_the_task_only_when_a_handler_reads_it(payq_db):
+    registry = Registry()
+    seen = []
+
+    @registry.handler("lazy.read")
+    def lazy(task):
+        seen.append((task._task is None, task.payload, task.idempotency_key, task._task is not None))
+        return None
+
+    task_id = payq_db.enqueue("lazy.read", {"to": "+86 138"}).task_id
+    assert _run_until(payq_db, registry, lambda: payq_db.tasks.get(task_id).state == "succeeded")
+    assert seen == [(True, {"to": "+86 138"}, f"task:{task_id}", True)]
+
+
 def test_unstorable_result_is_unknown_and_settles_nothing(payq_db):
     ledger = payq_db.ledger
     world = ledger.account("world", "CNY", "system", allow_negative=True)
@@ -267,18 +327,24 @@ async def _async_generator_handler(task):
     functools.partial(_async_handler, extra=1),
     _AsyncCallable(),
     functools.partial(_AsyncCallable()),
-    _async_generator_handler,
-], ids=["coroutine function", "partial", "async __call__", "partial of async __call__", "async generator"])
-def test_async_handlers_are_refused_at_registration(function):
+], ids=["coroutine function", "partial", "async __call__", "partial of async __call__"])
+def test_async_handlers_are_accepted_at_registration(function):
+    # They run on the handler event loop (tests_py/test_async_handlers.py).
     registry = Registry()
-    with pytest.raises(payq.InvalidArgument, match="async handlers are not supported yet"):
-        registry.handler("x")(function)
+    assert registry.handler("x")(function) is function
+    assert registry.kinds() == ["x"]
+
+
+def test_async_generator_handlers_are_refused_at_registration():
+    registry = Registry()
+    with pytest.raises(payq.InvalidArgument, match="an async generator gives no single result"):
+        registry.handler("x")(_async_generator_handler)
     assert registry.kinds() == []
 
 
-def test_module_level_handler_refuses_async_functions():
-    with pytest.raises(payq.InvalidArgument, match="async handlers are not supported yet"):
-        payq.handler("test.async.refused")(_async_handler)
+def test_module_level_handler_refuses_async_generators():
+    with pytest.raises(payq.InvalidArgument, match="an async generator gives no single result"):
+        payq.handler("test.async.refused")(_async_generator_handler)
     assert "test.async.refused" not in payq.worker.registry.kinds()
 
 

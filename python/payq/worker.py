@@ -19,7 +19,12 @@ Register handlers with a decorator; ``payq worker --app myapp.tasks`` imports
 The C++ engine claims tasks, holds the GIL only while calling the handler,
 and records the outcome (with the task's ledger settlement) in one
 transaction. Any other exception means ``retry``. A result that cannot be
-stored as JSON is ``unknown``, never a success; async handlers are refused.
+stored as JSON is ``unknown``, never a success.
+
+An ``async def`` handler runs on payq's handler event loop (one loop thread
+per worker process, :mod:`payq.aio.handler_loop`), many tasks in flight per
+worker thread, with the same outcomes, fencing and settlement; it is
+cancelled when its lease runs out (``unknown``). See ``docs/async.md``.
 
 A kind whose side effect is one HTTP call needs no Python at all:
 ``payq.http_handler("payout", url=..., ...)`` registers the built-in C++
@@ -44,6 +49,8 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 
 from payq import _args
 from payq import http as _http
+from payq import keyring as _keyring
+from payq import tracing as _tracing
 from payq._native import core
 from payq.errors import InvalidArgument
 from payq.outbox import Task
@@ -110,14 +117,30 @@ class TaskRun:
     business transaction rolls back with it.
     """
 
-    def __init__(self, task: Task, worker_id: str, lease_token: int) -> None:
-        self.task = task
+    def __init__(self, task: Any, worker_id: str, lease_token: int) -> None:
+        # ``task`` is a :class:`payq.Task`, or the engine's claimed task, from
+        # which the Task (payload parsed, timestamps read) is built on first
+        # use: a short handler that reads little should not pay for it all.
+        self._task: Optional[Task] = task if isinstance(task, Task) else None
+        self._core_task: Any = None if isinstance(task, Task) else task
         self.worker_id = worker_id
         self.lease_token = lease_token
         self.completed = False
         self._started = time.monotonic()
+        self._keyring: Any = None  # an encrypted kind's: complete() encrypts the result
+
+    @property
+    def task(self) -> Task:
+        """The task as claimed."""
+        if self._task is None:
+            self._task = Task._from_core(self._core_task)
+        return self._task
 
     def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            # Not a task field; and never recurse while unpickling or
+            # before __init__ ran.
+            raise AttributeError(name)
         return getattr(self.task, name)
 
     def complete(self, transaction: Any, result: Any = None) -> None:
@@ -125,8 +148,12 @@ class TaskRun:
         an application connection's executor from ``payq.app_executor``)."""
         target = getattr(transaction, "_tx", transaction)
         duration_ms = int((time.monotonic() - self._started) * 1000)
+        result_json = json.dumps(result, allow_nan=False)
+        if self._keyring is not None:
+            result_json = core.encryption_json_seal(self._keyring._core, "result", self.task.id, self.task.kind,
+                                                    result_json)
         core.outbox_complete(target, task_id=self.task.id, lease_token=self.lease_token, attempt=self.task.attempt,
-                             outcome="success", result_json=json.dumps(result, allow_nan=False),
+                             outcome="success", result_json=result_json,
                              worker_id=self.worker_id, duration_ms=duration_ms)
         self.completed = True
 
@@ -141,6 +168,7 @@ class _Registration:
     max_delay: Optional[timedelta]
     multiplier: Optional[int]
     batched_completion: bool = False
+    encrypt: bool = False
 
 
 @dataclass
@@ -149,6 +177,7 @@ class _HttpRegistration:
     base_delay: Optional[timedelta]
     max_delay: Optional[timedelta]
     multiplier: Optional[int]
+    encrypt: bool = False
 
 
 def _ms(value: Optional[timedelta]) -> Optional[int]:
@@ -156,18 +185,29 @@ def _ms(value: Optional[timedelta]) -> Optional[int]:
 
 
 _ERROR_CHARS_MAX = 4000
-_ASYNC_REFUSED = "async handlers are not supported yet: register a plain function"
+_ASYNC_REFUSED = ("a handler is a plain function or an `async def` coroutine function; an async generator "
+                  "gives no single result to await")
+
+
+def _unwrapped(function: Any) -> Tuple[Any, Any]:
+    """``function`` under any ``functools.partial``, and its type's ``__call__``."""
+    while isinstance(function, functools.partial):
+        function = function.func
+    return function, getattr(type(function), "__call__", None)
 
 
 def _is_async(function: Any) -> bool:
-    """Whether calling ``function`` gives an awaitable (or an async
-    generator) instead of running the handler: a coroutine function, a
-    callable whose ``__call__`` is one, or a ``functools.partial`` of
-    either."""
-    while isinstance(function, functools.partial):
-        function = function.func
-    call = getattr(type(function), "__call__", None)
-    return any(inspect.iscoroutinefunction(f) or inspect.isasyncgenfunction(f) for f in (function, call))
+    """Whether calling ``function`` gives an async generator instead of
+    running the handler (directly, through ``__call__``, or a
+    ``functools.partial`` of either): refused, as nothing awaits one."""
+    return any(inspect.isasyncgenfunction(f) for f in _unwrapped(function))
+
+
+def _is_coroutine_function(function: Any) -> bool:
+    """Whether ``function`` is an ``async def`` handler (directly, through
+    ``__call__``, or a ``functools.partial`` of either): it runs on the
+    handler event loop."""
+    return any(inspect.iscoroutinefunction(f) for f in _unwrapped(function))
 
 
 def _unstored(error: str) -> Reported:
@@ -179,9 +219,16 @@ def _unstored(error: str) -> Reported:
     return ("unknown", "null", error[:_ERROR_CHARS_MAX], None)
 
 
+# What most handlers return, checked first: none of these is awaitable.
+_PLAIN_RESULT_TYPES = (dict, list, str, int, float, bool, tuple)
+_SUCCESS_WITHOUT_RESULT = ("success", "null", "", None)
+
+
 def _result_report(result: Any) -> Reported:
     """The report for what a handler returned."""
-    if inspect.isawaitable(result) or inspect.isasyncgen(result):
+    if result is None:
+        return _SUCCESS_WITHOUT_RESULT
+    if type(result) not in _PLAIN_RESULT_TYPES and (inspect.isawaitable(result) or inspect.isasyncgen(result)):
         # A sync wrapper around async code: nothing awaited it here, so the
         # coroutine never ran, but the wrapper itself may have acted. Closing
         # it spares the "never awaited" warning.
@@ -194,31 +241,48 @@ def _result_report(result: Any) -> Reported:
         return _unstored(f"result could not be stored as JSON: {exc}")
 
 
-def _adapter(function: HandlerFunction) -> Callable[[Any, str, int], Reported]:
-    """Runs ``function`` and reports its outcome as the engine expects."""
+def _adapter(function: HandlerFunction,
+             keyring: Optional[_keyring.Keyring] = None) -> Callable[[Any, str, int], Reported]:
+    """Runs ``function`` and reports its outcome as the engine expects.
+    With ``keyring`` (an encrypted kind) a result the handler records
+    itself is encrypted, and an exception is logged without its message."""
 
     def run(core_task: Any, worker_id: str, lease_token: int) -> Reported:
         """Run ``function`` on one claimed task: ``None`` if it completed
         the task itself, else ``(outcome, result JSON, error, retry delay in
         milliseconds or None)``."""
-        task = TaskRun(Task._from_core(core_task), worker_id, lease_token)
+        task = TaskRun(core_task, worker_id, lease_token)
+        task._keyring = keyring
         try:
-            result = function(task)
-        except _OutcomeSignal as signal_:
-            return (signal_.outcome, "null", signal_.reason or type(signal_).__name__, _ms(signal_.after))
+            # The handler's own spans are children of the attempt's.
+            with _tracing.attempt_scope():
+                result = function(task)
         except Exception as exc:  # noqa: BLE001 - any other failure means retry
-            trace = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__,
-                                                        limit=-_TRACEBACK_FRAMES_MAX))
-            _handler_log.warning("task %d (%s), attempt %d: the handler raised", task.id, task.kind,
-                                 task.attempt, exc_info=exc)
-            # PostgreSQL text holds no NUL; shown escaped, as repr() would.
-            return ("retry", "null", f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS_MAX], None,
-                    trace.replace("\x00", "\\x00"))
+            return _raised_report(task, exc, encrypted=keyring is not None)
         if task.completed:
             return None
         return _result_report(result)
 
     return run
+
+
+def _raised_report(task: TaskRun, exc: BaseException, encrypted: bool = False) -> Reported:
+    """The report for a handler (sync or async) that raised ``exc``: the
+    outcome a payq signal names, else ``retry`` with the traceback. For an
+    encrypted kind the log names only the exception's type: its message and
+    traceback may quote the payload, and are stored encrypted."""
+    if isinstance(exc, _OutcomeSignal):
+        return (exc.outcome, "null", exc.reason or type(exc).__name__, _ms(exc.after))
+    trace = "".join(_traceback.format_exception(type(exc), exc, exc.__traceback__, limit=-_TRACEBACK_FRAMES_MAX))
+    if encrypted:
+        _handler_log.warning("task %d (%s), attempt %d: the handler raised %s (message and traceback stored "
+                             "encrypted)", task.id, task.kind, task.attempt, type(exc).__name__)
+    else:
+        _handler_log.warning("task %d (%s), attempt %d: the handler raised", task.id, task.kind, task.attempt,
+                             exc_info=exc)
+    # PostgreSQL text holds no NUL; shown escaped, as repr() would.
+    return ("retry", "null", f"{type(exc).__name__}: {exc}"[:_ERROR_CHARS_MAX], None,
+            trace.replace("\x00", "\\x00"))
 
 
 class Registry:
@@ -235,34 +299,53 @@ class Registry:
         max_delay: Optional[timedelta] = None,
         multiplier: Optional[int] = None,
         batched_completion: bool = False,
+        encrypt: bool = False,
     ) -> Callable[[HandlerFunction], HandlerFunction]:
         """Decorator: register the function as the handler of ``kind``, with
         an optional backoff (exponential, full jitter: a retry waits a random
         time up to ``min(max_delay, base_delay * multiplier**(attempt-1))``).
 
-        ``batched_completion=True`` records the successes of a claimed batch
-        together in one transaction instead of one transaction per task.
-        Only for idempotent handlers of tasks without a settlement: a success
-        waits for the end of its batch, so if the worker dies first the
-        handler runs again. A task with a settlement, and any outcome other
-        than success, still completes on its own.
+        ``batched_completion=True`` marks an idempotent kind whose tasks
+        carry no settlement; its successes are counted in the worker's
+        ``batched_completions``. The worker commits every kind's outcomes
+        in groups (each task still fenced by its lease and atomic with its
+        settlement, see docs/outbox.md), so the option no longer changes
+        how they are written.
 
-        The handler is a plain function: an ``async def`` one (or a callable
-        whose ``__call__`` is async) is refused, since nothing would await
-        it. A return value that cannot be stored as JSON (or an awaitable)
-        is recorded as ``unknown``, not success: the task's settlement does
-        not run and the task is retried with the same idempotency key."""
+        The handler is a plain function or an ``async def`` one (or a
+        callable whose ``__call__`` is async): a coroutine handler runs on
+        payq's handler event loop, one per worker process, with every task
+        of a claimed batch in flight at once, and is cancelled when its
+        lease runs out (recorded as ``unknown``). Keep blocking calls out of
+        it: they stall every task on the loop. An async generator is
+        refused. A return value that cannot be stored as JSON (or an
+        awaitable from a plain function) is recorded as ``unknown``, not
+        success: the task's settlement does not run and the task is retried
+        with the same idempotency key.
+
+        ``encrypt=True`` stores the kind's payloads, results and errors
+        encrypted (``docs/encryption.md``): the handler gets the clear
+        payload, decrypted with the worker's keyring; a task it cannot
+        decrypt goes to ``needs_review`` without running; enqueues of the
+        kind from this process are encrypted unasked. Not for ``async def``
+        handlers yet."""
 
         def register(function: HandlerFunction) -> HandlerFunction:
             """Register ``function`` for ``kind`` and return it unchanged;
             raises :class:`payq.InvalidArgument` if ``kind`` already has one
-            or ``function`` is async (the engine calls handlers
-            synchronously, so an async one would never run)."""
+            or ``function`` is an async generator (nothing would await
+            it for a single result)."""
             if _is_async(function):
                 raise InvalidArgument(f"handler for {kind!r}: {_ASYNC_REFUSED}")
             if kind in self._handlers:
                 raise InvalidArgument(f"a handler for {kind!r} is already registered")
-            self._handlers[kind] = _Registration(function, base_delay, max_delay, multiplier, batched_completion)
+            if _args.flag(encrypt, "encrypt") and _is_coroutine_function(function):
+                raise InvalidArgument(f"handler for {kind!r}: encrypt=True is for plain-function and HTTP "
+                                      f"handlers (async handlers do not encrypt yet)")
+            self._handlers[kind] = _Registration(function, base_delay, max_delay, multiplier, batched_completion,
+                                                 encrypt)
+            if encrypt:
+                _keyring._kind_register(kind)
             return function
 
         return register
@@ -294,6 +377,8 @@ class Registry:
         base_delay: Optional[timedelta] = None,
         max_delay: Optional[timedelta] = None,
         multiplier: Optional[int] = None,
+        send_traceparent: bool = False,
+        encrypt: bool = False,
     ) -> _http.HttpKind:
         """Register ``kind`` as a call to an HTTP provider, run by the C++
         engine without Python. Checked now: a bad configuration (or a
@@ -335,6 +420,11 @@ class Registry:
           or ``status_check``, a callable (see :data:`payq.http.StatusCheck`).
         - ``base_delay``, ``max_delay``, ``multiplier``: the retry backoff,
           as for :meth:`handler`.
+        - ``send_traceparent``: send the attempt's W3C trace context
+          (``traceparent``, ``tracestate``) to the provider, so its traces
+          join the task's (see :mod:`payq.tracing`); off by default.
+        - ``encrypt``: payloads, results and errors stored encrypted, as
+          for :meth:`handler`; the templates see the clear payload.
 
         Returns the compiled kind. See ``docs/http-handler.md``.
         """
@@ -348,25 +438,42 @@ class Registry:
             error_codes=error_codes, error_code_field=error_code_field,
             rate_limited_pause_ms=rate_limited_pause_ms, retry_after_ms_max=retry_after_ms_max,
             status_url=status_url, status_not_found=status_not_found, status_check=status_check,
+            send_traceparent=send_traceparent,
         )
-        self._handlers[kind] = _HttpRegistration(compiled, base_delay, max_delay, multiplier)
+        self._handlers[kind] = _HttpRegistration(compiled, base_delay, max_delay, multiplier,
+                                                 _args.flag(encrypt, "encrypt"))
+        if encrypt:
+            _keyring._kind_register(kind)
         return compiled
 
     def kinds(self) -> List[str]:
         """The registered task kinds (Python and HTTP), sorted."""
         return sorted(self._handlers)
 
-    def _to_core(self) -> "core.HandlerRegistry":
+    def _to_core(self, keyring: Optional[_keyring.Keyring] = None) -> "core.HandlerRegistry":
         registry = core.HandlerRegistry()
+        if any(r.encrypt for r in self._handlers.values()):
+            # Before the kinds are added: each encrypted one takes the keyring then.
+            keyring = keyring if keyring is not None else _keyring.env_keyring_or_none()
+        if keyring is not None:
+            if not isinstance(keyring, _keyring.Keyring):
+                raise InvalidArgument(f"keyring must be a payq.Keyring, not {type(keyring).__name__}")
+            registry.keyring_set(keyring._core)
         # One client (one event-loop thread) for every HTTP kind of a worker.
         client = None
         for kind, r in self._handlers.items():
             if isinstance(r, _HttpRegistration):
                 client = client or core.HttpClient()
-                _http._add_to_core(registry, kind, r.kind, client, r.base_delay, r.max_delay, r.multiplier)
+                _http._add_to_core(registry, kind, r.kind, client, r.base_delay, r.max_delay, r.multiplier,
+                                   encrypt=r.encrypt)
+            elif _is_coroutine_function(r.function):
+                from payq.aio.handler_loop import starter
+
+                registry.add_python_async(kind, starter(r.function), _ms(r.base_delay), _ms(r.max_delay),
+                                          r.multiplier, r.batched_completion)
             else:
-                registry.add_python(kind, _adapter(r.function), _ms(r.base_delay), _ms(r.max_delay), r.multiplier,
-                                    r.batched_completion)
+                registry.add_python(kind, _adapter(r.function, keyring if r.encrypt else None), _ms(r.base_delay),
+                                    _ms(r.max_delay), r.multiplier, r.batched_completion, encrypt=r.encrypt)
         return registry
 
 
@@ -439,6 +546,11 @@ class Worker:
     ``payq.alert`` handler; without one, a default handler logs each alert
     as a JSON line (event ``alert``, level warning) and succeeds, and the
     worker says so once when it starts.
+
+    Kinds registered with ``encrypt=True`` decrypt their payloads and
+    encrypt their results and errors with ``keyring`` (default: the
+    environment's, ``PAYQ_KEYS`` or ``PAYQ_KEYS_FILE``; none at all is
+    :class:`payq.KeyMissing`). See ``docs/encryption.md``.
     """
 
     def __init__(
@@ -458,13 +570,17 @@ class Worker:
         prune_after: timedelta = timedelta(days=7),
         log: bool = True,
         alerts: bool = True,
+        keyring: Optional[_keyring.Keyring] = None,
     ) -> None:
         pairs = [_queue_weight(q) for q in ([queues] if isinstance(queues, str) else queues)]
         # A worker told to serve no queue at all (maintenance only) stays so.
         if _args.flag(alerts, "alerts") and pairs and all(name != ALERT_QUEUE for name, _ in pairs):
             pairs.append((ALERT_QUEUE, 1))
         self.worker_id = _args.text(worker_id, "worker_id") if worker_id is not None else _default_worker_id()
-        core_registry = registry._to_core()
+        # Kinds registered with encrypt=True use `keyring` (default: the
+        # environment's, PAYQ_KEYS or PAYQ_KEYS_FILE); none is KeyMissing.
+        core_registry = registry._to_core(keyring)
+        _tracing.auto_enable(now=True)  # a tracer provider set by now is used
         # Without an application handler, alerts are logged and succeed
         # rather than die as an unknown kind or wait forever.
         self._alert_handler_default = ALERT_KIND not in registry.kinds()

@@ -18,6 +18,8 @@
 
 namespace payq {
 
+class Keyring;  // keyring.hpp
+
 // Bounds, named once.
 inline constexpr std::size_t task_kind_bytes_max = 200;  // as the task table's CHECK
 
@@ -43,7 +45,8 @@ struct TaskContext {
 };
 
 // What a handler returns: normally an Outcome, which the worker records with
-// Outbox::complete in a transaction of its own. A handler that must record
+// the fenced Outbox::complete (in a savepoint of a group transaction shared
+// with other tasks' outcomes; see docs/outbox.md). A handler that must record
 // the completion atomically with its own business writes (for example a
 // ledger posting that is the side effect itself) calls Outbox::complete on
 // its own executor, commits, and returns completed_by_handler(): the worker
@@ -78,6 +81,19 @@ struct HandlerResult {
 // The continuation of an asynchronous attempt (see Handler::handle_async).
 using HandlerCallback = std::function<void(HandlerResult)>;
 
+// Several claimed tasks of one kind for one call (see Handler::handle_many).
+struct TaskBatchCall {
+  std::vector<const Task*> tasks;  // in claim order
+  // The context of tasks[i], built on demand; valid during the call.
+  std::function<TaskContext(std::size_t)> context;
+  // Asked before tasks[i] starts, in order (tasks[0] always may): false
+  // ends the call, because the worker is stopping, the task's lease ran
+  // low, or the results already handed over should be recorded first.
+  std::function<bool(std::size_t)> may_start;
+  // Takes the result of tasks[i], in order, as soon as the task ran.
+  std::function<void(std::size_t, HandlerResult)> done;
+};
+
 class Handler {
  public:
   virtual ~Handler() = default;
@@ -99,6 +115,23 @@ class Handler {
   virtual void handle_async(const Task& task, const TaskContext& context, HandlerCallback done) {
     done(handle(task, context));
   }
+
+  // The optional entry point for handlers whose every call has a fixed
+  // cost of its own (a Python handler takes the GIL): consecutive claimed
+  // tasks of the kind are handed over in one call. A handler that returns
+  // true here implements handle_many(): run the tasks in order, each only
+  // if may_start(i), and hand each result to done(i, result) right after
+  // it ran. Each outcome is still recorded on its own (fenced, atomic with
+  // its settlement) once the call returned. An exception counts as thrown
+  // by the task after the last result handed over (a `retry`); the tasks
+  // after it are run by a later call.
+  virtual bool runs_many() const noexcept { return false; }
+  // Default: handle() for each task.
+  virtual void handle_many(const TaskBatchCall& call) {
+    for (std::size_t i = 0; i < call.tasks.size() && call.may_start(i); ++i) {
+      call.done(i, handle(*call.tasks[i], call.context(i)));
+    }
+  }
 };
 
 // A handler made from a callable, for tests and small programs.
@@ -115,17 +148,20 @@ class FunctionHandler final : public Handler {
 // Per-kind options; unset fields fall back to the registry's defaults.
 struct HandlerOptions {
   std::optional<BackoffPolicy> backoff;
-  // Record this kind's successes together: the worker queues each success
-  // of a claimed batch and completes them all in one transaction at the end
-  // of the batch (or before it gives tasks back), instead of one transaction
-  // per task. Only for kinds whose handlers are idempotent, because a
-  // success queued this way is not yet recorded: if the lease runs out (or
-  // the process dies) before the flush, the attempt is rescued as `unknown`
-  // and the handler runs again. And only for tasks that carry no
-  // settlement: a task with a hold, reversal or follow-up, and any outcome
-  // other than success, still completes one by one through the fenced
-  // Outbox::complete, as without this option.
+  // Marks a kind whose handlers are idempotent and whose tasks carry no
+  // settlement. The worker's completer writes every kind's outcomes in
+  // group transactions (worker/completer.hpp), each still fenced by its
+  // lease token and atomic with its settlement, so this no longer changes
+  // how outcomes are written; such successes are counted in
+  // WorkerStats::batched_completions.
   bool batched_completion = false;
+  // The kind's payloads, results and errors are encrypted at rest
+  // (docs/encryption.md): the handler gets the payload decrypted with the
+  // registry's keyring (keyring_set, before this kind is added), and its
+  // result, error and stack trace are encrypted under the keyring's current
+  // key before the worker records or logs them. A payload that cannot be
+  // decrypted never reaches the handler: the task goes to needs_review.
+  bool encrypt = false;
 };
 
 // A registered handler with its options resolved against the defaults.
@@ -160,6 +196,12 @@ class HandlerRegistry {
   // Returns whether the kind was registered.
   bool remove(const std::string& kind);
 
+  // The keys of the kinds added with HandlerOptions::encrypt from now on;
+  // adding such a kind without a keyring (or one without a current key) is
+  // KeyMissing.
+  void keyring_set(std::shared_ptr<const Keyring> keyring);
+  std::shared_ptr<const Keyring> keyring() const;
+
   // The backoff for kinds registered without one of their own.
   void default_backoff_set(const BackoffPolicy& backoff);
   BackoffPolicy default_backoff() const;
@@ -177,6 +219,7 @@ class HandlerRegistry {
   mutable std::shared_mutex mutex_;
   std::unordered_map<std::string, Registration> registrations_;
   BackoffPolicy default_backoff_;
+  std::shared_ptr<const Keyring> keyring_;
 };
 
 }  // namespace payq

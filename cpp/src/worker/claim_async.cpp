@@ -12,6 +12,7 @@
 
 #include "payq/error.hpp"
 #include "worker/claim_async.hpp"
+#include "worker/worker_tracing.hpp"
 
 namespace payq {
 namespace {
@@ -85,7 +86,9 @@ void ClaimLoop::async_start(ThreadConnection& connection, AsyncBatch& async, con
   ++counters_.async_started;
   std::string error;
   try {
-    entry.handler->handle_async(claimed.task, context_for(connection, claimed.task), done);
+    worker_tracing::attempt_run(claimed.task, options_.worker_id, [&] {
+      entry.handler->handle_async(claimed.task, context_for(connection, claimed.task), done);
+    });
     return;
   } catch (const std::exception& e) {
     error = e.what();
@@ -99,19 +102,21 @@ void ClaimLoop::async_start(ThreadConnection& connection, AsyncBatch& async, con
 // come by the deadline is left `running`: its lease runs out and maintenance
 // records it as `unknown` (retried with the same idempotency key, never
 // compensated), which is what an attempt with no known result is.
-void ClaimLoop::async_finish(ThreadConnection& connection, AsyncBatch& async, std::vector<QueuedSuccess>& queued) {
+void ClaimLoop::async_finish(ThreadConnection& connection, AsyncBatch& async, Pending& pending) {
   while (async.pending() > 0) {
     std::optional<AsyncBatch::Arrival> arrival = async.next(async.deadline());
     if (!arrival) break;
     const AsyncBatch::Slot& s = async.slot(arrival->slot);
     result_record(connection, s.claimed->task, arrival->result, s.entry.backoff, s.entry.batched_completion,
-                  arrival->at - s.started, queued);
+                  arrival->at - s.started, pending);
+    due_hand_in(pending);
     async.recorded(arrival->slot);
   }
   for (std::size_t i = 0; i < async.size(); ++i) {
     const AsyncBatch::Slot& s = async.slot(i);
     if (s.recorded) continue;
     ++counters_.async_abandoned;
+    worker_tracing::attempt_abandoned(s.claimed->task);
     nlohmann::json fields = {{"task_id", s.claimed->task.id}, {"kind", s.claimed->task.kind},
                              {"queue", s.claimed->task.queue}, {"attempt", s.claimed->task.attempt}};
     log_.write("error", "task_async_abandoned", fields);

@@ -12,6 +12,7 @@
 #include "payq/error.hpp"
 #include "payq/vocabulary.hpp"
 #include "worker/claim_async.hpp"
+#include "worker/worker_tracing.hpp"
 
 namespace payq {
 namespace {
@@ -22,6 +23,11 @@ using Clock = std::chrono::steady_clock;
 // remains; otherwise it is given back for a fresh claim rather than started
 // under a lease that may expire mid-call (and be rescued as `unknown`).
 constexpr int lease_headroom_divisor = 2;
+
+// A handler that runs several tasks in one call (Handler::runs_many) starts
+// no further task of the call once this long has passed since it began, so
+// the results it already has are recorded without waiting much longer.
+constexpr std::chrono::milliseconds run_many_duration_max{20};
 
 // Counts a task in flight for as long as its handler and completion run.
 class InFlight {
@@ -49,34 +55,6 @@ void result_storable_or_unknown(Outcome& outcome) {
     outcome.error = std::string("result cannot be stored: ") + e.what();
     outcome.result_json = "null";
   }
-}
-
-// A success may wait for the batch's flush only if nothing but the state
-// change is due: no hold to capture, no reversal or follow-up waiting.
-bool success_batchable(const Task& task, const Outcome& outcome) {
-  const Settlement& s = task.settlement;
-  return outcome.kind == OutcomeKind::success && !s.hold_id && !s.reverse_transaction_id && !s.followup_json;
-}
-
-// Successes without settlement are recorded by one fenced statement (the
-// batch completion): run as its own transaction, it needs no BEGIN and
-// COMMIT round trips. Returns the ids of the tasks it completed.
-std::vector<std::int64_t> successes_complete_alone(Connection& connection, const std::vector<BatchSuccess>& items,
-                                                   const std::string& worker_id, int retry_count_max) {
-  return single_statement_on(connection, retry_count_max, [&](SingleStatement& alone) {
-    return Outbox(alone).complete_success_batch(items, worker_id);
-  });
-}
-
-Completion success_complete_alone(Connection& connection, const CompleteRequest& request, int retry_count_max) {
-  const BatchSuccess item{request.task_id, request.lease_token, request.outcome.result_json, request.duration_ms};
-  if (successes_complete_alone(connection, {item}, request.worker_id, retry_count_max).empty()) {
-    throw LeaseLost("task " + std::to_string(request.task_id) + " is no longer running under lease " +
-                    std::to_string(request.lease_token));
-  }
-  Completion completion;
-  completion.state = TaskState::succeeded;
-  return completion;
 }
 
 nlohmann::json task_fields(const Task& task) {
@@ -127,7 +105,8 @@ ClaimLoop::ClaimLoop(Database& database, HandlerRegistry& registry, ClaimLoopOpt
       stop_(stop),
       wake_(wake),
       log_(log),
-      counters_(counters) {
+      counters_(counters),
+      completer_(options_.worker_id, database_.options().transient_retry_count_max) {
   options_.validate();
 }
 
@@ -185,15 +164,32 @@ void ClaimLoop::run(int index) {
   for (int i = 0; i < index; ++i) picker.next();
   ThreadConnection connection(database_);
   int failure_count = 0;
+  // The batch run last, whose outcomes the completer may still be writing:
+  // they are waited for (and logged) after the next claim, so the claim's
+  // round trip overlaps their commit. Moving a batch keeps its elements in
+  // place, which the handed-in entries point to.
+  std::vector<ClaimedTask> previous;
+  Pending previous_pending;
+  auto previous_settle = [&] {
+    if (previous.empty()) return;
+    due_settle(connection, previous_pending);
+    previous.clear();
+  };
   // Bounded by stop: every pass either claims, idles for at most
   // poll_interval, or waits out an error delay; each ends at stop.
   while (!stop_.requested()) {
     std::vector<ClaimedTask> batch;
     try {
       batch = claim_round(connection.get(), picker);
+      const bool settled_some = !previous.empty();
+      previous_settle();
+      // Until now the previous batch's tasks may still have counted as
+      // running against a limited queue's concurrency: claim again once.
+      if (batch.empty() && settled_some) batch = claim_round(connection.get(), picker);
       failure_count = 0;
       database_reached();
     } catch (const Error& e) {
+      previous_settle();
       // Connection loss, a server restart or failover, a failed claim:
       // wait (with backoff) and retry; never exit for it.
       ++counters_.database_errors;
@@ -217,8 +213,12 @@ void ClaimLoop::run(int index) {
     }
     // A full batch suggests more work is waiting: wake a colleague.
     if (batch.size() == options_.claim_batch_count_max) wake_.wake(1);
-    batch_run(connection, batch);
+    Pending pending;
+    batch_run(connection, batch, pending);
+    previous = std::move(batch);
+    previous_pending = std::move(pending);
   }
+  previous_settle();
 }
 
 // One claim per queue at most: the queue whose weighted turn it is first,
@@ -230,6 +230,7 @@ std::vector<ClaimedTask> ClaimLoop::claim_round(Connection& connection, QueuePic
     const std::string& queue = options_.queues[(first + offset) % queue_count].first;
     ClaimRequest request{queue, options_.worker_id, options_.claim_batch_count_max};
     const int retry_count_max = database_.options().transient_retry_count_max;
+    worker_tracing::ClaimSpan claim_span;
     // A plain queue is claimed by one statement, run as its own transaction
     // (no BEGIN and COMMIT round trips); a limited one needs the locked path.
     std::optional<std::vector<Task>> plain = single_statement_on(
@@ -238,6 +239,7 @@ std::vector<ClaimedTask> ClaimLoop::claim_round(Connection& connection, QueuePic
         plain ? std::move(*plain)
               : transact_on(connection, retry_count_max, [&](Transaction& tx) { return Outbox(tx).claim_limited(request); });
     if (tasks.empty()) continue;
+    claim_span.record(queue, tasks.size(), options_.worker_id);
     if (tasks.size() > options_.claim_batch_count_max) {
       throw std::logic_error("claim returned " + std::to_string(tasks.size()) + " tasks, more than asked");
     }
@@ -258,43 +260,62 @@ std::vector<ClaimedTask> ClaimLoop::claim_round(Connection& connection, QueuePic
 
 // Runs the batch in claim order. At stop, the tasks not yet started are
 // given back; a task whose lease has run too low while earlier tasks ran is
-// given back too. Successes of batched_completion kinds are queued and
-// recorded together at the end, and before any give-back, since the leases
-// of the queued tasks run as low as the given-back task's.
+// given back too (after the outcomes so far are written, so the log reads
+// in order). Each outcome is handed to the completer as soon as the handler
+// call that produced it returns, and the next task starts while it is being
+// written together with other threads' outcomes; run() waits for them after
+// its next claim. Successes of batched_completion kinds go the same way
+// (the completer groups every kind's outcomes now), counted as batched.
 //
 // Tasks of asynchronous handlers are only started in that pass, so the
 // whole batch is in flight while synchronous tasks run; their results are
-// then recorded as they arrive.
-void ClaimLoop::batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch) {
-  std::vector<QueuedSuccess> queued;
-  queued.reserve(batch.size());
+// then recorded as they arrive. Consecutive tasks of a handler that runs
+// many at once (a Python handler: one crossing into Python) go to it in
+// one call.
+void ClaimLoop::batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch, Pending& pending) {
+  pending.due.reserve(batch.size());
   AsyncBatch async(counters_.in_flight, batch.size());
-  for (std::size_t i = 0; i < batch.size(); ++i) {
+  // Bounded: every pass advances i by at least one.
+  for (std::size_t i = 0; i < batch.size();) {
     const ClaimedTask& claimed = batch[i];
     if (stop_.requested()) {
-      successes_flush(connection, queued);
+      due_settle(connection, pending);
       for (std::size_t j = i; j < batch.size(); ++j) task_give_back(connection, batch[j].task, "shutdown");
       break;
     }
-    const auto lease = std::chrono::milliseconds(claimed.task.timeout_ms);
-    if (Clock::now() - claimed.claimed_at > lease / lease_headroom_divisor) {
-      successes_flush(connection, queued);
+    if (!lease_headroom_left(claimed)) {
+      due_settle(connection, pending);
       task_give_back(connection, claimed.task, "lease_headroom");
+      ++i;
       continue;
     }
     const std::optional<HandlerEntry> entry = registry_.find(claimed.task.kind);
     if (entry && entry->handler->asynchronous()) {
       async_start(connection, async, claimed, *entry);
+      ++i;
       continue;
     }
-    task_run(connection, claimed, entry, queued);
+    if (entry && entry->handler->runs_many()) {
+      std::size_t end = i + 1;
+      while (end < batch.size() && batch[end].task.kind == claimed.task.kind) ++end;
+      i = run_many(connection, batch, i, end, *entry, pending);
+    } else {
+      task_run(connection, claimed, entry, pending);
+      ++i;
+    }
+    due_hand_in(pending);
   }
-  async_finish(connection, async, queued);
-  successes_flush(connection, queued);
+  async_finish(connection, async, pending);
+  due_hand_in(pending);
+}
+
+bool ClaimLoop::lease_headroom_left(const ClaimedTask& claimed) const {
+  const auto lease = std::chrono::milliseconds(claimed.task.timeout_ms);
+  return Clock::now() - claimed.claimed_at <= lease / lease_headroom_divisor;
 }
 
 void ClaimLoop::task_run(ThreadConnection& connection, const ClaimedTask& claimed,
-                      const std::optional<HandlerEntry>& entry, std::vector<QueuedSuccess>& queued) {
+                         const std::optional<HandlerEntry>& entry, Pending& pending) {
   const Task& task = claimed.task;
   InFlight in_flight(counters_.in_flight);
   const auto started = Clock::now();
@@ -302,7 +323,9 @@ void ClaimLoop::task_run(ThreadConnection& connection, const ClaimedTask& claime
   BackoffPolicy backoff;
   bool batched = false;
   if (entry) {
-    result = handler_call(*entry->handler, task, context_for(connection, task));
+    result = worker_tracing::attempt_run(task, options_.worker_id, [&] {
+      return handler_call(*entry->handler, task, context_for(connection, task));
+    });
     backoff = entry->backoff;
     batched = entry->batched_completion;
   } else {
@@ -314,17 +337,80 @@ void ClaimLoop::task_run(ThreadConnection& connection, const ClaimedTask& claime
     result = outcome;
     backoff = registry_.default_backoff();
   }
-  result_record(connection, task, result, backoff, batched, Clock::now() - started, queued);
+  result_record(connection, task, result, backoff, batched, Clock::now() - started, pending);
+}
+
+// The handler runs batch[first, end) in one call and hands each result over
+// as it has it; the results are filed once the call returned (for a Python
+// handler: after the GIL is released). A task that is not allowed to start
+// (stop, low lease, the call's time is up) ends the call; the batch loop
+// decides about it. If the call throws, the task after the last result
+// handed over is the one that threw.
+std::size_t ClaimLoop::run_many(ThreadConnection& connection, std::vector<ClaimedTask>& batch, std::size_t first,
+                                std::size_t end, const HandlerEntry& entry, Pending& pending) {
+  struct Ran {
+    HandlerResult result;
+    Clock::duration duration;
+  };
+  const std::size_t count = end - first;
+  std::vector<Ran> ran;
+  ran.reserve(count);
+  TaskBatchCall call;
+  call.tasks.reserve(count);
+  for (std::size_t k = first; k < end; ++k) call.tasks.push_back(&batch[k].task);
+  const auto call_started = Clock::now();
+  auto last = call_started;
+  call.context = [&](std::size_t k) { return context_for(connection, *call.tasks.at(k)); };
+  call.may_start = [&](std::size_t k) {
+    if (k != ran.size()) throw std::logic_error("a handler asked to start a task out of order");
+    if (k == 0) return true;  // the batch loop checked it
+    return k < count && !stop_.requested() && lease_headroom_left(batch[first + k]) &&
+           Clock::now() - call_started < run_many_duration_max;
+  };
+  call.done = [&](std::size_t k, HandlerResult result) {
+    if (k != ran.size() || k >= count) throw std::logic_error("a handler handed over a result out of order");
+    const auto now = Clock::now();
+    ran.push_back(Ran{std::move(result), now - last});
+    last = now;
+  };
+  worker_tracing::ManyTraced traced(call, options_.worker_id);
+  counters_.in_flight += static_cast<std::int64_t>(count);
+  std::string error;
+  bool threw = false;
+  try {
+    entry.handler->handle_many(call);
+  } catch (const std::exception& e) {
+    threw = true;
+    error = e.what();
+  } catch (...) {
+    threw = true;
+    error = "handler threw a non-standard exception";
+  }
+  if (!threw && ran.empty()) {
+    threw = true;
+    error = "the handler returned without running the task";
+  }
+  if (threw && ran.size() < count) {
+    const auto now = Clock::now();
+    ran.push_back(Ran{handler_exception_result(*call.tasks[ran.size()], error), now - last});
+  }
+  counters_.in_flight -= static_cast<std::int64_t>(count);
+  for (std::size_t k = 0; k < ran.size(); ++k) {
+    result_record(connection, *call.tasks[k], ran[k].result, entry.backoff, entry.batched_completion,
+                  ran[k].duration, pending);
+  }
+  return first + ran.size();
 }
 
 void ClaimLoop::result_record(ThreadConnection& connection, const Task& task, HandlerResult& result,
-                           const BackoffPolicy& backoff, bool batched, Clock::duration duration,
-                           std::vector<QueuedSuccess>& queued) {
+                              const BackoffPolicy& backoff, bool batched, Clock::duration duration,
+                              Pending& pending) {
   const auto elapsed = std::max(Clock::duration::zero(), duration);
   counters_.attempt_duration_observe(elapsed);
   const std::int64_t duration_ms = std::chrono::duration_cast<std::chrono::milliseconds>(elapsed).count();
   if (result.queue_pause_ms) queue_pause(connection, task, *result.queue_pause_ms);
   if (!result.outcome) {
+    worker_tracing::attempt_end_by_handler(task, elapsed);
     ++counters_.completed_by_handler;
     nlohmann::json fields = task_fields(task);
     fields["duration_ms"] = duration_ms;
@@ -332,68 +418,93 @@ void ClaimLoop::result_record(ThreadConnection& connection, const Task& task, Ha
     return;
   }
   result_storable_or_unknown(*result.outcome);
-  if (batched && success_batchable(task, *result.outcome)) {
-    if (queued.size() >= complete_batch_count_max) {
-      throw std::logic_error("more successes queued than one batch completion holds");
-    }
-    queued.push_back(QueuedSuccess{&task, result.outcome->result_json, duration_ms});
-    return;
+  CompletionEntry entry;
+  entry.task = &task;
+  entry.outcome = std::move(*result.outcome);
+  entry.backoff = backoff;
+  entry.duration_ms = duration_ms;
+  entry.batched = batched && success_settles_nothing(task, entry.outcome);
+  if (pending.due.size() >= pending.due.capacity()) {
+    throw std::logic_error("more outcomes than tasks in a batch");
   }
-  task_complete(connection, task, *result.outcome, backoff, duration_ms);
+  pending.due.push_back(std::move(entry));
 }
 
-// Records the queued successes in one transaction and empties the queue.
-// A task not completed lost its lease (a zombie attempt): nothing was
-// written for it. A result that is not JSON refuses the whole batch, so
-// then each success is recorded on its own, where only the bad one fails.
-// Any other failure leaves the tasks `running` until their leases expire and
-// maintenance rescues them as `unknown`: safe for idempotent handlers.
-void ClaimLoop::successes_flush(ThreadConnection& connection, std::vector<QueuedSuccess>& queued) {
-  if (queued.empty()) return;
-  std::vector<QueuedSuccess> flushing = std::move(queued);
-  queued.clear();
-  std::vector<BatchSuccess> items;
-  items.reserve(flushing.size());
-  for (const auto& q : flushing) {
-    items.push_back(BatchSuccess{q.task->id, *q.task->lease_token, q.result_json, q.duration_ms});
+// A task whose outcome was not recorded stays `running` until its lease
+// expires and maintenance rescues the attempt as `unknown`: safe, because
+// an unknown attempt is retried with the same idempotency key and never
+// compensated. A lost lease means this attempt is a zombie (the task moved
+// on): nothing was written, and there is nothing to undo here.
+void ClaimLoop::due_hand_in(Pending& pending) {
+  std::vector<CompletionEntry>& due = pending.due;
+  completer_.hand_in(due.data() + pending.due_handed, due.size() - pending.due_handed);
+  pending.due_handed = due.size();
+  // The ones already written are logged now rather than at the batch's end.
+  while (pending.due_logged < pending.due_handed && completer_.decided(due[pending.due_logged])) {
+    entry_log(due[pending.due_logged++]);
   }
-  std::vector<std::int64_t> completed;
-  try {
-    completed = successes_complete_alone(connection.get(), items, options_.worker_id,
-                                         database_.options().transient_retry_count_max);
-  } catch (const InvalidArgument& e) {
-    log_.write("warning", "task_batch_complete_refused", {{"count", flushing.size()}, {"error", e.what()}});
-    for (const auto& q : flushing) {
-      Outcome outcome;
-      outcome.result_json = q.result_json;
-      task_complete(connection, *q.task, outcome, registry_.default_backoff(), q.duration_ms);
+}
+
+void ClaimLoop::due_settle(ThreadConnection& connection, Pending& pending) {
+  std::vector<CompletionEntry>& due = pending.due;
+  due_hand_in(pending);
+  completer_.wait(due.data() + pending.due_logged, due.size() - pending.due_logged,
+                  [&connection]() -> Connection& { return connection.get(); });
+  bool failed = false;
+  for (std::size_t i = pending.due_logged; i < due.size(); ++i) {
+    entry_log(due[i]);
+    failed = failed || due[i].status == CompletionEntry::Status::failed ||
+             due[i].status == CompletionEntry::Status::commit_unknown;
+  }
+  if (failed) connection.drop_if_broken();
+  // Kept reserved: the batch may go on after a give-back.
+  due.clear();
+  pending.due_handed = 0;
+  pending.due_logged = 0;
+}
+
+void ClaimLoop::complete_serve() {
+  ThreadConnection connection(database_);
+  completer_.serve([&connection]() -> Connection& { return connection.get(); },
+                   [this] { return stop_.requested(); });
+}
+
+void ClaimLoop::entry_log(const CompletionEntry& entry) {
+  worker_tracing::attempt_end(entry);  // every outcome whose fate is known passes here once
+  const bool batched = entry.batched;
+  const Outcome& outcome = entry.outcome;
+  nlohmann::json fields = task_fields(*entry.task);
+  fields["outcome"] = outcome_kind_name(outcome.kind);
+  fields["duration_ms"] = entry.duration_ms;
+  if (batched) fields["batched"] = true;
+  switch (entry.status) {
+    case CompletionEntry::Status::completed: {
+      outcome_count(outcome.kind);
+      if (batched) ++counters_.batched_completions;
+      const Completion& completion = entry.completion;
+      fields["state"] = task_state_name(completion.state);
+      if (completion.next_run_in_ms) fields["next_run_in_ms"] = *completion.next_run_in_ms;
+      if (completion.alerted) fields["alerted"] = true;
+      if (!outcome.error.empty()) fields["error"] = outcome.error;
+      log_.write(outcome.kind == OutcomeKind::success ? "info" : "warning", "task_done", fields);
+      return;
     }
-    return;
-  } catch (const Error& e) {
-    counters_.complete_errors += static_cast<std::int64_t>(flushing.size());
-    connection.drop_if_broken();
-    const bool unknown = dynamic_cast<const CommitUnknown*>(&e) != nullptr;
-    log_.write("error", unknown ? "task_batch_complete_unknown" : "task_batch_complete_failed",
-        {{"count", flushing.size()}, {"error", e.what()}});
-    return;
-  }
-  const std::set<std::int64_t> done(completed.begin(), completed.end());
-  for (const auto& q : flushing) {
-    nlohmann::json fields = task_fields(*q.task);
-    fields["outcome"] = outcome_kind_name(OutcomeKind::success);
-    fields["duration_ms"] = q.duration_ms;
-    fields["batched"] = true;
-    if (done.count(q.task->id) != 0) {
-      ++counters_.succeeded;
-      ++counters_.batched_completions;
-      fields["state"] = task_state_name(TaskState::succeeded);
-      log_.write("info", "task_done", fields);
-    } else {
+    case CompletionEntry::Status::lease_lost:
       ++counters_.lease_lost;
-      fields["error"] = "task " + std::to_string(q.task->id) + " is no longer running under lease " +
-                        std::to_string(*q.task->lease_token);
+      fields["error"] = entry.error;
       log_.write("warning", "task_lease_lost", fields);
-    }
+      return;
+    case CompletionEntry::Status::commit_unknown:
+      ++counters_.complete_errors;
+      fields["error"] = entry.error;
+      log_.write("error", "task_complete_unknown", fields);
+      return;
+    case CompletionEntry::Status::failed:
+    case CompletionEntry::Status::waiting:
+      ++counters_.complete_errors;
+      fields["error"] = entry.error;
+      log_.write("error", "task_complete_failed", fields);
+      return;
   }
 }
 
@@ -432,54 +543,6 @@ HandlerResult ClaimLoop::handler_exception_result(const Task& task, const std::s
   outcome.kind = OutcomeKind::retry;
   outcome.error = error.empty() ? "handler threw an exception" : error;
   return outcome;
-}
-
-// Records the outcome in a fresh transaction. LeaseLost means this attempt
-// is a zombie (its lease expired and the task moved on): nothing is written
-// and there is nothing to undo here. Any other failure leaves the task
-// `running` until its lease expires and maintenance rescues the attempt as
-// `unknown`: safe, because an unknown attempt is retried with the same
-// idempotency key and never compensated.
-void ClaimLoop::task_complete(ThreadConnection& connection, const Task& task, const Outcome& outcome,
-                           const BackoffPolicy& backoff, std::int64_t duration_ms) {
-  CompleteRequest request;
-  request.task_id = task.id;
-  request.lease_token = *task.lease_token;
-  request.attempt = task.attempt;
-  request.outcome = outcome;
-  request.worker_id = options_.worker_id;
-  request.duration_ms = duration_ms;
-  request.backoff = backoff;
-  nlohmann::json fields = task_fields(task);
-  fields["outcome"] = outcome_kind_name(outcome.kind);
-  fields["duration_ms"] = duration_ms;
-  try {
-    const int retry_count_max = database_.options().transient_retry_count_max;
-    const Completion completion =
-        success_batchable(task, outcome)
-            ? success_complete_alone(connection.get(), request, retry_count_max)
-            : transact_on(connection.get(), retry_count_max, [&](Transaction& tx) { return Outbox(tx).complete(request); });
-    outcome_count(outcome.kind);
-    fields["state"] = task_state_name(completion.state);
-    if (completion.next_run_in_ms) fields["next_run_in_ms"] = *completion.next_run_in_ms;
-    if (completion.alerted) fields["alerted"] = true;
-    if (!outcome.error.empty()) fields["error"] = outcome.error;
-    log_.write(outcome.kind == OutcomeKind::success ? "info" : "warning", "task_done", fields);
-  } catch (const LeaseLost& e) {
-    ++counters_.lease_lost;
-    fields["error"] = e.what();
-    log_.write("warning", "task_lease_lost", fields);
-  } catch (const CommitUnknown& e) {
-    ++counters_.complete_errors;
-    connection.drop_if_broken();
-    fields["error"] = e.what();
-    log_.write("error", "task_complete_unknown", fields);
-  } catch (const Error& e) {
-    ++counters_.complete_errors;
-    connection.drop_if_broken();
-    fields["error"] = e.what();
-    log_.write("error", "task_complete_failed", fields);
-  }
 }
 
 // Back-pressure asked for by a handler. Losing it costs only the pause

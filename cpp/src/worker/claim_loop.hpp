@@ -16,6 +16,7 @@
 #include "payq/database.hpp"
 #include "payq/handler.hpp"
 #include "payq/outbox.hpp"
+#include "worker/completer.hpp"
 #include "worker/reconnect_policy.hpp"
 #include "worker/worker_internal.hpp"
 
@@ -68,6 +69,9 @@ class ClaimLoop {
   // Claims and runs tasks until stop (claiming thread `thread_index`).
   // Database failures are waited out; only a broken invariant escapes.
   void run(int thread_index);
+  // A completer thread (completer.hpp), on a connection of its own, until
+  // stop and nothing is left to write.
+  void complete_serve();
 
  private:
   // The thread's connection: acquired on first use, dropped when it broke
@@ -83,37 +87,48 @@ class ClaimLoop {
     std::optional<Database::Lease> lease_;
   };
 
-  // A success of a batched_completion kind, waiting for the batch's flush.
-  // `task` points into the batch being run, which outlives the queue.
-  struct QueuedSuccess {
-    const Task* task;
-    std::string result_json;
-    std::int64_t duration_ms;
-  };
-
   std::vector<ClaimedTask> claim_round(Connection& connection, QueuePicker& picker);
-  void batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch);
+
+  // The outcomes of a batch not yet recorded, each handed to the completer
+  // as soon as the handler call that produced it returned; the batch is
+  // settled (waited for, logged) after the thread's next claim. Reserved to
+  // the batch's size (one entry per task at most), so entries handed in
+  // never move; `task` of each points into the batch, which outlives them.
+  struct Pending {
+    std::vector<CompletionEntry> due;
+    std::size_t due_handed = 0;  // due[0, due_handed) were handed in
+    std::size_t due_logged = 0;  // due[0, due_logged) are decided and logged
+  };
+  // Runs the batch and hands every outcome in; due_settle() waits for them.
+  void batch_run(ThreadConnection& connection, std::vector<ClaimedTask>& batch, Pending& pending);
   void task_run(ThreadConnection& connection, const ClaimedTask& claimed, const std::optional<HandlerEntry>& entry,
-                std::vector<QueuedSuccess>& queued);
-  // Records what a handler reported (pause, outcome or nothing), shared by
-  // the synchronous and the asynchronous path.
+                Pending& pending);
+  // Runs batch[first, end) (tasks of one batch-capable handler) in one call;
+  // returns the index after the last task it ran.
+  std::size_t run_many(ThreadConnection& connection, std::vector<ClaimedTask>& batch, std::size_t first,
+                       std::size_t end, const HandlerEntry& entry, Pending& pending);
+  // Files what a handler reported (pause, outcome or nothing) into
+  // `pending`, shared by the synchronous and the asynchronous path.
   void result_record(ThreadConnection& connection, const Task& task, HandlerResult& result,
                      const BackoffPolicy& backoff, bool batched, std::chrono::steady_clock::duration duration,
-                     std::vector<QueuedSuccess>& queued);
-  void successes_flush(ThreadConnection& connection, std::vector<QueuedSuccess>& queued);
+                     Pending& pending);
+  // Hands the new `due` entries in and logs those already decided.
+  void due_hand_in(Pending& pending);
+  // Waits until every `due` entry is decided, logs them, and empties `due`.
+  void due_settle(ThreadConnection& connection, Pending& pending);
+  void entry_log(const CompletionEntry& entry);
   TaskContext context_for(ThreadConnection& connection, const Task& task);
   HandlerResult handler_call(Handler& handler, const Task& task, const TaskContext& context);
   HandlerResult handler_exception_result(const Task& task, const std::string& error);
   void queue_pause(ThreadConnection& connection, const Task& task, std::int64_t pause_ms);
-  void task_complete(ThreadConnection& connection, const Task& task, const Outcome& outcome,
-                     const BackoffPolicy& backoff, std::int64_t duration_ms);
   void task_give_back(ThreadConnection& connection, const Task& task, const char* reason);
+  bool lease_headroom_left(const ClaimedTask& claimed) const;
   void outcome_count(OutcomeKind kind);
 
   // claim_async.cpp: asynchronous handlers.
   void async_start(ThreadConnection& connection, AsyncBatch& async, const ClaimedTask& claimed,
                    const HandlerEntry& entry);
-  void async_finish(ThreadConnection& connection, AsyncBatch& async, std::vector<QueuedSuccess>& queued);
+  void async_finish(ThreadConnection& connection, AsyncBatch& async, Pending& pending);
 
   // The database as the claiming threads last found it: an outage is
   // logged once when it starts and once when it ends, however many threads
@@ -128,6 +143,7 @@ class ClaimLoop {
   WakeTokens& wake_;
   WorkerLog& log_;
   WorkerCounters& counters_;
+  Completer completer_;
   std::atomic<bool> database_unavailable_{false};
   std::atomic<std::int64_t> database_unavailable_since_ms_{0};
 };

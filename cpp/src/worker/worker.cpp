@@ -255,6 +255,11 @@ void Worker::start() {
     for (int i = 0; i < options_.concurrency; ++i) {
       spawn("payq-claim-" + std::to_string(i), "claimer", [this, i] { parts_->claim_loop.run(i); });
     }
+    // The completer's writers (completer.hpp); at stop they end once
+    // nothing waits, and claiming threads write what comes after.
+    for (int i = 0; i < std::min(completer_writer_count_max, options_.concurrency); ++i) {
+      spawn("payq-complete-" + std::to_string(i), "completer", [this] { parts_->claim_loop.complete_serve(); });
+    }
     if (parts_->listener) spawn("payq-listen", "listener", [this] { parts_->listener->run(); });
     if (parts_->maintenance) {
       spawn("payq-maint", "maintenance", [this] {
