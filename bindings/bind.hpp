@@ -23,7 +23,10 @@ void bind_ledger(py::module_& m);
 void bind_outbox(py::module_& m);
 void bind_inbox(py::module_& m);
 void bind_worker(py::module_& m);
+void bind_async_handler(py::module_& m);  // after bind_worker: extends HandlerRegistry
 void bind_http(py::module_& m);
+void bind_keyring(py::module_& m);  // after bind_outbox and bind_worker: extends TaskSpec, HandlerRegistry
+void bind_tracing(py::module_& m);  // after bind_outbox: extends TaskSpec, Task
 void bind_versions(py::module_& m);
 
 // A kind's backoff from the Python registry's optional fields: nullopt when

@@ -111,7 +111,7 @@ void bind_http(py::module_& m) {
          const std::vector<std::pair<std::string, std::string>>& success_when, const std::string& success_mismatch,
          const std::string& error_code_field, const std::vector<std::pair<std::string, std::string>>& error_codes,
          std::int64_t rate_limited_pause_ms, std::int64_t retry_after_ms_max, std::optional<std::string> status_url,
-         std::vector<int> status_not_found) {
+         std::vector<int> status_not_found, bool send_traceparent) {
         HttpKindConfig config;
         config.method = std::move(method);
         config.url = std::move(url);
@@ -127,6 +127,7 @@ void bind_http(py::module_& m) {
         config.rate_limited_pause_ms = rate_limited_pause_ms;
         config.retry_after_ms_max = retry_after_ms_max;
         if (status_url) config.status_query = HttpStatusQueryConfig{std::move(*status_url), std::move(status_not_found)};
+        config.send_traceparent = send_traceparent;
         return PyHttpKind{HttpKind::compile(std::move(config))};
       },
       py::kw_only(), py::arg("method"), py::arg("url"), py::arg("headers"), py::arg("body"),
@@ -134,13 +135,13 @@ void bind_http(py::module_& m) {
       py::arg("response_body_bytes_max"), py::arg("follow_redirects"), py::arg("ca_file"), py::arg("status_rules"),
       py::arg("success_when"), py::arg("success_mismatch"), py::arg("error_code_field"), py::arg("error_codes"),
       py::arg("rate_limited_pause_ms"), py::arg("retry_after_ms_max"), py::arg("status_url"),
-      py::arg("status_not_found"));
+      py::arg("status_not_found"), py::arg("send_traceparent"));
 
   m.def(
       "registry_add_http",
       [](HandlerRegistry& registry, const std::string& kind, const PyHttpKind& http_kind,
          std::shared_ptr<HttpClient> client, py::object status_check, std::optional<std::int64_t> delay_ms_base,
-         std::optional<std::int64_t> delay_ms_max, std::optional<int> multiplier) {
+         std::optional<std::int64_t> delay_ms_max, std::optional<int> multiplier, bool encrypt) {
         HttpStatusCheck check;
         if (!status_check.is_none()) {
           auto adapter = std::make_shared<PythonStatusCheck>(std::move(status_check));
@@ -148,10 +149,11 @@ void bind_http(py::module_& m) {
         }
         HandlerOptions options;
         options.backoff = backoff_from(delay_ms_base, delay_ms_max, multiplier);
+        options.encrypt = encrypt;
         registry.add(kind, std::make_shared<HttpHandler>(http_kind.kind, std::move(client), std::move(check)), options);
       },
       py::arg("registry"), py::arg("kind"), py::arg("http_kind"), py::arg("client"), py::arg("status_check"),
-      py::arg("delay_ms_base"), py::arg("delay_ms_max"), py::arg("multiplier"));
+      py::arg("delay_ms_base"), py::arg("delay_ms_max"), py::arg("multiplier"), py::arg("encrypt") = false);
 }
 
 }  // namespace payq::bindings

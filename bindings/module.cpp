@@ -12,6 +12,9 @@ PYBIND11_MODULE(_core, m) {
   payq::bindings::bind_outbox(m);
   payq::bindings::bind_inbox(m);
   payq::bindings::bind_worker(m);
+  payq::bindings::bind_async_handler(m);
   payq::bindings::bind_http(m);
+  payq::bindings::bind_keyring(m);
+  payq::bindings::bind_tracing(m);
   payq::bindings::bind_versions(m);
 }

@@ -41,6 +41,12 @@ if(NOT CURL_FOUND)
   payq_dependency_missing("libcurl (with OpenSSL)" libcurl4-openssl-dev)
 endif()
 
+# AES-256-GCM for encrypted task payloads (keyring.hpp).
+find_package(OpenSSL 1.1 QUIET COMPONENTS Crypto)
+if(NOT OpenSSL_FOUND)
+  payq_dependency_missing("OpenSSL libcrypto (1.1 or newer)" libssl-dev)
+endif()
+
 if(PAYQ_MISSING_DEPENDENCIES)
   message(FATAL_ERROR "payq cannot be built: missing libraries (on other distributions install the "
                       "same library's development package; pkg-config, CMAKE_PREFIX_PATH or "

@@ -122,7 +122,7 @@ INSERT INTO @schema@.task_action (task_id, action, actor, note)
   });
 
   const MigrateReport report = migrate(*db);
-  EXPECT_EQ(report.applied, (std::vector<int>{5, 6, 7, 8, 9, 10, 11}));
+  EXPECT_EQ(report.applied, (std::vector<int>{5, 6, 7, 8, 9, 10, 11, 12}));
 
   db->transact([](Transaction& tx) {
     Ledger ledger(tx);

@@ -15,10 +15,13 @@ from payq import ledger
 from payq.ledger import Account, AuditReport, Entry, Hold, Ledger, LedgerTransaction
 from payq import outbox
 from payq.outbox import Attempt, EnqueueResult, Settle, Task, TaskRequest
+from payq import keyring
+from payq.keyring import Keyring
 from payq.worker import Fail, Retry, TaskRun, Unknown, Worker, handler, http_handler
 from payq import http
 from payq.http import SecretEnv, secret_env
 from payq._serving import ServingLimits
+from payq import aio
 from payq.money import (
     AmountLike,
     Currency,
@@ -52,6 +55,8 @@ __all__ = [
     "Settle",
     "Task",
     "TaskRequest",
+    "keyring",
+    "Keyring",
     "EnqueueResult",
     "Attempt",
     "handler",
@@ -60,6 +65,7 @@ __all__ = [
     "secret_env",
     "SecretEnv",
     "ServingLimits",
+    "aio",
     "Worker",
     "TaskRun",
     "Retry",

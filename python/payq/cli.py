@@ -18,7 +18,7 @@ from datetime import timedelta
 from typing import Any, Callable, Dict, List, NoReturn, Optional, Sequence, Tuple
 
 import payq
-from payq import _worker_cli
+from payq import _worker_cli, keys_cli
 from payq.database import dsn_masked
 from payq.doctor import cmd_doctor
 from payq.embedded import EmbeddedServer
@@ -340,6 +340,7 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
     db = _connect(args)
     tasks = db.tasks.list(state=args.state, queue=args.queue, kind=args.kind, key=args.key,
                           older_than=args.older_than, after_id=args.after_id, limit=args.limit)
+    tasks = [keys_cli.task_listed(t) for t in tasks]  # "encrypted", never decrypted in a list
     if args.json:
         _json_out([_task_json(t) for t in tasks])
         return 0
@@ -354,8 +355,9 @@ def cmd_tasks_list(args: argparse.Namespace) -> int:
 
 def cmd_tasks_show(args: argparse.Namespace) -> int:
     db = _connect(args)
-    t = db.tasks.get(args.task_id)
-    attempts = db.tasks.attempts(args.task_id)
+    # Decrypted with the environment's keyring; KeyMissing without one.
+    t = keys_cli.task_shown(db.tasks.get(args.task_id))
+    attempts = keys_cli.attempts_shown(db.tasks.attempts(args.task_id), t.kind)
     # Operators' actions (and provider callbacks), as on the dashboard's timeline.
     actions = db.tasks.actions(args.task_id)
     if args.json:
@@ -675,6 +677,7 @@ def _parser() -> argparse.ArgumentParser:
                               "(another payload under it is refused)")
     enqueue.add_argument("--max-attempts", type=int, default=10, help="attempts before the task goes dead")
     enqueue.set_defaults(handler=cmd_enqueue)
+    keys_cli.argparse_add(sub)
     worker = sub.add_parser("worker", help="run handlers for queued tasks (SIGTERM/SIGINT: graceful stop)")
     _worker_cli.argparse_add(worker)
     worker.set_defaults(handler=cmd_worker)

@@ -34,6 +34,9 @@ __all__ = [
     "UnknownQueue",
     "LeaseLost",
     "ResourceExhausted",
+    "EncryptionError",
+    "KeyMissing",
+    "DecryptionFailed",
 ]
 
 
@@ -161,3 +164,20 @@ class LeaseLost(Error):
 class ResourceExhausted(Error):
     """The operating system refused a resource payq needs (a worker thread,
     for example). Whatever was started with it has been stopped."""
+
+
+class EncryptionError(Error):
+    """A task's encrypted payload, result or error cannot be made or read
+    (see ``docs/encryption.md``); :class:`KeyMissing` and
+    :class:`DecryptionFailed` say why."""
+
+
+class KeyMissing(EncryptionError, LookupError):
+    """The key a ciphertext names is not in the keyring, or there is no
+    keyring (or no current key) to encrypt with. Nothing was written."""
+
+
+class DecryptionFailed(EncryptionError):
+    """A ciphertext does not authenticate: other key material under the same
+    key id, an altered ciphertext, or one moved from another task, kind or
+    field. Nothing of it is shown."""

@@ -32,6 +32,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, Callable, Iterable, List, Literal, Mapping, Optional, Tuple, Union
 
+from payq import tracing as _tracing
 from payq._native import core
 from payq.errors import ConfigError
 from payq.outbox import Task
@@ -191,6 +192,7 @@ def compile_kind(
     status_url: Optional[str] = None,
     status_not_found: Iterable[int] = (404,),
     status_check: Optional[StatusCheck] = None,
+    send_traceparent: bool = False,
 ) -> HttpKind:
     """Check and compile an HTTP kind's configuration; raises
     :class:`payq.ConfigError` naming the first problem. The parameters are
@@ -201,6 +203,8 @@ def compile_kind(
         raise ConfigError("status_check must be callable")
     if not isinstance(follow_redirects, bool):
         raise ConfigError("follow_redirects must be a bool")
+    if not isinstance(send_traceparent, bool):
+        raise ConfigError("send_traceparent must be a bool")
     core_kind = core.http_kind_compile(
         method=_str(method, "method"),
         url=_str(url, "url"),
@@ -221,6 +225,7 @@ def compile_kind(
         retry_after_ms_max=_int(retry_after_ms_max, "retry_after_ms_max"),
         status_url=None if status_url is None else _str(status_url, "status_url"),
         status_not_found=[_int(s, "a status_not_found status") for s in status_not_found],
+        send_traceparent=send_traceparent,
     )
     return HttpKind(core_kind, status_check)
 
@@ -232,7 +237,8 @@ def _status_adapter(check: StatusCheck) -> Callable[[Any], Tuple[str, str, str]]
     def run(core_task: Any) -> Tuple[str, str, str]:
         """Run ``check`` on the task: ``(finding, result JSON, detail)``."""
         try:
-            answer = check(Task._from_core(core_task))
+            with _tracing.attempt_scope():
+                answer = check(Task._from_core(core_task))
         except Exception as exc:  # noqa: BLE001 - a failed check proves nothing
             return ("unknown", "null", f"{type(exc).__name__}: {exc}"[:_DETAIL_CHARS_MAX])
         if isinstance(answer, str):
@@ -254,8 +260,10 @@ def _status_adapter(check: StatusCheck) -> Callable[[Any], Tuple[str, str, str]]
 
 
 def _add_to_core(registry: Any, kind: str, http_kind: HttpKind, client: Any, base_delay: Optional[timedelta],
-                 max_delay: Optional[timedelta], multiplier: Optional[int]) -> None:
-    """Register ``http_kind`` in a core registry, calling through ``client``."""
+                 max_delay: Optional[timedelta], multiplier: Optional[int], *, encrypt: bool = False) -> None:
+    """Register ``http_kind`` in a core registry, calling through ``client``
+    (``encrypt``: the kind's payloads, results and errors are encrypted; the
+    templates see the clear payload)."""
 
     def ms(value: Optional[timedelta]) -> Optional[int]:
         """``value`` in whole milliseconds (``None`` stays ``None``)."""
@@ -263,4 +271,4 @@ def _add_to_core(registry: Any, kind: str, http_kind: HttpKind, client: Any, bas
 
     adapter = None if http_kind.status_check is None else _status_adapter(http_kind.status_check)
     core.registry_add_http(registry, kind, http_kind._core, client, adapter, ms(base_delay), ms(max_delay),
-                           multiplier)
+                           multiplier, encrypt=encrypt)

@@ -21,8 +21,10 @@ from datetime import datetime, timedelta
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
 from payq import _args
+from payq import tracing as _tracing
 from payq._native import core
-from payq.errors import InvalidArgument
+from payq.errors import Error, InvalidArgument
+from payq.keyring import Keyring
 from payq.ledger import Account, Hold, LedgerTransaction, _id, _timestamp
 from payq.money import Money
 
@@ -155,6 +157,13 @@ class TaskRequest:
     amount: Optional[Money] = None
     held: bool = False
     settle: Optional[Settle] = None
+    encrypt: Optional[bool] = None
+    """Store the payload encrypted (docs/encryption.md). None: as the kind
+    was registered (``@payq.handler(kind, encrypt=True)`` in this process
+    encrypts every enqueue of it)."""
+    keyring: Optional[Keyring] = None
+    """The :class:`payq.Keyring` to encrypt with; default the environment's
+    (``PAYQ_KEYS``/``PAYQ_KEYS_FILE``)."""
 
     def _to_core(self) -> "core.TaskSpec":
         spec = core.TaskSpec()
@@ -178,7 +187,26 @@ class TaskRequest:
             if not isinstance(self.settle, Settle):
                 raise InvalidArgument(f"settle must be a payq.Settle, not {type(self.settle).__name__}")
             spec.settlement = self.settle._to_core()
+        self._encryption_to_core(spec)
         return spec
+
+    def _encryption_to_core(self, spec: "core.TaskSpec") -> None:
+        from payq import keyring as _keyring
+
+        registered = spec.kind in _keyring.kinds_encrypted()
+        if self.encrypt is None:
+            encrypt = registered
+        else:
+            encrypt = _args.flag(self.encrypt, "encrypt")
+            if not encrypt and registered:
+                raise InvalidArgument(f"kind {spec.kind!r} is registered with encrypt=True: its payload is never "
+                                      f"stored clear")
+        if not encrypt:
+            if self.keyring is not None:
+                raise InvalidArgument("a keyring without encrypt=True encrypts nothing")
+            return
+        spec.encrypt = True
+        spec.keyring = _keyring.keyring_for_enqueue(self.keyring, spec.kind)._core
 
 
 @dataclass(frozen=True)
@@ -233,6 +261,9 @@ class Task:
     created_at: datetime
     finished_at: Optional[datetime]
     settlement: TaskSettlement = field(default_factory=TaskSettlement)
+    traceparent: Optional[str] = None
+    """The W3C traceparent of the enqueuer's span (its trace id is the
+    second field), when the task was enqueued inside a trace (docs/tracing.md)."""
 
     @classmethod
     def _from_core(cls, t: "core.Task") -> "Task":
@@ -267,6 +298,7 @@ class Task:
                 reverse_transaction_id=t.settlement.reverse_transaction_id,
                 followup=None if t.settlement.followup_json is None else json.loads(t.settlement.followup_json),
             ),
+            traceparent=None if t.trace_context is None else t.trace_context.traceparent,
         )
 
 
@@ -350,11 +382,22 @@ class Cron:
 
 
 def _enqueue_many(target: Any, requests: Sequence[TaskRequest]) -> List[EnqueueResult]:
-    for r in requests:
+    specs = []
+    for i, r in enumerate(requests):
+        # A bad request of a batch is named by its index, as the core names
+        # one it refuses; nothing is written.
+        at = f"task {i} of the batch: " if len(requests) > 1 else ""
         if not isinstance(r, TaskRequest):
-            raise InvalidArgument(f"enqueue_many takes payq.TaskRequest items, not {type(r).__name__}")
-    specs = [r._to_core() for r in requests]
-    return [EnqueueResult(r.task_id, r.created) for r in core.outbox_enqueue_batch(target, specs)]
+            raise InvalidArgument(f"{at}enqueue_many takes payq.TaskRequest items, not {type(r).__name__}")
+        try:
+            specs.append(r._to_core())
+        except Error as exc:
+            if not at:
+                raise
+            raise type(exc)(at + str(exc)) from exc
+    # With OpenTelemetry: a payq.enqueue span, whose context the tasks carry.
+    written = _tracing.enqueue_traced(specs, lambda: core.outbox_enqueue_batch(target, specs))
+    return [EnqueueResult(r.task_id, r.created) for r in written]
 
 
 def _request(kind: str, payload: Json, options: Mapping[str, Any]) -> TaskRequest:
@@ -636,7 +679,14 @@ def enqueue(connection: Any, kind: str, payload: Json = None, *, schema: str = "
 
 
 def enqueue_many(connection: Any, requests: Iterable[TaskRequest], *, schema: str = "payq") -> List[EnqueueResult]:
-    """Enqueue many tasks in one round trip, in the application's transaction."""
+    """Enqueue many tasks at once, in the application's transaction.
+
+    Every request is checked first: a bad one raises its error naming its
+    index (``task 3 of the batch: ...``) and nothing is written. A batch of
+    ``TASK_BATCH_COPY_COUNT_MIN`` (32) or more without unique keys is
+    written with the driver's COPY on psycopg 3 and psycopg2 (also under
+    Django and SQLAlchemy), with the same results as the single statement
+    other batches and drivers use."""
     from payq.appconn import app_executor
 
     return _enqueue_many(app_executor(connection, schema=schema), list(requests))

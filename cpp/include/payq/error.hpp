@@ -174,4 +174,26 @@ class UnknownQueue : public InvalidArgument {
   using InvalidArgument::InvalidArgument;
 };
 
+// ---- Encryption at rest (keyring.hpp, encryption.hpp)
+
+// A task's encrypted text cannot be made or read; the two below say why.
+class EncryptionError : public Error {
+ public:
+  using Error::Error;
+};
+
+// The key a ciphertext names is not in the keyring, or there is no keyring
+// or current key to encrypt with.
+class KeyMissing : public EncryptionError {
+ public:
+  using EncryptionError::EncryptionError;
+};
+
+// A ciphertext does not authenticate: other key material under the same id,
+// an altered ciphertext, or one moved from another task, kind or field.
+class DecryptionFailed : public EncryptionError {
+ public:
+  using EncryptionError::EncryptionError;
+};
+
 }  // namespace payq

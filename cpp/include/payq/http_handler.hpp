@@ -102,6 +102,13 @@ struct HttpKindConfig {
   std::int64_t rate_limited_pause_ms = 1'000;
   std::int64_t retry_after_ms_max = 600'000;
   std::optional<HttpStatusQueryConfig> status_query;
+  // Send the attempt's W3C trace context to the provider (a `traceparent`
+  // header, and `tracestate` when there is one) on the call and the status
+  // query, so the provider's traces join the task's: the context of the
+  // call's span when tracing is on (payq/tracing.hpp), else the one stored
+  // with the task at enqueue. Off by default: it tells the provider the
+  // trace's ids.
+  bool send_traceparent = false;
 };
 
 // A kind's configuration, checked, with templates parsed and secrets read:

@@ -4,19 +4,27 @@
 #pragma once
 
 #include <cstdint>
+#include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
 #include "payq/backoff.hpp"
 #include "payq/db.hpp"
+#include "payq/tracing.hpp"
 #include "payq/vocabulary.hpp"
 
 namespace payq {
 
+class Keyring;  // keyring.hpp
+
 // Bounds, named once.
 inline constexpr std::size_t task_payload_bytes_max = 256 * 1024;
 inline constexpr std::size_t task_batch_count_max = 10'000;
+// From this many tasks on, enqueue_batch writes a batch with COPY where the
+// executor can (Executor::copy_supported) and no task has a unique key;
+// smaller batches cost less as one statement (docs/outbox.md, "Enqueue").
+inline constexpr std::size_t task_batch_copy_count_min = 32;
 inline constexpr std::int64_t task_delay_ms_max = 366LL * 24 * 3600 * 1000;
 inline constexpr int task_attempt_max_limit = 1000;
 inline constexpr std::int64_t task_timeout_ms_max = 24LL * 3600 * 1000;
@@ -51,6 +59,14 @@ struct TaskSpec {
   std::optional<std::string> currency;
   bool held = false;  // claimable only after an explicit release
   Settlement settlement;
+  // Store the payload encrypted under the keyring's current key, bound to
+  // the task's id and kind (encryption.hpp); `keyring` is then required
+  // (KeyMissing before anything is written), and is refused without it.
+  bool encrypt = false;
+  std::shared_ptr<const Keyring> keyring;
+  // The trace the task continues (the enqueuer's span); not part of the
+  // request a key names. InvalidArgument if malformed (tracing.hpp).
+  std::optional<TraceContext> trace_context;
 };
 
 struct EnqueueResult {
@@ -82,6 +98,7 @@ struct Task {
   std::string run_at;
   std::string created_at;
   std::optional<std::string> finished_at;
+  std::optional<TraceContext> trace_context;  // as enqueued
 };
 
 struct TaskAttempt {
@@ -110,6 +127,10 @@ struct Outcome {
   std::string error;
   std::optional<std::int64_t> retry_after_ms;  // overrides the backoff for retry/unknown
   std::string traceback;  // where a handler raised (its last traceback_bytes_max bytes are stored)
+  // With `unknown` only: the task goes to needs_review now, whatever
+  // attempts remain (a task whose encrypted payload its worker cannot read
+  // must never run with garbage, nor burn its attempts).
+  bool needs_review = false;
 };
 
 struct Completion {

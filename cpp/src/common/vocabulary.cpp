@@ -219,6 +219,9 @@ const std::vector<ErrorClass>& error_classes() {
       error_class<UnknownQueue>("UnknownQueue", "InvalidArgument"),
       error_class<LeaseLost>("LeaseLost", "Error"),
       error_class<ResourceExhausted>("ResourceExhausted", "Error"),
+      error_class<EncryptionError>("EncryptionError", "Error"),
+      error_class<KeyMissing>("KeyMissing", "EncryptionError"),
+      error_class<DecryptionFailed>("DecryptionFailed", "EncryptionError"),
   };
   return classes;
 }

@@ -13,6 +13,7 @@
 
 #include "http/http_text_internal.hpp"
 #include "payq/error.hpp"
+#include "payq/tracing.hpp"
 
 namespace payq {
 namespace {
@@ -123,6 +124,44 @@ void config_check(bool ok, const std::string& message) {
   if (!ok) throw ConfigError("http kind: " + message);
 }
 
+// The provider call's span, a child of the attempt (current on the worker
+// thread while the handler starts); null when tracing is off. With a
+// status query first, it covers both requests. Attributes name the kind's
+// URL template, never the rendered URL (it may carry payload values).
+std::shared_ptr<tracing::Span> call_span(const HttpKindConfig& config) {
+  if (!tracing::enabled()) return nullptr;
+  auto span = std::make_shared<tracing::Span>("payq.http", tracing::SpanKind::client);
+  span->set("http.request.method", config.method);
+  span->set("url.template", url_label(config.url));
+  return span;
+}
+
+// Ends the call's span from the client's loop thread, which must never
+// wait on a tracer: the end is delivered by the worker thread.
+void call_span_end(tracing::Span* span, const HttpResponse& response, const HandlerResult& result) {
+  if (span == nullptr || !span->active()) return;
+  if (response.status != 0) span->set("http.response.status_code", static_cast<std::int64_t>(response.status));
+  if (response.failure != HttpFailure::none) span->set("error.type", http_failure_name(response.failure));
+  const OutcomeKind kind = result.outcome ? result.outcome->kind : OutcomeKind::success;
+  span->set("payq.attempt.outcome", outcome_kind_name(kind));
+  if (kind == OutcomeKind::success) {
+    span->status(tracing::Status::ok);
+  } else {
+    span->status(tracing::Status::error, outcome_kind_name(kind));
+  }
+  span->end_deferred();
+}
+
+// What the provider is sent with send_traceparent: the call span's
+// context, else the one the task was enqueued with.
+void trace_headers_add(HttpRequest& request, const tracing::Span* span, const Task& task) {
+  std::optional<TraceContext> context = span != nullptr ? span->context() : std::nullopt;
+  if (!context) context = task.trace_context;
+  if (!context) return;
+  request.headers.push_back(HttpHeader{"traceparent", context->traceparent});
+  if (!context->tracestate.empty()) request.headers.push_back(HttpHeader{"tracestate", context->tracestate});
+}
+
 }  // namespace
 
 // ---------------------------------------------------------------- compiling a kind
@@ -158,6 +197,14 @@ std::shared_ptr<const HttpKind> HttpKind::compile(HttpKindConfig config) {
       header.value = HttpTemplate::parse(h.value, HttpTemplateContext::header, "header " + h.name);
     }
     kind->headers_.push_back(std::move(header));
+  }
+  if (c.send_traceparent) {
+    for (const char* sent : {"traceparent", "tracestate"}) {
+      config_check(std::find(names.begin(), names.end(), sent) == names.end(),
+                   std::string("header ") + sent + " is sent by send_traceparent; give one or the other");
+      config_check(lower(c.idempotency_header) != sent,
+                   std::string("idempotency_header ") + sent + " is sent by send_traceparent");
+    }
   }
   if (!c.idempotency_header.empty()) {
     config_check(header_name_valid(c.idempotency_header),
@@ -379,7 +426,9 @@ HandlerResult HttpHandler::handle(const Task& task, const TaskContext& context) 
   auto promise = std::make_shared<std::promise<HandlerResult>>();
   std::future<HandlerResult> future = promise->get_future();
   handle_async(task, context, [promise](HandlerResult result) { promise->set_value(std::move(result)); });
-  return future.get();
+  HandlerResult result = future.get();
+  tracing::flush();  // the call's span ended on the client's loop
+  return result;
 }
 
 // Worth asking only when an earlier attempt may have been applied, which is
@@ -422,21 +471,37 @@ void HttpHandler::handle_async(const Task& task, const TaskContext& context, Han
         done(kind_->unbuildable(e.what(), true));
         return;
       }
+      std::shared_ptr<tracing::Span> span = call_span(kind_->config());
+      if (kind_->config().send_traceparent) {
+        trace_headers_add(query, span.get(), task);
+        trace_headers_add(call, span.get(), task);
+      }
+      if (span) span->set("payq.http.status_query", true);
       // The client outlives its callbacks' runs, so a raw pointer to it is
       // safe in there; owning it would let a callback end the client.
-      client_->send(std::move(query), [kind = kind_, client = client_.get(), call = std::move(call),
-                                       done](HttpResponse response) mutable {
+      client_->send(std::move(query), [kind = kind_, client = client_.get(), call = std::move(call), done,
+                                       span](HttpResponse response) mutable {
         if (std::optional<HandlerResult> found = kind->status_result(response)) {
+          call_span_end(span.get(), response, *found);
           done(std::move(*found));
           return;
         }
-        client->send(std::move(call), [kind, done](HttpResponse paid) { done(kind->result(paid)); });
+        if (span) span->set("payq.http.status_query.status_code", static_cast<std::int64_t>(response.status));
+        client->send(std::move(call), [kind, done, span](HttpResponse paid) {
+          HandlerResult result = kind->result(paid);
+          call_span_end(span.get(), paid, result);
+          done(std::move(result));
+        });
       });
       return;
     }
   }
-  client_->send(std::move(call), [kind = kind_, done = std::move(done)](HttpResponse response) {
-    done(kind->result(response));
+  std::shared_ptr<tracing::Span> span = call_span(kind_->config());
+  if (kind_->config().send_traceparent) trace_headers_add(call, span.get(), task);
+  client_->send(std::move(call), [kind = kind_, done = std::move(done), span](HttpResponse response) {
+    HandlerResult result = kind->result(response);
+    call_span_end(span.get(), response, result);
+    done(std::move(result));
   });
 }
 

@@ -6,6 +6,7 @@
 #include "ledger/ledger_statements.hpp"
 #include "payq/currency.hpp"
 #include "payq/error.hpp"
+#include "payq/tracing.hpp"
 
 namespace payq {
 
@@ -49,6 +50,8 @@ void hold_owner_check(Executor& executor, const Hold& hold, const std::optional<
 }  // namespace ledger_detail
 
 Hold Ledger::hold(const HoldRequest& request) {
+  tracing::Span span("payq.ledger.hold");
+  span.set("payq.ledger.account_id", request.account_id);
   key_validate(request.key);
   id_validate(request.account_id, "account");
   if (request.amount_minor <= 0) throw InvalidAmount("a hold amount must be positive");
@@ -111,10 +114,14 @@ Hold Ledger::hold(const HoldRequest& request) {
   hold.status = HoldStatus::active;
   hold.expires_at = written.at(0, "expires_at");
   hold.metadata_json = metadata;
+  span.set("payq.ledger.hold_id", hold.id);
+  span.set("payq.ledger.currency", hold.currency);
   return hold;
 }
 
 Hold Ledger::release(const ReleaseRequest& request) {
+  tracing::Span span("payq.ledger.release");
+  span.set("payq.ledger.hold_id", request.hold_id);
   key_validate(request.key);
   id_validate(request.hold_id, "hold");
   const std::string hold_text = std::to_string(request.hold_id);
@@ -141,6 +148,7 @@ Hold Ledger::release(const ReleaseRequest& request) {
     return replay(*record);
   }
   hold.status = HoldStatus::released;
+  span.set("payq.ledger.currency", hold.currency);
   return hold;
 }
 

@@ -9,6 +9,7 @@
 #include "ledger/ledger_statements.hpp"
 #include "payq/currency.hpp"
 #include "payq/error.hpp"
+#include "payq/tracing.hpp"
 
 namespace payq {
 namespace ledger_detail {
@@ -225,6 +226,10 @@ Value posting_value(const PostingPlan& plan, const PostingRows& w, ledger_sql::P
 }  // namespace
 
 LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
+  // One span per posting: its operation, kind, currency and ids only.
+  tracing::Span span;
+  if (tracing::enabled()) span = tracing::Span(("payq.ledger." + plan.op_kind).c_str());
+  span.set("payq.ledger.kind", plan.transaction_kind);
   legs_validate(plan.legs);
   Rows rows;
   auto accounts = accounts_locked(executor, plan, rows);
@@ -272,6 +277,11 @@ LedgerTransaction posting_execute(Executor& executor, const PostingPlan& plan) {
   for (Entry& entry : result.entries) {
     entry.transaction_id = result.id;
     entry.created_at = result.created_at;
+  }
+  if (span.active()) {
+    span.set("payq.ledger.transaction_id", result.id);
+    if (plan.hold_id) span.set("payq.ledger.hold_id", *plan.hold_id);
+    if (!result.entries.empty()) span.set("payq.ledger.currency", result.entries.front().currency);
   }
   return result;
 }

@@ -73,6 +73,9 @@ Task task_from(const Rows& rows, std::size_t row) {
   t.run_at = rows.text(row, "run_at");
   t.created_at = rows.text(row, "created_at");
   t.finished_at = rows.at(row, "finished_at");
+  if (auto traceparent = rows.at(row, "traceparent")) {
+    t.trace_context = TraceContext{std::move(*traceparent), rows.at(row, "tracestate").value_or("")};
+  }
   return t;
 }
 

@@ -57,6 +57,9 @@ void alert(Executor& executor, const Task& task, const std::string& reason) {
 Completion Outbox::complete(const CompleteRequest& request) {
   if (request.duration_ms < 0) throw InvalidArgument("duration_ms cannot be negative");
   backoff_validate(request.backoff);
+  if (request.outcome.needs_review && request.outcome.kind != OutcomeKind::unknown) {
+    throw InvalidArgument("needs_review goes with the unknown outcome only");
+  }
   const Outcome& outcome = request.outcome;
   std::string result = "null";
   if (outcome.kind == OutcomeKind::success) {
@@ -78,7 +81,8 @@ Completion Outbox::complete(const CompleteRequest& request) {
       {std::to_string(request.task_id), std::to_string(request.lease_token), outcome_kind_name(outcome.kind), result,
        error_bounded(outcome.error), std::to_string(delay_ms), request.worker_id,
        std::to_string(request.duration_ms),
-       outcome.kind == OutcomeKind::success ? std::string() : traceback_bounded(outcome.traceback)});
+       outcome.kind == OutcomeKind::success ? std::string() : traceback_bounded(outcome.traceback),
+       outcome.needs_review ? "true" : "false"});
   if (done.empty()) {
     throw LeaseLost("task " + std::to_string(request.task_id) + " is no longer running under lease " +
                     std::to_string(request.lease_token));

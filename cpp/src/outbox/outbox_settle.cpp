@@ -76,6 +76,9 @@ void settle_failure(Executor& executor, const Task& task) {
     spec.payload_json = followup.value("payload", nlohmann::json::object()).dump();
     spec.queue = followup.value("queue", task.queue);
     spec.unique_key = prefix + ":followup";
+    // The compensation continues the failed task's trace.
+    spec.trace_context = tracing::current_context();
+    if (!spec.trace_context) spec.trace_context = task.trace_context;
     Outbox(executor).enqueue(spec);
   }
 }
@@ -87,6 +90,13 @@ bool settlement_present(const Settlement& s) {
 }
 
 void settle_task(Executor& executor, const Task& task, bool applied, const SettleOverride& how) {
+  // The ledger postings below are its children; a failure ends it with an
+  // error status (settle_completed then sends the task to review).
+  tracing::Span span("payq.settle");
+  tracing::Scope traced(span);
+  span.set("payq.task.id", task.id);
+  span.set("payq.task.kind", task.kind);
+  span.set("payq.settle.side", applied ? "success" : "failure");
   if (applied) {
     settle_success(executor, task, how);
   } else {

@@ -2,8 +2,10 @@
 #include <algorithm>
 #include <mutex>
 
+#include "crypto/encrypting_handler.hpp"
 #include "payq/error.hpp"
 #include "payq/handler.hpp"
+#include "payq/keyring.hpp"
 
 namespace payq {
 
@@ -13,6 +15,13 @@ void HandlerRegistry::add(const std::string& kind, std::shared_ptr<Handler> hand
   }
   if (!handler) throw InvalidArgument("the handler for kind '" + kind + "' is null");
   if (options.backoff) backoff_validate(*options.backoff);
+  if (options.encrypt) {
+    const std::shared_ptr<const Keyring> keys = keyring();
+    if (!keys) throw KeyMissing("kind '" + kind + "' is to be encrypted, but the handler registry has no keyring");
+    keys->current();  // KeyMissing without a current key
+    // Applied once here, so the worker and the HTTP handler know nothing of it.
+    handler = crypto::encrypting_handler(std::move(handler), keys);
+  }
   std::unique_lock<std::shared_mutex> guard(mutex_);
   const bool inserted = registrations_.emplace(kind, Registration{std::move(handler), std::move(options)}).second;
   if (!inserted) throw InvalidArgument("a handler for kind '" + kind + "' is already registered");
@@ -26,6 +35,16 @@ void HandlerRegistry::add(const std::string& kind, FunctionHandler::Function fun
 bool HandlerRegistry::remove(const std::string& kind) {
   std::unique_lock<std::shared_mutex> guard(mutex_);
   return registrations_.erase(kind) > 0;
+}
+
+void HandlerRegistry::keyring_set(std::shared_ptr<const Keyring> keyring) {
+  std::unique_lock<std::shared_mutex> guard(mutex_);
+  keyring_ = std::move(keyring);
+}
+
+std::shared_ptr<const Keyring> HandlerRegistry::keyring() const {
+  std::shared_lock<std::shared_mutex> guard(mutex_);
+  return keyring_;
 }
 
 void HandlerRegistry::default_backoff_set(const BackoffPolicy& backoff) {

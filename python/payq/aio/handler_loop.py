@@ -19,12 +19,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import os
 import logging
 import threading
 from concurrent.futures import Future
 from typing import Any, Callable, Optional, Set
 
+from payq import tracing as _tracing
 from payq.errors import InvalidState
 from payq.outbox import Task
 
@@ -124,12 +126,14 @@ def _report_of(attempt: "asyncio.Future[Any]", task: Any, lease_ms: Optional[int
     return _result_report(attempt.result())
 
 
-def _start(function: Callable[[Any], Any], task: Any, lease_ms: int, deliver: Deliver, loop: HandlerLoop) -> None:
-    """On the loop thread: start the coroutine, its lease timer, and the
-    report when it ends."""
+def _start(function: Callable[[Any], Any], task: Any, lease_ms: int, deliver: Deliver, loop: HandlerLoop,
+           context: Optional[contextvars.Context] = None) -> None:
+    """On the loop thread: start the coroutine (in ``context``, when given:
+    the attempt's trace), its lease timer, and the report when it ends."""
     lease_ran_out = False
     try:
-        attempt: "asyncio.Future[Any]" = asyncio.ensure_future(function(task))
+        attempt: "asyncio.Future[Any]" = (asyncio.ensure_future(function(task)) if context is None
+                                          else context.run(lambda: asyncio.ensure_future(function(task))))
     except Exception as exc:  # noqa: BLE001 - calling the function raised before any await
         from payq.worker import _raised_report
 
@@ -171,6 +175,7 @@ def starter(function: Callable[[Any], Any]) -> Callable[[Any, str, int, Deliver]
         task = TaskRun(Task._from_core(core_task), worker_id, lease_token)
         lease_ms = int(core_task.timeout_ms)
         loop = handler_loop()
-        loop.submit(lambda: _start(function, task, lease_ms, deliver, loop))
+        context = _tracing.attempt_context()  # the attempt's span, current here, for the coroutine's spans
+        loop.submit(lambda: _start(function, task, lease_ms, deliver, loop, context))
 
     return start

@@ -12,6 +12,7 @@ connection between its awaits, bounded by ``transactions_max``).
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import functools
 import os
 import threading
@@ -48,7 +49,10 @@ class Offload:
         if self._pid != os.getpid():
             raise InvalidState("a payq.aio object cannot cross a fork: connect again in the child process")
         loop = asyncio.get_running_loop()
-        return await loop.run_in_executor(pool, functools.partial(function, *args, **kwargs))
+        # In the caller's context (as asyncio.to_thread does): an enqueue
+        # there stores the awaiting request's trace, not a new one.
+        context = contextvars.copy_context()
+        return await loop.run_in_executor(pool, functools.partial(context.run, function, *args, **kwargs))
 
     def close(self) -> None:
         """Let the threads go once their current calls end. Idempotent."""

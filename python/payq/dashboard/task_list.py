@@ -12,6 +12,7 @@ from datetime import datetime
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 import payq
+from payq.dashboard.encrypted import error_listed
 from payq.dashboard.queries import SEARCH_TIMEOUT, TASK_ORDER_LABELS, TASK_ORDERS, TASKS_PAGE, cell
 from payq.dashboard.render import Html, html, join, table, when
 from payq.dashboard.views import NOTE_BYTES_MAX, Context, _int, _text
@@ -250,7 +251,7 @@ def tasks_list(ctx: Context) -> Response:
               html('<span class="state state-{s}">{s}</span>', s=r.state), r.queue, r.kind,
               f"{r.attempt}/{r.attempt_max}", r.idempotency_key, r.amount, when(r.created_at),
               when(r.run_at) if r.state in ("pending", "held") else Html("&ndash;"), when(r.finished_at),
-              _shorten(r.error)] for r in rows]
+              _shorten(error_listed(r.error))] for r in rows]
     select_all = Html('<input type="checkbox" id="select-all" aria-label="select every task on this page">')
     listing = table([select_all, "id", "state", "queue", "kind", "try", "idempotency key", "amount", "created",
                      "next run", "finished", "error"], cells, empty="no task matches")

@@ -14,6 +14,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple
 import payq
 from payq.dashboard import queries
 from payq.dashboard.audit import AuditCache
+from payq.dashboard.encrypted import task_for_page
 from payq.dashboard.render import Html, duration, escape, html, join, json_block, page, table, when
 from payq.dashboard.throughput import Throughput
 from payq.dashboard.wsgi import HttpError, Request, Response
@@ -294,7 +295,9 @@ def task_page(ctx: Context, task_id: int, *, status: int = 200, error: Optional[
     """One task: its fields, payload and result, the timeline of attempts
     and actions, and the actions its state allows."""
     task = ctx.read.tasks.get(task_id)
-    attempts = ctx.read.tasks.attempts(task_id)
+    # Decrypted with the environment's keyring, else "encrypted" and why.
+    task, attempts, undecrypted = task_for_page(task, ctx.read.tasks.attempts(task_id))
+    error = error or undecrypted
     actions = ctx.read.tasks.actions(task_id)
     ledger_fields = _task_ledger_fields(ctx, task)
     fields = [
