@@ -118,15 +118,16 @@ void bind_async_handler(py::module_& m) {
   py::object registry_type = m.attr("HandlerRegistry");
   registry_type.attr("add_python_async") = py::cpp_function(
       [](HandlerRegistry& self, const std::string& kind, py::object starter, std::optional<std::int64_t> delay_ms_base,
-         std::optional<std::int64_t> delay_ms_max, std::optional<int> multiplier, bool batched_completion) {
+         std::optional<std::int64_t> delay_ms_max, std::optional<int> multiplier, bool batched_completion, bool encrypt) {
         HandlerOptions options;
         options.batched_completion = batched_completion;
+        options.encrypt = encrypt;  // the registry's keyring decrypts before the coroutine starts
         options.backoff = backoff_from(delay_ms_base, delay_ms_max, multiplier);
         self.add(kind, std::make_shared<PythonAsyncHandler>(std::move(starter)), options);
       },
       py::name("add_python_async"), py::is_method(registry_type),
       py::sibling(py::getattr(registry_type, "add_python_async", py::none())), py::arg("kind"), py::arg("starter"),
-      py::arg("delay_ms_base"), py::arg("delay_ms_max"), py::arg("multiplier"), py::arg("batched_completion"));
+      py::arg("delay_ms_base"), py::arg("delay_ms_max"), py::arg("multiplier"), py::arg("batched_completion"), py::arg("encrypt") = false);
 }
 
 }  // namespace payq::bindings

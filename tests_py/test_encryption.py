@@ -143,6 +143,31 @@ def test_an_encrypted_kind_runs_on_the_clear_payload_and_stores_and_logs_nothing
     assert all(SECRET not in record.getMessage() and record.exc_info is None for record in caplog.records)
 
 
+def test_an_async_encrypted_kind_runs_on_the_clear_payload_and_stores_nothing_clear(payq_db, caplog):
+    keys = Keyring({"k1": KEY_1})
+    registry = Registry()
+    seen = []
+
+    @registry.handler("payout.enc.async", encrypt=True)
+    async def payout(task):
+        seen.append(task.payload["iban"])
+        if task.payload["n"] == 1:
+            raise RuntimeError(f"provider declined {task.payload['iban']}")
+        return {"paid_to": task.payload["iban"]}
+
+    ok = payq_db.enqueue("payout.enc.async", {"n": 0, "iban": SECRET}, keyring=keys).task_id
+    declined = payq_db.enqueue("payout.enc.async", {"n": 1, "iban": SECRET}, keyring=keys, max_attempts=1).task_id
+    caplog.set_level(logging.INFO, logger="payq")
+    assert _run(payq_db, registry, lambda: {payq_db.tasks.get(i).state for i in (ok, declined)} == {"succeeded", "dead"},
+                keys)
+    assert seen == [SECRET, SECRET]
+    assert payq.keyring.task_decrypted(payq_db.tasks.get(ok), keys).result == {"paid_to": SECRET}
+    assert payq.keyring.task_decrypted(payq_db.tasks.get(declined), keys).error == f"RuntimeError: provider declined {SECRET}"
+    for task_id in (ok, declined):
+        assert SECRET not in _row_text(payq_db, task_id)
+    assert all(SECRET not in record.getMessage() and record.exc_info is None for record in caplog.records)
+
+
 def test_an_unreadable_task_goes_to_needs_review_without_running_the_handler(payq_db):
     calls = []
     registry = Registry()

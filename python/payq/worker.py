@@ -327,8 +327,8 @@ class Registry:
         encrypted (``docs/encryption.md``): the handler gets the clear
         payload, decrypted with the worker's keyring; a task it cannot
         decrypt goes to ``needs_review`` without running; enqueues of the
-        kind from this process are encrypted unasked. Not for ``async def``
-        handlers yet."""
+        kind from this process are encrypted unasked; ``async def``
+        handlers included."""
 
         def register(function: HandlerFunction) -> HandlerFunction:
             """Register ``function`` for ``kind`` and return it unchanged;
@@ -339,9 +339,7 @@ class Registry:
                 raise InvalidArgument(f"handler for {kind!r}: {_ASYNC_REFUSED}")
             if kind in self._handlers:
                 raise InvalidArgument(f"a handler for {kind!r} is already registered")
-            if _args.flag(encrypt, "encrypt") and _is_coroutine_function(function):
-                raise InvalidArgument(f"handler for {kind!r}: encrypt=True is for plain-function and HTTP "
-                                      f"handlers (async handlers do not encrypt yet)")
+            _args.flag(encrypt, "encrypt")
             self._handlers[kind] = _Registration(function, base_delay, max_delay, multiplier, batched_completion,
                                                  encrypt)
             if encrypt:
@@ -469,8 +467,9 @@ class Registry:
             elif _is_coroutine_function(r.function):
                 from payq.aio.handler_loop import starter
 
-                registry.add_python_async(kind, starter(r.function), _ms(r.base_delay), _ms(r.max_delay),
-                                          r.multiplier, r.batched_completion)
+                registry.add_python_async(kind, starter(r.function, keyring if r.encrypt else None),
+                                          _ms(r.base_delay), _ms(r.max_delay), r.multiplier, r.batched_completion,
+                                          encrypt=r.encrypt)
             else:
                 registry.add_python(kind, _adapter(r.function, keyring if r.encrypt else None), _ms(r.base_delay),
                                     _ms(r.max_delay), r.multiplier, r.batched_completion, encrypt=r.encrypt)

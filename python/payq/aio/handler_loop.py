@@ -28,7 +28,6 @@ from typing import Any, Callable, Optional, Set
 
 from payq import tracing as _tracing
 from payq.errors import InvalidState
-from payq.outbox import Task
 
 __all__ = ["HandlerLoop", "handler_loop", "starter"]
 
@@ -109,7 +108,7 @@ Report = Any  # payq.worker.Reported
 Deliver = Callable[[Report], None]
 
 
-def _report_of(attempt: "asyncio.Future[Any]", task: Any, lease_ms: Optional[int]) -> Report:
+def _report_of(attempt: "asyncio.Future[Any]", task: Any, lease_ms: Optional[int], encrypted: bool = False) -> Report:
     """What a finished coroutine reports: as a synchronous handler's
     outcome, or ``unknown`` when it was cancelled (it may have acted)."""
     from payq.worker import _raised_report, _result_report, _unstored
@@ -120,7 +119,7 @@ def _report_of(attempt: "asyncio.Future[Any]", task: Any, lease_ms: Optional[int
         return _unstored("cancelled before the handler finished")
     error = attempt.exception()
     if error is not None:
-        return _raised_report(task, error)
+        return _raised_report(task, error, encrypted=encrypted)
     if task.completed:
         return None
     return _result_report(attempt.result())
@@ -137,7 +136,7 @@ def _start(function: Callable[[Any], Any], task: Any, lease_ms: int, deliver: De
     except Exception as exc:  # noqa: BLE001 - calling the function raised before any await
         from payq.worker import _raised_report
 
-        deliver(_raised_report(task, exc))
+        deliver(_raised_report(task, exc, encrypted=task._keyring is not None))
         return
 
     def expire() -> None:
@@ -154,7 +153,7 @@ def _start(function: Callable[[Any], Any], task: Any, lease_ms: int, deliver: De
         timer.cancel()
         loop.attempts.discard(done)
         try:
-            report = _report_of(done, task, lease_ms if lease_ran_out else None)
+            report = _report_of(done, task, lease_ms if lease_ran_out else None, encrypted=task._keyring is not None)
         except Exception as exc:  # noqa: BLE001 - the engine must hear of every attempt
             from payq.worker import _unstored
 
@@ -164,15 +163,18 @@ def _start(function: Callable[[Any], Any], task: Any, lease_ms: int, deliver: De
     attempt.add_done_callback(finished)
 
 
-def starter(function: Callable[[Any], Any]) -> Callable[[Any, str, int, Deliver], None]:
+def starter(function: Callable[[Any], Any], keyring: Any = None) -> Callable[[Any, str, int, Deliver], None]:
     """The entry point the C++ async handler calls (on a worker thread, with
     the GIL) for each task of ``function``'s kind: it schedules the
-    coroutine on the handler loop and returns at once."""
+    coroutine on the handler loop and returns at once. With ``keyring`` (an
+    encrypted kind, already decrypted by the engine) a result the handler
+    records itself is encrypted and an exception is logged by type only."""
 
     def start(core_task: Any, worker_id: str, lease_token: int, deliver: Deliver) -> None:
         from payq.worker import TaskRun
 
-        task = TaskRun(Task._from_core(core_task), worker_id, lease_token)
+        task = TaskRun(core_task, worker_id, lease_token)
+        task._keyring = keyring
         lease_ms = int(core_task.timeout_ms)
         loop = handler_loop()
         context = _tracing.attempt_context()  # the attempt's span, current here, for the coroutine's spans
