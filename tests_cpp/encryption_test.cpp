@@ -240,6 +240,67 @@ TEST_F(EncryptionTest, UnreadableTasksGoToNeedsReviewAndTheHandlerIsNeverCalled)
   }
 }
 
+// A handler that takes several tasks per call (as Python handlers do).
+class ManyHandler final : public Handler {
+ public:
+  HandlerResult handle(const Task&, const TaskContext&) override {
+    ++single_calls;
+    return Outcome{};
+  }
+  bool runs_many() const noexcept override { return true; }
+  void handle_many(const TaskBatchCall& call) override {
+    ++many_calls;
+    for (std::size_t i = 0; i < call.tasks.size() && call.may_start(i); ++i) {
+      const Json payload = Json::parse(call.tasks[i]->payload_json);
+      {
+        std::lock_guard<std::mutex> guard(mutex);
+        seen.insert(payload.at("iban").get<std::string>());
+      }
+      if (payload.at("n") == 3) throw std::runtime_error("declined " + payload.at("iban").get<std::string>());
+      Outcome outcome;
+      outcome.result_json = Json{{"paid_to", payload.at("iban")}}.dump();
+      call.done(i, outcome);
+    }
+  }
+  std::atomic<int> single_calls{0};
+  std::atomic<int> many_calls{0};
+  std::mutex mutex;
+  std::set<std::string> seen;
+};
+
+TEST_F(EncryptionTest, AHandlerOfSeveralTasksPerCallKeepsItsCallsAndGetsClearTasksAndSealedOutcomes) {
+  registry.keyring_set(k1);
+  HandlerOptions encrypted;
+  encrypted.encrypt = true;
+  auto handler = std::make_shared<ManyHandler>();
+  registry.add("payout", handler, encrypted);
+  const std::int64_t paid = enqueue(encrypted_spec("payout", 1, k1));
+  const std::int64_t tampered = enqueue(encrypted_spec("payout", 2, k1));
+  TaskSpec raising_spec = encrypted_spec("payout", 3, k1);
+  raising_spec.attempt_max = 1;
+  const std::int64_t raising = enqueue(raising_spec);
+  const std::int64_t after = enqueue(encrypted_spec("payout", 4, k1));
+  exec("UPDATE @schema@.task SET payload = jsonb_set(payload, '{payq_encrypted,ct}', "
+       "to_jsonb(translate(payload->'payq_encrypted'->>'ct', 'ABCDEFGH', 'BCDEFGHA'))) WHERE id = $1::bigint",
+       {std::to_string(tampered)});
+  {
+    Running running(*db, registry, options());
+    ASSERT_TRUE(wait_state(tampered, "needs_review"));
+    ASSERT_TRUE(wait_state(raising, "dead"));
+    for (const std::int64_t id : {paid, after}) ASSERT_TRUE(wait_state(id, "succeeded"));
+  }
+  EXPECT_EQ(handler->single_calls.load(), 0);  // the decorator kept the several-tasks entry point
+  EXPECT_GE(handler->many_calls.load(), 1);
+  EXPECT_EQ(handler->seen, std::set<std::string>{secret});  // clear payloads only
+  for (const std::int64_t id : {paid, raising, after}) {
+    EXPECT_EQ(stored_row(id).find(secret), std::string::npos) << stored_row(id);
+  }
+  const Task dead = task_open(*k1, task_get(raising));
+  ASSERT_TRUE(dead.error);
+  EXPECT_NE(dead.error->find("declined " + secret), std::string::npos) << *dead.error;
+  EXPECT_EQ(Json::parse(*task_open(*k1, task_get(paid)).result_json).at("paid_to"), secret);
+}
+
 TEST_F(EncryptionTest, EncryptedKindsNeedTheRegistrysKeyring) {
   HandlerOptions encrypted;
   encrypted.encrypt = true;

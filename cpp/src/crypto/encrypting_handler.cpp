@@ -4,8 +4,10 @@
 #include "crypto/encrypting_handler.hpp"
 
 #include <exception>
+#include <optional>
 #include <string>
 #include <utility>
+#include <vector>
 
 #include "common/text_internal.hpp"
 #include "payq/encryption.hpp"
@@ -82,6 +84,59 @@ class EncryptingHandler final : public Handler {
   }
 
   bool asynchronous() const noexcept override { return inner_->asynchronous(); }
+
+  bool runs_many() const noexcept override { return inner_->runs_many(); }
+
+  // Runs of readable tasks go to the inner handler in one call each (a
+  // Python handler then takes the GIL once per run); an unreadable task is
+  // answered here, in its place in the order, without calling the handler.
+  void handle_many(const TaskBatchCall& call) override {
+    const std::size_t count = call.tasks.size();
+    std::vector<std::optional<Task>> clear(count);
+    std::vector<std::optional<HandlerResult>> refused(count);
+    for (std::size_t i = 0; i < count; ++i) refused[i] = opened(*call.tasks[i], clear[i]);
+    std::size_t next = 0;  // the first task without a result yet
+    while (next < count) {
+      if (refused[next]) {
+        if (!call.may_start(next)) return;
+        call.done(next, std::move(*refused[next]));
+        ++next;
+        continue;
+      }
+      std::size_t end = next;
+      while (end < count && !refused[end]) ++end;
+      TaskBatchCall run;
+      for (std::size_t i = next; i < end; ++i) run.tasks.push_back(&*clear[i]);
+      const std::size_t offset = next;
+      std::size_t handed = next;
+      run.context = [&](std::size_t i) { return context_for(call.context(offset + i), call.tasks[offset + i]->kind); };
+      run.may_start = [&](std::size_t i) { return call.may_start(offset + i); };
+      run.done = [&](std::size_t i, HandlerResult result) {
+        const Task& task = *call.tasks[offset + i];
+        call.done(offset + i, outcome_sealed(*keyring_, task.id, task.kind, std::move(result)));
+        handed = offset + i + 1;
+      };
+      try {
+        inner_->handle_many(run);
+      } catch (const std::exception& e) {
+        // The task after the last result threw: its error is sealed here,
+        // since the caller would record the exception's text in clear.
+        if (handed < end) {
+          const Task& task = *call.tasks[handed];
+          call.done(handed, outcome_sealed(*keyring_, task.id, task.kind, raised(e.what())));
+        }
+        return;
+      } catch (...) {
+        if (handed < end) {
+          const Task& task = *call.tasks[handed];
+          call.done(handed, outcome_sealed(*keyring_, task.id, task.kind, raised("handler threw a non-standard exception")));
+        }
+        return;
+      }
+      if (handed < end) return;  // the inner call stopped early
+      next = end;
+    }
+  }
 
   void handle_async(const Task& task, const TaskContext& context, HandlerCallback done) override {
     std::optional<Task> clear;
