@@ -25,7 +25,9 @@ void bind_app_executor(py::module_& m) {
   py::class_<DbApiExecutor>(m, "AppExecutor",
                             "Runs payq's SQL on an application's DB-API cursor, inside the application's "
                             "transaction. The application commits or rolls back. One thread at a time.")
-      .def(py::init<py::object, std::string>(), py::arg("cursor"), py::arg("schema") = "payq")
+      .def(py::init<py::object, std::string, py::object>(), py::arg("cursor"), py::arg("schema") = "payq",
+           py::arg("copy_in") = py::none())
+      .def_property_readonly("copy_supported", &DbApiExecutor::copy_supported)
       .def_property_readonly("schema", &DbApiExecutor::schema)
       .def_property_readonly("savepoint_depth", &DbApiExecutor::savepoint_depth)
       .def("savepoint_begin", &DbApiExecutor::savepoint_begin, py::call_guard<py::gil_scoped_release>())

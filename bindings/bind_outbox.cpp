@@ -124,6 +124,7 @@ void bind_outbox(py::module_& m) {
   m.def("outbox_enqueue_batch", [](py::handle target, const std::vector<TaskSpec>& specs) {
     return on_target(target, [&](Executor& e) { return Outbox(e).enqueue_batch(specs); });
   });
+  m.attr("TASK_BATCH_COPY_COUNT_MIN") = task_batch_copy_count_min;
   m.def("outbox_claim", [](py::handle target, std::string queue, std::string worker_id, std::size_t count_max) {
     ClaimRequest request{std::move(queue), std::move(worker_id), count_max};
     return on_target(target, [&](Executor& e) { return Outbox(e).claim(request); });

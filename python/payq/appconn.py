@@ -31,9 +31,10 @@ nothing cleverer (such as sharing the driver's libpq handle) is used.
 
 from __future__ import annotations
 
+import io
 import sys
 from contextlib import contextmanager
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator, Optional
 
 from payq._native import core
 from payq.errors import InvalidArgument
@@ -94,6 +95,26 @@ def _dbapi_cursor(dbapi_connection: Any, what: str) -> Any:
     if psycopg2 is not None and isinstance(dbapi_connection, psycopg2.connection):
         return dbapi_connection.cursor(cursor_factory=psycopg2.cursor)
     return dbapi_connection.cursor()
+
+
+def _copy_in(cursor: Any) -> Optional[Callable[[str, bytes], None]]:
+    """The driver's ``COPY ... FROM STDIN`` for a cursor from
+    :func:`_cursor_for`, or None where the driver has none payq uses (the
+    executor then writes large batches with statements)."""
+    # Django's cursor wrapper keeps the driver's cursor as .cursor.
+    raw = cursor.cursor if type(cursor).__module__.startswith("django.") else cursor
+    psycopg = _module("psycopg")
+    if psycopg is not None and isinstance(raw, psycopg.Cursor):
+        def copy_psycopg(sql: str, data: bytes) -> None:
+            with raw.copy(sql) as copy:
+                copy.write(data)
+        return copy_psycopg
+    psycopg2 = _module("psycopg2.extensions")
+    if psycopg2 is not None and isinstance(raw, psycopg2.cursor):
+        def copy_psycopg2(sql: str, data: bytes) -> None:
+            raw.copy_expert(sql, io.BytesIO(data))
+        return copy_psycopg2
+    return None
 
 
 def _sqlalchemy_cursor(connection: Any) -> Any:
@@ -158,7 +179,8 @@ def app_executor(connection: Any, *, schema: str = "payq") -> "core.AppExecutor"
     in autocommit mode, and for Django outside an atomic block;
     :class:`payq.ConfigError` for a malformed schema name.
     """
-    return core.AppExecutor(_cursor_for(connection), schema)
+    cursor = _cursor_for(connection)
+    return core.AppExecutor(cursor, schema, _copy_in(cursor))
 
 
 @contextmanager

@@ -204,7 +204,9 @@ class Transaction:
         return result
 
     def enqueue_many(self, requests: "Iterable[TaskRequest]") -> "List[EnqueueResult]":
-        """Enqueue many tasks in one round trip."""
+        """Enqueue many tasks at once: all checked first (a bad one names its
+        index and nothing is written); 32 or more without unique keys go by
+        COPY (see docs/outbox.md, "Enqueue options")."""
         from payq.outbox import _enqueue_many
 
         requests = list(requests)

@@ -26,9 +26,13 @@ py::object param_object(const Params& params, std::size_t index) {
 
 }  // namespace
 
-DbApiExecutor::DbApiExecutor(py::object cursor, std::string schema)
-    : cursor_(std::move(cursor)), schema_(std::move(schema)) {
+DbApiExecutor::DbApiExecutor(py::object cursor, std::string schema, py::object copy_in)
+    : cursor_(std::move(cursor)), copy_in_(std::move(copy_in)), schema_(std::move(schema)) {
   schema_name_validate(schema_);
+  if (!copy_in_.is_none() && !PyCallable_Check(copy_in_.ptr())) {
+    throw InvalidArgument("AppExecutor's copy_in must be callable or None, not a " + type_name(copy_in_));
+  }
+  copy_supported_ = !copy_in_.is_none();
   for (const char* name : {"execute", "fetchall", "description"}) {
     if (!py::hasattr(cursor_, name)) {
       throw InvalidArgument("AppExecutor needs a DB-API cursor; a " + type_name(cursor_) + " has no '" + name + "'");
@@ -58,6 +62,18 @@ Rows DbApiExecutor::exec(const Statement& statement, const Params& params) {
     return rows_from_python(description, cursor_.attr("fetchall")());
   } catch (py::error_already_set& error) {
     if (!error.matches(PyExc_Exception)) throw;  // KeyboardInterrupt, SystemExit
+    throw_as_payq_error(error);
+  }
+}
+
+void DbApiExecutor::copy_in(const CopyTarget& target, std::string_view data) {
+  if (!copy_supported_) Executor::copy_in(target, data);
+  py::gil_scoped_acquire gil;
+  const std::string sql = "COPY " + sql_expand_schema(target.table, schema_) + " (" + target.columns + ") FROM STDIN";
+  try {
+    copy_in_(python_text(sql, "COPY statement"), py::bytes(data.data(), data.size()));
+  } catch (py::error_already_set& error) {
+    if (!error.matches(PyExc_Exception)) throw;
     throw_as_payq_error(error);
   }
 }

@@ -79,6 +79,8 @@ class Transaction final : public Executor {
   Transaction& operator=(const Transaction&) = delete;
 
   Rows exec(const Statement& statement, const Params& params) override;
+  bool copy_supported() const noexcept override { return true; }
+  void copy_in(const CopyTarget& target, std::string_view data) override;
   void savepoint_begin() override;
   void savepoint_release() override;
   void savepoint_rollback() override;

@@ -53,12 +53,30 @@ struct Statement {
   const char* sql;
 };
 
+// Where COPY ... FROM STDIN writes, named like a Statement: `table` may
+// contain @schema@; `columns` lists the data's fields in order.
+struct CopyTarget {
+  const char* name;
+  const char* table;
+  const char* columns;
+};
+
 class Executor {
  public:
   virtual ~Executor() = default;
 
   // Runs one statement inside the executor's current transaction.
   virtual Rows exec(const Statement& statement, const Params& params) = 0;
+
+  // Whether copy_in works on this executor. Callers with many rows to write
+  // check it and otherwise write them with statements.
+  virtual bool copy_supported() const noexcept { return false; }
+  // Writes `data` into the target with COPY FROM STDIN, inside the current
+  // transaction: rows in COPY's text format (fields separated by a tab, \N
+  // for NULL, backslash escapes, every row ended by a newline; see
+  // copy_text_append). A failure aborts the transaction like a failed
+  // statement. std::logic_error where copy_supported() is false.
+  virtual void copy_in(const CopyTarget& target, std::string_view data);
 
   // Savepoints nest; a rollback undoes everything since the matching begin
   // and leaves the enclosing transaction usable.
@@ -83,6 +101,12 @@ class Savepoint {
   Executor& executor_;
   bool open_ = true;
 };
+
+// Appends one field to COPY text-format data: NULL as \N, and backslash,
+// tab, newline and carriage return escaped. The caller adds the separators
+// (a tab between fields, a newline after each row).
+void copy_text_append(std::string& data, const Value& field);
+void copy_text_append(std::string& data, std::string_view field);
 
 // Throws ConfigError unless `schema` is a plain lower-case identifier
 // (letters, digits, underscore; at most 63 bytes; not starting with a digit).

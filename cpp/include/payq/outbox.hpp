@@ -3,6 +3,7 @@
 // against the ledger in the same transaction as the completion.
 #pragma once
 
+#include <chrono>
 #include <cstdint>
 #include <memory>
 #include <optional>
@@ -264,10 +265,44 @@ struct ResolveRequest {
   bool hold_release_manual = false;
 };
 
+// A task's place in a queue's claim order (priority DESC, run_at, id).
+struct ClaimKey {
+  int priority = 0;
+  std::string run_at;  // as Task::run_at: exact to the microsecond
+  std::int64_t id = 0;
+};
+
 struct ClaimRequest {
   std::string queue;
   std::string worker_id;
   std::size_t count_max = 10;
+};
+
+// How long a claimer may claim from its cursor before it scans from the
+// front again: the bound on how late a task that sorts before the cursor
+// (higher priority, or an earlier run_at committed late) can start.
+inline constexpr std::chrono::milliseconds claim_full_scan_interval_default{250};
+
+// One claimer's cursor over one plain queue (a claiming thread keeps one per
+// queue). A pending task's index entry stays until vacuum, and an old
+// snapshot (a long REPEATABLE READ transaction, a replica's feedback) keeps
+// vacuum from removing those of tasks claimed since: a claim from the front
+// steps over all of them. Claiming after the last task taken skips them; a
+// scan from the front still happens when the cursor runs dry and at least
+// every full_scan_interval, so no task is passed over for longer.
+class ClaimCursor {
+ public:
+  explicit ClaimCursor(std::chrono::milliseconds full_scan_interval = claim_full_scan_interval_default);
+  // Where the next claim starts: after this key, or (none) from the front.
+  std::optional<ClaimKey> start(std::chrono::steady_clock::time_point now) const;
+  // Moves the cursor on after claim_plain(request, after) with after = start(now).
+  void record(const ClaimRequest& request, const std::optional<ClaimKey>& after, const std::vector<Task>& tasks,
+              std::chrono::steady_clock::time_point now);
+
+ private:
+  std::chrono::milliseconds full_scan_interval_;
+  std::optional<ClaimKey> key_;
+  std::optional<std::chrono::steady_clock::time_point> full_scan_at_;
 };
 
 
@@ -287,7 +322,10 @@ class Outbox {
   // its own transaction): it claims from a queue without limits or
   // partitions, returns nothing for a paused queue, and nullopt for a queue
   // that needs claim_limited, which locks the queue's row for its rules.
-  std::optional<std::vector<Task>> claim_plain(const ClaimRequest& request);
+  // With `after` (a ClaimCursor's start) it takes only tasks of
+  // after->priority that sort after that key.
+  std::optional<std::vector<Task>> claim_plain(const ClaimRequest& request,
+                                               const std::optional<ClaimKey>& after = std::nullopt);
   std::vector<Task> claim_limited(const ClaimRequest& request);
 
   // Records the attempt's outcome, moves the task on and runs its settlement,

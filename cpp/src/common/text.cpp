@@ -87,6 +87,12 @@ nlohmann::json json_input_parse(const std::string& text, const char* what) {
   }
 }
 
+void json_input_check(const std::string& text, const char* what) {
+  json_text_scan(text, what);
+  // Only a refusal builds the value, for the parser's reason.
+  if (!nlohmann::json::accept(text)) json_input_parse(text, what);
+}
+
 std::string json_input_canonical(const std::string& text, const char* what, std::size_t bytes_max) {
   if (text.size() > bytes_max) {
     throw InvalidArgument(std::string(what) + " is larger than " + std::to_string(bytes_max) + " bytes");

@@ -35,6 +35,9 @@ inline constexpr int json_depth_max = 512;
 // caller's transaction usable. The messages never repeat the text, which
 // may hold personal data.
 nlohmann::json json_input_parse(const std::string& text, const char* what);
+// What json_input_parse checks, without building the value (the COPY path
+// of enqueue sends the text as it came).
+void json_input_check(const std::string& text, const char* what);
 
 // json_input_parse's value as canonical text; InvalidArgument beyond
 // `bytes_max` bytes.

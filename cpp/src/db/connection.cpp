@@ -9,6 +9,7 @@
 #include <pqxx/nontransaction>
 #include <pqxx/prepared_statement>
 #include <pqxx/result>
+#include <pqxx/tablewriter>
 
 #include "db/dsn_defaults.hpp"
 #include "payq/error.hpp"
@@ -300,6 +301,28 @@ Rows Transaction::exec_now(const Statement& statement, const Params& params) {
     }
     if (!params.empty()) sql += ")";
     return rows_from(simple_query(sql));
+  }
+}
+
+void Transaction::copy_in(const CopyTarget& target, std::string_view data) {
+  if (data.empty() || data.back() != '\n') throw std::logic_error("COPY data must end with a newline");
+  try {
+    first_statement([&] {
+      begin_now();
+      // libpqxx 6.4's stream_to sends one row per call, from values it
+      // escapes itself; tablewriter's raw line takes text already in COPY
+      // format, and a "line" of many rows goes out as one message. It adds
+      // the last newline itself.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wdeprecated-declarations"
+      pqxx::tablewriter writer(current(), sql_expand_schema(target.table, schema()) + " (" + target.columns + ")");
+#pragma GCC diagnostic pop
+      writer.write_raw_line(std::string(data.substr(0, data.size() - 1)));
+      writer.complete();
+      return 0;
+    });
+  } catch (...) {
+    failed();
   }
 }
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <charconv>
 #include <cctype>
+#include <stdexcept>
 
 #include "payq/error.hpp"
 
@@ -165,6 +166,30 @@ FormatStyleSql sql_to_format_style(std::string_view sql) {
     }
   }
   return out;
+}
+
+void Executor::copy_in(const CopyTarget& target, std::string_view) {
+  throw std::logic_error(std::string("this executor cannot COPY (into ") + target.name + ")");
+}
+
+void copy_text_append(std::string& data, std::string_view field) {
+  for (const char c : field) {
+    switch (c) {
+      case '\\': data.append("\\\\"); break;
+      case '\t': data.append("\\t"); break;
+      case '\n': data.append("\\n"); break;
+      case '\r': data.append("\\r"); break;
+      default: data.push_back(c);
+    }
+  }
+}
+
+void copy_text_append(std::string& data, const Value& field) {
+  if (!field) {
+    data.append("\\N");
+    return;
+  }
+  copy_text_append(data, std::string_view(*field));
 }
 
 }  // namespace payq

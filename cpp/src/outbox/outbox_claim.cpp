@@ -47,10 +47,16 @@ std::vector<Task> Outbox::claim(const ClaimRequest& request) {
   return claim_limited(request);
 }
 
-std::optional<std::vector<Task>> Outbox::claim_plain(const ClaimRequest& request) {
+std::optional<std::vector<Task>> Outbox::claim_plain(const ClaimRequest& request,
+                                                     const std::optional<ClaimKey>& after) {
   claim_validate(request);
-  Rows rows = executor_.exec(outbox_sql::claim_plain,
-                             {request.queue, std::to_string(request.count_max), request.worker_id});
+  Params params{request.queue, std::to_string(request.count_max), request.worker_id};
+  if (after) {
+    params.push_back(std::to_string(after->priority));
+    params.push_back(after->run_at);
+    params.push_back(std::to_string(after->id));
+  }
+  Rows rows = executor_.exec(after ? outbox_sql::claim_plain_after : outbox_sql::claim_plain, params);
   if (rows.boolean(0, "queue_limited") && !rows.boolean(0, "queue_paused")) return std::nullopt;
   std::vector<Task> tasks;
   tasks.reserve(rows.size());
@@ -103,6 +109,29 @@ std::vector<Task> Outbox::claim_limited(const ClaimRequest& request) {
   ids += "}";
   const bool record_starts = rate_count_max.has_value() || amount_max.has_value();
   return tasks_from(executor_.exec(outbox_sql::claim_mark, {ids, request.worker_id, record_starts ? "t" : "f"}));
+}
+
+ClaimCursor::ClaimCursor(std::chrono::milliseconds full_scan_interval) : full_scan_interval_(full_scan_interval) {
+  if (full_scan_interval_.count() < 0) throw InvalidArgument("a claim cursor's full scan interval must not be negative");
+}
+
+std::optional<ClaimKey> ClaimCursor::start(std::chrono::steady_clock::time_point now) const {
+  if (!key_ || !full_scan_at_ || now - *full_scan_at_ >= full_scan_interval_) return std::nullopt;
+  return key_;
+}
+
+void ClaimCursor::record(const ClaimRequest& request, const std::optional<ClaimKey>& after,
+                         const std::vector<Task>& tasks, std::chrono::steady_clock::time_point now) {
+  if (!after) full_scan_at_ = now;
+  // Fewer tasks than asked: nothing more is runnable past the cursor (or
+  // past the front), so the next claim scans from the front, where tasks
+  // that sort earlier may have become runnable or been committed since.
+  if (tasks.size() < request.count_max) {
+    key_.reset();
+    return;
+  }
+  const Task& last = tasks.back();  // claims come back in claim order
+  key_ = ClaimKey{last.priority, last.run_at, last.id};
 }
 
 void Outbox::give_back(std::int64_t task_id, std::int64_t lease_token) {

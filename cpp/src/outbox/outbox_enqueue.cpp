@@ -5,6 +5,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "outbox/outbox_encryption.hpp"
 #include "outbox/outbox_internal.hpp"
 #include "outbox/outbox_statements.hpp"
 #include "payq/currency.hpp"
@@ -16,7 +17,11 @@ using namespace outbox_detail;
 
 namespace {
 
-nlohmann::json spec_json(const TaskSpec& spec, std::size_t n) {
+// Every check of a spec, whichever path writes it. With `item`, the spec's
+// element of the statement's JSON array is built too (`n` is its index),
+// parsing its JSON once; without, the JSON is only checked (COPY sends it
+// as it came, and jsonb normalises it the same way).
+void spec_check(const TaskSpec& spec, std::size_t n, nlohmann::json* item) {
   text_bounded(spec.kind, kind_bytes_max, "task kind");
   queue_name_validate(spec.queue);
   if (spec.delay_ms < 0) throw InvalidArgument("a task delay cannot be negative");
@@ -48,20 +53,36 @@ nlohmann::json spec_json(const TaskSpec& spec, std::size_t n) {
     throw InvalidArgument("settlement transaction id must be positive");
   }
 
+  spec_encryption_validate(spec);
   if (spec.payload_json.size() > task_payload_bytes_max) {
     throw InvalidArgument("task payload is " + std::to_string(spec.payload_json.size()) + " bytes; at most " +
                           std::to_string(task_payload_bytes_max) + " are allowed");
   }
-  const nlohmann::json payload = detail::json_input_parse(spec.payload_json, "task payload");
-  nlohmann::json j = {{"n", n},
-                      {"queue", spec.queue},
-                      {"kind", spec.kind},
-                      {"payload", payload},
-                      {"held", spec.held},
-                      {"priority", spec.priority},
-                      {"delay_ms", spec.delay_ms},
-                      {"attempt_max", spec.attempt_max},
-                      {"timeout_ms", spec.timeout_ms}};
+  std::optional<nlohmann::json> payload;
+  if (item == nullptr) {
+    detail::json_input_check(spec.payload_json, "task payload");
+  } else {
+    payload = detail::json_input_parse(spec.payload_json, "task payload");
+  }
+  if (spec.trace_context) trace_context_validate(*spec.trace_context);
+  std::optional<nlohmann::json> followup;
+  if (s.followup_json) {
+    followup = detail::json_input_parse(*s.followup_json, "follow-up task");
+    if (!followup->is_object() || !followup->contains("kind") || !(*followup)["kind"].is_string()) {
+      throw InvalidArgument("a follow-up task is a JSON object with at least a string \"kind\"");
+    }
+  }
+  if (item == nullptr) return;
+  nlohmann::json& j = *item;
+  j = {{"n", n},
+       {"queue", spec.queue},
+       {"kind", spec.kind},
+       {"payload", *payload},
+       {"held", spec.held},
+       {"priority", spec.priority},
+       {"delay_ms", spec.delay_ms},
+       {"attempt_max", spec.attempt_max},
+       {"timeout_ms", spec.timeout_ms}};
   auto put = [&](const char* name, const auto& value) {
     if (value) j[name] = *value;
   };
@@ -73,14 +94,29 @@ nlohmann::json spec_json(const TaskSpec& spec, std::size_t n) {
   put("settle_hold_id", s.hold_id);
   put("settle_capture_account_id", s.capture_account_id);
   put("settle_reverse_transaction_id", s.reverse_transaction_id);
-  if (s.followup_json) {
-    const nlohmann::json followup = detail::json_input_parse(*s.followup_json, "follow-up task");
-    if (!followup.is_object() || !followup.contains("kind") || !followup["kind"].is_string()) {
-      throw InvalidArgument("a follow-up task is a JSON object with at least a string \"kind\"");
-    }
-    j["followup"] = followup;
+  put("followup", followup);
+  if (spec.trace_context) {
+    j["trace_context"] = {{"traceparent", spec.trace_context->traceparent}};
+    if (!spec.trace_context->tracestate.empty()) j["trace_context"]["tracestate"] = spec.trace_context->tracestate;
   }
-  return j;
+}
+
+// A bad spec of a batch is named by its index (from 0): the whole batch
+// fails before anything is sent. The error keeps its type.
+void spec_check_at(const TaskSpec& spec, std::size_t i, std::size_t count, nlohmann::json* item) {
+  if (count == 1) return spec_check(spec, i, item);
+  const std::string at = "task " + std::to_string(i) + " of the batch: ";
+  try {
+    spec_check(spec, i, item);
+  } catch (const UnknownQueue& e) {
+    throw UnknownQueue(at + e.what());
+  } catch (const InvalidArgument& e) {
+    throw InvalidArgument(at + e.what());
+  } catch (const InvalidAmount& e) {
+    throw InvalidAmount(at + e.what());
+  } catch (const UnknownCurrency& e) {
+    throw UnknownCurrency(at + e.what());
+  }
 }
 
 }  // namespace
@@ -99,7 +135,9 @@ struct BatchPlan {
   bool unique_keyed = false;
 };
 
-BatchPlan batch_plan(const std::vector<TaskSpec>& specs) {
+// `by_copy`: the statement's items are built only for the specs whose
+// request is hashed (keyed ones); COPY sends the specs themselves.
+BatchPlan batch_plan(const std::vector<TaskSpec>& specs, bool by_copy) {
   BatchPlan plan;
   plan.items.resize(specs.size());
   plan.hashes.resize(specs.size());
@@ -117,8 +155,9 @@ BatchPlan batch_plan(const std::vector<TaskSpec>& specs) {
   };
   for (std::size_t i = 0; i < specs.size(); ++i) {
     const TaskSpec& spec = specs[i];
-    plan.items[i] = spec_json(spec, i);
     const bool idempotency_keyed = task_idempotency_keyed(spec);
+    const bool item_needed = !by_copy || spec.unique_key || idempotency_keyed;
+    spec_check_at(spec, i, specs.size(), item_needed ? &plan.items[i] : nullptr);
     if (!spec.unique_key && !idempotency_keyed) continue;
     plan.hashes[i] = task_request_hash(plan.items[i]);
     if (spec.unique_key) {
@@ -138,7 +177,7 @@ BatchPlan batch_plan(const std::vector<TaskSpec>& specs) {
 // concurrent transaction took an idempotency key of it first; the next try
 // finds that key taken.
 std::optional<std::vector<EnqueueResult>> batch_write(Executor& executor, const std::vector<TaskSpec>& specs,
-                                                      const BatchPlan& plan) {
+                                                      const BatchPlan& plan, bool by_copy) {
   const std::size_t n = specs.size();
   std::vector<EnqueueResult> results(n);
   std::vector<bool> is_new(n, false);
@@ -170,13 +209,13 @@ std::optional<std::vector<EnqueueResult>> batch_write(Executor& executor, const 
     }
     unique_taken.insert(i);
   }
-  nlohmann::json batch = nlohmann::json::array();
+  std::vector<std::size_t> to_write;
   bool idempotency_new = false;
   for (std::size_t i = 0; i < n; ++i) {
     if (plan.same_as[i] || replayed[i]) continue;
     is_new[i] = !unique_taken.count(i);
     idempotency_new = idempotency_new || (is_new[i] && task_idempotency_keyed(specs[i]));
-    batch.push_back(plan.items[i]);
+    to_write.push_back(i);
   }
   settlements_check(executor, specs, is_new);
 
@@ -184,8 +223,14 @@ std::optional<std::vector<EnqueueResult>> batch_write(Executor& executor, const 
   // themselves, after other tasks of the batch are written: a savepoint
   // takes them back.
   std::optional<Savepoint> savepoint;
-  if (idempotency_new || (plan.unique_keyed && batch.size() > 1)) savepoint.emplace(executor);
-  if (!batch.empty()) {
+  if (idempotency_new || (plan.unique_keyed && to_write.size() > 1)) savepoint.emplace(executor);
+  if (by_copy) {
+    // No unique keys here: every task written is new.
+    const std::vector<std::int64_t> ids = tasks_copy_in(executor, specs, to_write);
+    for (std::size_t k = 0; k < to_write.size(); ++k) results[to_write[k]] = {ids[k], true};
+  } else if (!to_write.empty()) {
+    nlohmann::json batch = nlohmann::json::array();
+    for (const std::size_t i : to_write) batch.push_back(plan.items[i]);
     Rows rows = executor.exec(outbox_sql::enqueue, {batch.dump()});
     for (std::size_t r = 0; r < rows.size(); ++r) {
       const auto i = static_cast<std::size_t>(rows.i64(r, "n"));
@@ -226,9 +271,14 @@ std::vector<EnqueueResult> Outbox::enqueue_batch(const std::vector<TaskSpec>& sp
     throw InvalidArgument("a batch holds at most " + std::to_string(task_batch_count_max) + " tasks");
   }
   // Everything is checked before anything is sent.
-  const BatchPlan plan = batch_plan(specs);
+  // Encrypted payloads need their task ids before they are written, which
+  // only the statement path takes.
+  const bool by_copy = !specs_encrypted(specs) && enqueue_by_copy(executor_, specs);
+  BatchPlan plan = batch_plan(specs, by_copy);
+  // Sealed after planning: the request hashes are of the clear payloads.
+  payloads_seal(executor_, specs, plan.items);
   for (int round = 1;; ++round) {
-    if (auto results = batch_write(executor_, specs, plan)) return *results;
+    if (auto results = batch_write(executor_, specs, plan, by_copy)) return *results;
     if (round == enqueue_round_max) {
       throw TransientError("the idempotency keys of this batch kept being taken by concurrent transactions");
     }

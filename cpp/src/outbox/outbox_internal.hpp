@@ -59,6 +59,20 @@ std::map<std::size_t, KeyRecord> idempotency_keys_taken(Executor& executor, cons
 bool idempotency_keys_put(Executor& executor, const std::vector<TaskSpec>& specs,
                           const std::vector<std::string>& hashes, const std::vector<EnqueueResult>& results);
 
+// ---- enqueue by COPY (outbox_enqueue_copy.cpp)
+
+// Whether enqueue_batch writes these (validated) specs with COPY: enough of
+// them (task_batch_copy_count_min), an executor that can, and no unique key
+// (a key's conflict is handled per row by the statement) or encrypted
+// payload among them.
+bool enqueue_by_copy(const Executor& executor, const std::vector<TaskSpec>& specs);
+
+// Writes the tasks specs[i], i in `which` (validated, none with a unique
+// key), as new tasks with COPY; returns their ids in the order of `which`,
+// ascending.
+std::vector<std::int64_t> tasks_copy_in(Executor& executor, const std::vector<TaskSpec>& specs,
+                                        const std::vector<std::size_t>& which);
+
 // ---- settlement (outbox_settle.cpp)
 
 // How an operator's resolution settles a task instead of as enqueued.

@@ -12,7 +12,8 @@ namespace payq::outbox_sql {
   "t.timeout_ms, t.unique_key, t.partition_key, t.idempotency_key, t.amount_minor, t.currency, "               \
   "t.settle_hold_id, t.settle_capture_account_id, t.settle_reverse_transaction_id, t.followup::text AS followup, " \
   "t.lease_token, " PAYQ_TS("t.lease_until") " AS lease_until, t.worker_id, t.result::text AS result, t.error, " \
-  PAYQ_TS("t.run_at") " AS run_at, " PAYQ_TS("t.created_at") " AS created_at, " PAYQ_TS("t.finished_at") " AS finished_at"
+  PAYQ_TS("t.run_at") " AS run_at, " PAYQ_TS("t.created_at") " AS created_at, " PAYQ_TS("t.finished_at") " AS finished_at, "   \
+  "t.trace_context->>'traceparent' AS traceparent, t.trace_context->>'tracestate' AS tracestate"
 
 // Batch enqueue in one round trip: every task is one element of a JSON
 // array. Unique keys are taken in task_key first; a key already taken
@@ -23,15 +24,19 @@ WITH input AS (
     n integer, queue text, kind text, payload jsonb, held boolean, priority smallint, delay_ms bigint,
     attempt_max integer, timeout_ms integer, unique_key text, partition_key text, idempotency_key text,
     amount_minor bigint, currency text, settle_hold_id bigint, settle_capture_account_id bigint,
-    settle_reverse_transaction_id bigint, followup jsonb, request_hash text)
+    settle_reverse_transaction_id bigint, followup jsonb, request_hash text, trace_context jsonb,
+    given_id bigint)
 ), keyed AS (
+  -- given_id: drawn by the caller already (an encrypted payload is bound to it).
   INSERT INTO @schema@.task_key (key, task_id, request_hash)
-  SELECT unique_key, nextval('@schema@.task_id_seq'), request_hash FROM input WHERE unique_key IS NOT NULL
+  SELECT unique_key, coalesce(given_id, nextval('@schema@.task_id_seq')), request_hash
+  FROM input WHERE unique_key IS NOT NULL
   ON CONFLICT (key) DO NOTHING
   RETURNING key, task_id
 ), ids AS (
   SELECT input.*,
-         CASE WHEN input.unique_key IS NULL THEN nextval('@schema@.task_id_seq') ELSE keyed.task_id END AS id
+         CASE WHEN input.unique_key IS NULL THEN coalesce(input.given_id, nextval('@schema@.task_id_seq'))
+              ELSE keyed.task_id END AS id
   FROM input LEFT JOIN keyed ON keyed.key = input.unique_key
 ), new_queue AS (
   INSERT INTO @schema@.queue (name, uses_partitions)
@@ -43,11 +48,11 @@ WITH input AS (
 ), inserted AS (
   INSERT INTO @schema@.task (id, queue, kind, payload, state, priority, run_at, attempt_max, timeout_ms,
                              unique_key, partition_key, idempotency_key, amount_minor, currency, settle_hold_id,
-                             settle_capture_account_id, settle_reverse_transaction_id, followup)
+                             settle_capture_account_id, settle_reverse_transaction_id, followup, trace_context)
   SELECT id, queue, kind, payload, CASE WHEN held THEN 'held' ELSE 'pending' END, priority,
          now() + delay_ms * interval '1 millisecond', attempt_max, timeout_ms, unique_key, partition_key,
          coalesce(idempotency_key, 'task:' || id), amount_minor, currency, settle_hold_id,
-         settle_capture_account_id, settle_reverse_transaction_id, followup
+         settle_capture_account_id, settle_reverse_transaction_id, followup, trace_context
   FROM ids WHERE id IS NOT NULL
   RETURNING id
 )
@@ -55,6 +60,32 @@ SELECT ids.n, coalesce(ids.id, k.task_id) AS task_id, ids.id IS NOT NULL AS crea
        k.request_hash AS key_request_hash
 FROM ids LEFT JOIN @schema@.task_key k ON ids.id IS NULL AND k.key = ids.unique_key
 ORDER BY ids.n)sql"};
+
+// The COPY path of enqueue (outbox_enqueue_copy.cpp), in two steps. First
+// the batch's queues are made known as the statement above does, and its
+// ids and the transaction's time (microseconds since 1970) are drawn:
+// $1 the queues, $2 whether each has a partitioned task, $3 the queues to
+// mark as partitioned, $4 how many ids.
+inline const Statement enqueue_copy_prepare{"payq_task_enqueue_copy_prepare", R"sql(
+WITH new_queue AS (
+  INSERT INTO @schema@.queue (name, uses_partitions)
+  SELECT * FROM unnest($1::text[], $2::boolean[])
+  ON CONFLICT (name) DO NOTHING
+), partitioned_queue AS (
+  UPDATE @schema@.queue SET uses_partitions = true, updated_at = now()
+  WHERE name = ANY($3::text[]) AND NOT uses_partitions
+)
+SELECT (SELECT array_agg(id ORDER BY id)
+        FROM (SELECT nextval('@schema@.task_id_seq') AS id FROM generate_series(1, $4::integer)) drawn)::text AS ids,
+       (extract(epoch FROM now()) * 1000000)::bigint AS now_us)sql"};
+
+// Then the rows, whole, with COPY: no unique key (those go through the
+// statement above), the default idempotency key already filled in.
+inline const CopyTarget task_copy{"payq_task_copy", "@schema@.task",
+                                  "id, queue, kind, payload, state, priority, run_at, attempt_max, timeout_ms, "
+                                  "partition_key, idempotency_key, amount_minor, currency, settle_hold_id, "
+                                  "settle_capture_account_id, settle_reverse_transaction_id, followup, "
+                                  "trace_context"};
 
 inline const Statement task_key_get{"payq_task_key_get", R"sql(
 SELECT task_id, request_hash FROM @schema@.task_key WHERE key = $1)sql"};
@@ -200,6 +231,43 @@ SELECT flags.queue_paused, flags.queue_limited, )sql" PAYQ_TASK_COLUMNS R"sql(
 FROM flags LEFT JOIN picked t ON true
 ORDER BY t.priority DESC, t.run_at, t.id)sql"};
 
+// claim_plain from a claimer's cursor (ClaimCursor), the same statement
+// but for one line: only tasks of the cursor's priority that sort after it.
+// The scan starts at the cursor in task_claim instead of stepping, from the
+// front, over the entries of tasks already claimed, which an old snapshot
+// keeps from being vacuumed or marked dead. The row comparison on the
+// index's last two columns, after equalities on its first two, is an index
+// range.
+inline const Statement claim_plain_after{"payq_claim_plain_after", R"sql(
+WITH q AS (
+  SELECT paused OR coalesce(paused_until > now(), false) AS paused,
+         (concurrency_max IS NOT NULL OR rate_count_max IS NOT NULL OR amount_max_minor IS NOT NULL
+          OR uses_partitions) AS limited
+  FROM @schema@.queue WHERE name = $1
+), flags AS (
+  SELECT coalesce((SELECT paused FROM q), false) AS queue_paused,
+         coalesce((SELECT limited FROM q), false) AS queue_limited
+), candidates AS (
+  SELECT id FROM @schema@.task
+  WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND partition_key IS NULL
+    AND priority = $4::smallint AND (run_at, id) > ($5::timestamptz, $6::bigint)
+    AND (SELECT NOT (queue_paused OR queue_limited) FROM flags)
+  ORDER BY priority DESC, run_at, id
+  LIMIT $2::bigint
+  FOR UPDATE SKIP LOCKED
+), picked AS (
+  UPDATE @schema@.task t
+  SET state = 'running', attempt = t.attempt + 1, lease_token = nextval('@schema@.lease_token_seq'),
+      lease_until = now() + t.timeout_ms * interval '1 millisecond', worker_id = $3, updated_at = now()
+  -- ARRAY(...) keeps the generic plan on the primary key: a join with the
+  -- LIMIT-ed candidates is planned for 10% of the table and hashes all of it.
+  WHERE t.id = ANY (ARRAY(SELECT id FROM candidates))
+  RETURNING t.*
+)
+SELECT flags.queue_paused, flags.queue_limited, )sql" PAYQ_TASK_COLUMNS R"sql(
+FROM flags LEFT JOIN picked t ON true
+ORDER BY t.priority DESC, t.run_at, t.id)sql"};
+
 // The fenced completion: only the attempt that holds the lease moves the
 // task on, and its attempt record is written with it.
 inline const Statement complete{"payq_task_complete", R"sql(
@@ -209,18 +277,19 @@ WITH done AS (
                 WHEN 'success' THEN 'succeeded'
                 WHEN 'fail' THEN 'dead'
                 WHEN 'retry' THEN CASE WHEN t.attempt >= t.attempt_max THEN 'dead' ELSE 'pending' END
-                ELSE CASE WHEN t.attempt >= t.attempt_max THEN 'needs_review' ELSE 'pending' END
+                -- unknown; $10: an operator must look now (Outcome::needs_review)
+                ELSE CASE WHEN t.attempt >= t.attempt_max OR $10::boolean THEN 'needs_review' ELSE 'pending' END
               END,
       result = CASE WHEN $3 = 'success' THEN $4::jsonb ELSE t.result END,
       error = CASE WHEN $3 = 'success' THEN NULL ELSE $5 END,
       -- Only a task that will run again gets a new run_at: a finished one
       -- keeps the time it last ran for, never one after it finished.
-      run_at = CASE WHEN $3 IN ('retry', 'unknown') AND t.attempt < t.attempt_max
+      run_at = CASE WHEN $3 IN ('retry', 'unknown') AND t.attempt < t.attempt_max AND NOT $10::boolean
                     THEN now() + $6::bigint * interval '1 millisecond'
                     ELSE t.run_at END,
       lease_token = NULL, lease_until = NULL, updated_at = now(),
       finished_at = CASE
-                      WHEN $3 IN ('success', 'fail') OR t.attempt >= t.attempt_max THEN now()
+                      WHEN $3 IN ('success', 'fail') OR t.attempt >= t.attempt_max OR $10::boolean THEN now()
                     END
   -- A lease token is set exactly while the task runs (constraint
   -- task_consistent), so the token alone fences; a test on state would let

@@ -163,6 +163,7 @@ void ClaimLoop::run(int index) {
   // single batch each the queues are spread over the threads.
   for (int i = 0; i < index; ++i) picker.next();
   ThreadConnection connection(database_);
+  std::vector<ClaimCursor> cursors(options_.queues.size());
   int failure_count = 0;
   // The batch run last, whose outcomes the completer may still be writing:
   // they are waited for (and logged) after the next claim, so the claim's
@@ -180,12 +181,12 @@ void ClaimLoop::run(int index) {
   while (!stop_.requested()) {
     std::vector<ClaimedTask> batch;
     try {
-      batch = claim_round(connection.get(), picker);
+      batch = claim_round(connection.get(), picker, cursors);
       const bool settled_some = !previous.empty();
       previous_settle();
       // Until now the previous batch's tasks may still have counted as
       // running against a limited queue's concurrency: claim again once.
-      if (batch.empty() && settled_some) batch = claim_round(connection.get(), picker);
+      if (batch.empty() && settled_some) batch = claim_round(connection.get(), picker, cursors);
       failure_count = 0;
       database_reached();
     } catch (const Error& e) {
@@ -223,18 +224,32 @@ void ClaimLoop::run(int index) {
 
 // One claim per queue at most: the queue whose weighted turn it is first,
 // then, if it had nothing, the others in order.
-std::vector<ClaimedTask> ClaimLoop::claim_round(Connection& connection, QueuePicker& picker) {
+std::vector<ClaimedTask> ClaimLoop::claim_round(Connection& connection, QueuePicker& picker,
+                                                std::vector<ClaimCursor>& cursors) {
   const std::size_t first = picker.next();
   const std::size_t queue_count = options_.queues.size();
   for (std::size_t offset = 0; offset < queue_count; ++offset) {
-    const std::string& queue = options_.queues[(first + offset) % queue_count].first;
+    const std::size_t queue_index = (first + offset) % queue_count;
+    const std::string& queue = options_.queues[queue_index].first;
+    ClaimCursor& cursor = cursors.at(queue_index);
     ClaimRequest request{queue, options_.worker_id, options_.claim_batch_count_max};
     const int retry_count_max = database_.options().transient_retry_count_max;
     worker_tracing::ClaimSpan claim_span;
     // A plain queue is claimed by one statement, run as its own transaction
     // (no BEGIN and COMMIT round trips); a limited one needs the locked path.
-    std::optional<std::vector<Task>> plain = single_statement_on(
-        connection, retry_count_max, [&](SingleStatement& alone) { return Outbox(alone).claim_plain(request); });
+    std::optional<ClaimKey> after;
+    auto claim_plain = [&] {
+      const auto now = Clock::now();
+      after = cursor.start(now);
+      std::optional<std::vector<Task>> tasks = single_statement_on(
+          connection, retry_count_max, [&](SingleStatement& alone) { return Outbox(alone).claim_plain(request, after); });
+      if (tasks) cursor.record(request, after, *tasks, now);
+      return tasks;
+    };
+    std::optional<std::vector<Task>> plain = claim_plain();
+    // A dry cursor says nothing of the tasks before it: scan from the front
+    // (record() reset it) before the thread goes idle.
+    if (plain && plain->empty() && after) plain = claim_plain();
     std::vector<Task> tasks =
         plain ? std::move(*plain)
               : transact_on(connection, retry_count_max, [&](Transaction& tx) { return Outbox(tx).claim_limited(request); });

@@ -87,7 +87,8 @@ class ClaimLoop {
     std::optional<Database::Lease> lease_;
   };
 
-  std::vector<ClaimedTask> claim_round(Connection& connection, QueuePicker& picker);
+  // cursors: the thread's ClaimCursor of each queue, in options_.queues order.
+  std::vector<ClaimedTask> claim_round(Connection& connection, QueuePicker& picker, std::vector<ClaimCursor>& cursors);
 
   // The outcomes of a batch not yet recorded, each handed to the completer
   // as soon as the handler call that produced it returned; the batch is

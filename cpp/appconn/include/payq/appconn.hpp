@@ -32,13 +32,18 @@ namespace py = pybind11;
 class DbApiExecutor final : public Executor {
  public:
   // InvalidArgument unless `cursor` has execute, fetchall and description;
-  // ConfigError for a malformed schema name.
-  DbApiExecutor(py::object cursor, std::string schema);
+  // ConfigError for a malformed schema name. `copy_in`, when not None, is
+  // the driver's COPY: called as copy_in(sql: str, data: bytes) with a
+  // `COPY ... FROM STDIN` statement and its data (payq.appconn makes it for
+  // psycopg 3 and psycopg2); None leaves bulk writes to statements.
+  DbApiExecutor(py::object cursor, std::string schema, py::object copy_in = py::none());
 
   DbApiExecutor(const DbApiExecutor&) = delete;
   DbApiExecutor& operator=(const DbApiExecutor&) = delete;
 
   Rows exec(const Statement& statement, const Params& params) override;
+  bool copy_supported() const noexcept override { return copy_supported_; }
+  void copy_in(const CopyTarget& target, std::string_view data) override;
   // The same savepoint names and statements as payq::Transaction.
   void savepoint_begin() override;
   void savepoint_release() override;
@@ -58,6 +63,8 @@ class DbApiExecutor final : public Executor {
   void exec_script(const std::string& sql);
 
   py::object cursor_;
+  py::object copy_in_;
+  bool copy_supported_ = false;  // read without the GIL
   std::string schema_;
   std::unordered_map<std::string, std::shared_ptr<const FormatSql>> sql_by_name_;
   std::size_t savepoint_depth_ = 0;
