@@ -1,6 +1,8 @@
 // Every SQL statement of the outbox queue, by name.
 #pragma once
 
+#include <string>
+
 #include "payq/db.hpp"
 
 namespace payq::outbox_sql {
@@ -238,35 +240,15 @@ ORDER BY t.priority DESC, t.run_at, t.id)sql"};
 // keeps from being vacuumed or marked dead. The row comparison on the
 // index's last two columns, after equalities on its first two, is an index
 // range.
-inline const Statement claim_plain_after{"payq_claim_plain_after", R"sql(
-WITH q AS (
-  SELECT paused OR coalesce(paused_until > now(), false) AS paused,
-         (concurrency_max IS NOT NULL OR rate_count_max IS NOT NULL OR amount_max_minor IS NOT NULL
-          OR uses_partitions) AS limited
-  FROM @schema@.queue WHERE name = $1
-), flags AS (
-  SELECT coalesce((SELECT paused FROM q), false) AS queue_paused,
-         coalesce((SELECT limited FROM q), false) AS queue_limited
-), candidates AS (
-  SELECT id FROM @schema@.task
-  WHERE queue = $1 AND state = 'pending' AND run_at <= now() AND partition_key IS NULL
-    AND priority = $4::smallint AND (run_at, id) > ($5::timestamptz, $6::bigint)
-    AND (SELECT NOT (queue_paused OR queue_limited) FROM flags)
-  ORDER BY priority DESC, run_at, id
-  LIMIT $2::bigint
-  FOR UPDATE SKIP LOCKED
-), picked AS (
-  UPDATE @schema@.task t
-  SET state = 'running', attempt = t.attempt + 1, lease_token = nextval('@schema@.lease_token_seq'),
-      lease_until = now() + t.timeout_ms * interval '1 millisecond', worker_id = $3, updated_at = now()
-  -- ARRAY(...) keeps the generic plan on the primary key: a join with the
-  -- LIMIT-ed candidates is planned for 10% of the table and hashes all of it.
-  WHERE t.id = ANY (ARRAY(SELECT id FROM candidates))
-  RETURNING t.*
-)
-SELECT flags.queue_paused, flags.queue_limited, )sql" PAYQ_TASK_COLUMNS R"sql(
-FROM flags LEFT JOIN picked t ON true
-ORDER BY t.priority DESC, t.run_at, t.id)sql"};
+// Built from claim_plain's text, so that the two cannot drift apart.
+inline const std::string claim_plain_after_sql = [] {
+  const std::string partition_test = "AND partition_key IS NULL\n";
+  std::string sql = claim_plain.sql;
+  sql.insert(sql.find(partition_test) + partition_test.size(),
+             "    AND priority = $4::smallint AND (run_at, id) > ($5::timestamptz, $6::bigint)\n");
+  return sql;
+}();
+inline const Statement claim_plain_after{"payq_claim_plain_after", claim_plain_after_sql.c_str()};
 
 // The fenced completion: only the attempt that holds the lease moves the
 // task on, and its attempt record is written with it.
